@@ -1,0 +1,109 @@
+/**
+ * The Backend interface: a place that stores named files and knows nothing about what they mean.
+ *
+ * A repository is a handful of file types (see docs/design.md, "Repository layout"). A backend maps a
+ * FileHandle to wherever it keeps bytes (a path, an object key, an HTTP resource). Everything above it
+ * (encryption, packs, indexes) lives in src/repository. Retry, concurrency limits and read-only access are
+ * wrappers around a Backend, not features of each backend.
+ */
+
+export type FileType = "config" | "key" | "lock" | "snapshot" | "index" | "pack";
+
+export const FILE_TYPES: readonly FileType[] = ["config", "key", "lock", "snapshot", "index", "pack"];
+
+export interface FileHandle {
+  readonly type: FileType;
+  /** The file's name: 64 lowercase hex digits for everything but `config`, whose name is "". */
+  readonly name: string;
+}
+
+export interface FileInfo {
+  readonly name: string;
+  readonly size: number;
+}
+
+export interface ByteRange {
+  readonly offset: number;
+  /** Bytes to read; past the end of the file the read is short, never an error. Absent: to the end. */
+  readonly length?: number;
+}
+
+/**
+ * Bytes to save. `open` MAY be called more than once (a retry starts over), and each call MUST yield the
+ * same `length` bytes, so a source never has to be held in memory whole.
+ */
+export interface SaveSource {
+  readonly length: number;
+  open(): AsyncIterable<Uint8Array>;
+}
+
+export interface SaveOptions {
+  /** Refuse (ALREADY_EXISTS) when the file exists instead of replacing it. */
+  readonly ifAbsent?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export type RetentionMode = "governance" | "compliance";
+
+export interface Retention {
+  readonly mode: RetentionMode;
+  readonly until: Date;
+}
+
+export interface BackendCapabilities {
+  /** How many requests it is worth having in flight at once. */
+  readonly connections: number;
+  /** Whether save can atomically replace an existing file. */
+  readonly atomicReplace: boolean;
+  /** Retention modes the backend enforces; empty when it has no immutability. */
+  readonly retentionModes: readonly RetentionMode[];
+}
+
+export interface Backend {
+  /** Where this backend stores, for messages: never contains a secret. */
+  readonly location: string;
+  readonly capabilities: BackendCapabilities;
+
+  /** MUST throw NOT_FOUND (BulwarkError) when the file does not exist. */
+  stat(h: FileHandle, signal?: AbortSignal): Promise<FileInfo>;
+
+  /** MUST yield every complete file of the type exactly once; MUST NOT yield temporary or partial files. */
+  list(type: FileType, signal?: AbortSignal): AsyncIterable<FileInfo>;
+
+  /** Reads a whole file or a range. MUST throw NOT_FOUND when the file does not exist. */
+  load(h: FileHandle, range?: ByteRange, signal?: AbortSignal): Promise<Buffer>;
+
+  /** Streams a file or a range, for files too large to hold in memory. */
+  openRead(h: FileHandle, range?: ByteRange, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+
+  /**
+   * Stores a file atomically: after a crash at any moment the file either does not exist or is complete.
+   * With ifAbsent it MUST throw ALREADY_EXISTS rather than replace an existing file.
+   */
+  save(h: FileHandle, source: SaveSource, options?: SaveOptions): Promise<void>;
+
+  /** Removes a file. MUST throw NOT_FOUND when it does not exist; RETENTION_LOCKED when retention forbids. */
+  remove(h: FileHandle, signal?: AbortSignal): Promise<void>;
+
+  /** Where immutability is supported: the retention currently on a file. */
+  getRetention?(h: FileHandle, signal?: AbortSignal): Promise<Retention | undefined>;
+  /** Where immutability is supported: extends (never shortens) a file's retention. */
+  extendRetention?(h: FileHandle, retention: Retention, signal?: AbortSignal): Promise<void>;
+
+  /** Frees connections; the backend is unusable afterwards. */
+  close(): Promise<void>;
+}
+
+export function bufferSource(data: Uint8Array): SaveSource {
+  return {
+    length: data.length,
+    // eslint-disable-next-line @typescript-eslint/require-await
+    async *open() {
+      yield data;
+    },
+  };
+}
+
+export function handleToString(h: FileHandle): string {
+  return h.type === "config" ? "config" : `${h.type}/${h.name}`;
+}
