@@ -1,0 +1,58 @@
+import type { Command } from "commander";
+import { formatBytes, formatCount } from "../../core/format.js";
+import { check, parseReadDataSubset, type CheckOptions } from "../../verify/checker.js";
+import { EXIT } from "../exit-codes.js";
+import { createProgress } from "../progress.js";
+import { withRepository, type GlobalOptions } from "../context.js";
+
+export function registerCheck(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command("check")
+    .description("verify the repository's structure and, with --read-data, every byte of data")
+    .option("--read-data", "read and verify all pack data")
+    .option("--read-data-subset <spec>", "read a subset: N% (random) or n/t (part n of t)")
+    .addHelpText(
+      "after",
+      "\nExit code 0 when no error is found, 1 otherwise. Findings name the damaged pack, blobs,\nand the snapshots and files that need them.",
+    )
+    .action(async (flags: { readData?: boolean; readDataSubset?: string }) => {
+      const code = await withRepository(globals(), "shared", async ({ repo, out, pool }) => {
+        const readData: CheckOptions["readData"] = flags.readDataSubset
+          ? parseReadDataSubset(flags.readDataSubset)
+          : flags.readData
+            ? { kind: "all" }
+            : false;
+        const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "check" });
+        const { findings, stats } = await check(repo, pool(), {
+          readData,
+          reporter: {
+            progress: (done, total, bytes) =>
+              progress.update({ filesDone: done, filesTotal: total, bytesDone: bytes }),
+          },
+        });
+        progress.done();
+        const errors = findings.filter((f) => f.severity === "error");
+        out.emitJson({ ok: errors.length === 0, errors: errors.length, findings, stats });
+        for (const f of findings) {
+          out.result(`${f.severity}: ${f.message}`);
+          if (f.snapshots?.length)
+            out.result(`  affects snapshots: ${f.snapshots.map((s) => s.slice(0, 8)).join(" ")}`);
+          for (const file of (f.files ?? []).slice(0, 50)) out.result(`  affects ${file}`);
+          if ((f.files?.length ?? 0) > 50) out.result(`  ... and ${f.files!.length - 50} more`);
+        }
+        out.info(
+          `checked ${formatCount(stats.snapshots)} snapshots, ${formatCount(stats.trees)} trees, ${formatCount(stats.packs)} packs` +
+            (readData
+              ? `; read ${formatCount(stats.packsRead)} packs (${formatBytes(stats.bytesRead)})`
+              : ""),
+        );
+        if (errors.length > 0) {
+          out.result(`${errors.length} error${errors.length === 1 ? "" : "s"} found`);
+          return EXIT.ERROR;
+        }
+        out.result("no errors were found");
+        return EXIT.OK;
+      });
+      process.exitCode = code;
+    });
+}

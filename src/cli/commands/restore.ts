@@ -1,0 +1,87 @@
+import type { Command } from "commander";
+import { resolve } from "node:path";
+import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
+import { restore } from "../../snapshot/restorer.js";
+import { findSnapshot } from "../../snapshot/snapshot.js";
+import { EXIT } from "../exit-codes.js";
+import { createProgress } from "../progress.js";
+import { withRepository, type GlobalOptions } from "../context.js";
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+export function registerRestore(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command("restore")
+    .description("restore a snapshot into a directory")
+    .argument("<snapshot>", "snapshot id, a unique prefix, or latest")
+    .requiredOption(
+      "-t, --target <dir>",
+      "directory to restore into (paths are restored below it as in the snapshot)",
+    )
+    .option(
+      "-i, --include <path>",
+      "restore only this snapshot path and what is below it (repeatable)",
+      collect,
+      [],
+    )
+    .option("--host <name>", "with latest: the latest snapshot of this host")
+    .addHelpText(
+      "after",
+      "\nFiles whose data is missing or damaged in the repository are not left behind half-written:\nthey are removed, listed, and the exit code is 1. Everything else is restored.",
+    )
+    .action(async (ref: string, flags: { target: string; include: string[]; host?: string }) => {
+      const code = await withRepository(globals(), "shared", async ({ repo, out, pool }) => {
+        const started = Date.now();
+        await repo.loadIndex();
+        const snapshot = await findSnapshot(repo, ref, flags.host ? { hosts: [flags.host] } : {});
+        out.info(
+          `restoring snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.paths.join(" ")} to ${resolve(flags.target)}`,
+        );
+        const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "restore" });
+        let files = 0;
+        let bytesTotal = 0;
+        let bytes = 0;
+        let errors = 0;
+        const result = await restore(repo, pool(), snapshot.tree, {
+          target: resolve(flags.target),
+          include: flags.include,
+          reporter: {
+            planned: (f, b) => {
+              files = f;
+              bytesTotal = b;
+            },
+            progress: (b) => {
+              bytes = b;
+              progress.update({ filesDone: 0, filesTotal: files, bytesDone: bytes, bytesTotal, errors });
+            },
+            error: (path, error) => {
+              errors++;
+              progress.log(`error: ${path}: ${error}`);
+            },
+          },
+        });
+        progress.done();
+        out.emitJson({
+          snapshot: snapshot.id,
+          target: resolve(flags.target),
+          ...result,
+          durationMs: Date.now() - started,
+        });
+        out.info(
+          `restored ${formatCount(result.files)} files, ${formatCount(result.dirs)} dirs, ${formatCount(result.links)} hard links, ${formatBytes(result.bytes)} written in ${formatDuration(Date.now() - started)}`,
+        );
+        if (result.errors.length > 0) {
+          out.warn(
+            `${result.errors.length} entr${result.errors.length === 1 ? "y" : "ies"} could not be restored:`,
+          );
+          for (const e of result.errors) out.warn(`  ${e.path}: ${e.error}`);
+          out.warn(
+            "run `bulwark check --read-data` for the full picture; restore them from another copy if you have one",
+          );
+          return EXIT.ERROR;
+        }
+        return EXIT.OK;
+      });
+      process.exitCode = code;
+    });
+}

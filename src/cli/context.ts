@@ -1,0 +1,127 @@
+/**
+ * What every command needs: where the repository is, its password, how to print.
+ * Commands stay thin: parse options, call the library, render the result.
+ */
+import type { Backend } from "../backend/backend.js";
+import { LocalBackend } from "../backend/local/local-backend.js";
+import { BulwarkError } from "../core/errors.js";
+import { RepoLock } from "../repository/lock.js";
+import { Repository } from "../repository/repository.js";
+import { WorkerPool } from "../repository/worker-pool.js";
+import { readPassword } from "./password.js";
+
+export interface GlobalOptions {
+  repo?: string;
+  passwordFile?: string;
+  json?: boolean;
+  quiet?: boolean;
+  noLock?: boolean;
+}
+
+export class Output {
+  constructor(private readonly opts: GlobalOptions) {}
+
+  get json(): boolean {
+    return this.opts.json === true;
+  }
+
+  /** Human output on stdout; silent with --json or --quiet. */
+  info(line: string): void {
+    if (!this.opts.json && !this.opts.quiet) process.stdout.write(line + "\n");
+  }
+
+  /** Human output that --quiet does not silence (the result the user asked for). */
+  result(line: string): void {
+    if (!this.opts.json) process.stdout.write(line + "\n");
+  }
+
+  warn(line: string): void {
+    process.stderr.write(line + "\n");
+  }
+
+  emitJson(value: unknown): void {
+    if (this.opts.json) process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+  }
+
+  get progressEnabled(): boolean {
+    return process.stderr.isTTY === true && !this.opts.json && !this.opts.quiet;
+  }
+}
+
+export function repositoryLocation(opts: GlobalOptions): string {
+  const location = opts.repo ?? process.env.BULWARK_REPOSITORY;
+  if (!location) {
+    throw new BulwarkError("USAGE", "no repository given", {
+      hint: "pass --repo LOCATION or set BULWARK_REPOSITORY",
+    });
+  }
+  return location;
+}
+
+/** Parses a location: a path, or `local:PATH`. Remote backends are added here as they land. */
+export async function openBackend(location: string, create: boolean): Promise<Backend> {
+  const scheme = /^([a-z0-9]+):(.*)$/.exec(location);
+  let path = location;
+  if (scheme && scheme[1] !== undefined && scheme[1].length > 1) {
+    if (scheme[1] !== "local") {
+      throw new BulwarkError("USAGE", `unknown repository type ${JSON.stringify(scheme[1])} in ${location}`, {
+        hint: "use a path or local:PATH",
+      });
+    }
+    path = scheme[2] ?? "";
+  }
+  return create ? LocalBackend.create(path) : LocalBackend.open(path);
+}
+
+export async function getPassword(
+  opts: GlobalOptions,
+  confirm = false,
+  prompt = "enter repository password: ",
+): Promise<string> {
+  return readPassword({
+    ...(opts.passwordFile === undefined ? {} : { passwordFile: opts.passwordFile }),
+    env: process.env,
+    stdin: process.stdin,
+    stderr: process.stderr,
+    prompt,
+    confirm,
+  });
+}
+
+export interface Session {
+  repo: Repository;
+  out: Output;
+  /** Started on first use. */
+  pool(): WorkerPool;
+  close(): Promise<void>;
+}
+
+/** Opens the repository, takes the lock the command needs, and cleans up whatever happens. */
+export async function withRepository<T>(
+  opts: GlobalOptions,
+  lock: "none" | "shared" | "exclusive",
+  fn: (session: Session) => Promise<T>,
+): Promise<T> {
+  const backend = await openBackend(repositoryLocation(opts), false);
+  const password = await getPassword(opts);
+  const repo = await Repository.open(backend, password);
+  let pool: WorkerPool | undefined;
+  let repoLock: RepoLock | undefined;
+  const session: Session = {
+    repo,
+    out: new Output(opts),
+    pool: () => (pool ??= new WorkerPool(repo)),
+    close: async () => {
+      await pool?.close();
+      pool = undefined;
+    },
+  };
+  try {
+    if (lock !== "none" && !opts.noLock) repoLock = await RepoLock.acquire(repo, lock === "exclusive");
+    return await fn(session);
+  } finally {
+    await session.close();
+    await repoLock?.release();
+    await backend.close();
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * Exit codes, the one place errors become numbers (documented in `bulwark --help`).
+ */
+import { findBulwarkError, type ErrorCode } from "../core/errors.js";
+
+export const EXIT = {
+  OK: 0,
+  ERROR: 1,
+  PARTIAL: 3,
+  NO_REPOSITORY: 10,
+  LOCKED: 11,
+  WRONG_PASSWORD: 12,
+  CANCELLED: 130,
+} as const;
+
+export const EXIT_CODES_HELP = `Exit codes:
+  0   success
+  1   error (for check: the repository has errors)
+  3   partial backup: some files could not be read (they are listed)
+  10  no repository at the given location
+  11  the repository is locked by another process
+  12  wrong password
+  130 interrupted`;
+
+const BY_CODE: Partial<Record<ErrorCode, number>> = {
+  NO_REPOSITORY: EXIT.NO_REPOSITORY,
+  REPO_LOCKED: EXIT.LOCKED,
+  WRONG_PASSWORD: EXIT.WRONG_PASSWORD,
+  CANCELLED: EXIT.CANCELLED,
+};
+
+export function exitCodeFor(err: unknown): number {
+  const e = findBulwarkError(err);
+  return (e && BY_CODE[e.code]) ?? EXIT.ERROR;
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/**
+ * The bulwark command: a thin layer over the library. The only place that touches argv, stdout and exit codes.
+ */
+import { Command, CommanderError } from "commander";
+import { findBulwarkError, errorMessage } from "../core/errors.js";
+import { registerBackup } from "./commands/backup.js";
+import { registerCheck } from "./commands/check.js";
+import { registerForget } from "./commands/forget.js";
+import { registerInit } from "./commands/init.js";
+import { registerKey } from "./commands/key.js";
+import { registerRestore } from "./commands/restore.js";
+import { registerSnapshotCommands } from "./commands/snapshots.js";
+import { registerUnlock } from "./commands/unlock.js";
+import type { GlobalOptions } from "./context.js";
+import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
+
+const program = new Command();
+program
+  .name("bulwark")
+  .description("Encrypted, deduplicating backups that prove the 3-2-1-1-0 rule holds.")
+  .version("0.1.0")
+  .option("-r, --repo <location>", "repository location: a path or local:PATH (env BULWARK_REPOSITORY)")
+  .option(
+    "-p, --password-file <file>",
+    "read the repository password from a file (env BULWARK_PASSWORD_FILE, BULWARK_PASSWORD)",
+  )
+  .option("--json", "machine-readable output on stdout")
+  .option("-q, --quiet", "only errors and results")
+  .option("--no-lock", "do not lock the repository (read-only commands only; risky)")
+  .addHelpText(
+    "after",
+    `\n${EXIT_CODES_HELP}\n\nExample:\n  export BULWARK_REPOSITORY=/srv/backup BULWARK_PASSWORD_FILE=~/.bulwark-pass\n  bulwark init && bulwark backup ~/documents && bulwark check --read-data`,
+  )
+  .showHelpAfterError("(run with --help for usage)")
+  .exitOverride();
+
+const globals = (): GlobalOptions => {
+  const o = program.opts<{
+    repo?: string;
+    passwordFile?: string;
+    json?: boolean;
+    quiet?: boolean;
+    lock?: boolean;
+  }>();
+  return {
+    ...(o.repo === undefined ? {} : { repo: o.repo }),
+    ...(o.passwordFile === undefined ? {} : { passwordFile: o.passwordFile }),
+    json: o.json === true,
+    quiet: o.quiet === true,
+    noLock: o.lock === false,
+  };
+};
+
+registerInit(program, globals);
+registerBackup(program, globals);
+registerSnapshotCommands(program, globals);
+registerRestore(program, globals);
+registerCheck(program, globals);
+registerForget(program, globals);
+registerKey(program, globals);
+registerUnlock(program, globals);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? EXIT.OK : EXIT.ERROR;
+  } else {
+    const known = findBulwarkError(err);
+    const json = globals().json;
+    if (json) {
+      process.stdout.write(
+        JSON.stringify(
+          { error: { code: known?.code ?? "INTERNAL", message: errorMessage(err), hint: known?.hint } },
+          null,
+          2,
+        ) + "\n",
+      );
+    }
+    if (known) {
+      process.stderr.write(`error: ${known.message}\n`);
+      if (known.hint) process.stderr.write(`hint: ${known.hint}\n`);
+    } else {
+      // Not a condition we anticipated: show the stack so it can be reported.
+      process.stderr.write(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    }
+    process.exitCode = exitCodeFor(err);
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Encoding of one blob's bytes inside a pack (docs/design.md, "Blobs"):
+ * `seal(key, flag || payload)` where flag 0 means payload is the plaintext and flag 1 means payload is a
+ * zstd frame of it. Incompressible data (random, media, already compressed) is stored raw, decided on a
+ * sample first so we do not spend a full compression pass to learn that.
+ *
+ * Used on the main thread and in worker threads; each thread keeps its own zstd contexts.
+ */
+import { Compressor, Decompressor } from "zstd-napi";
+import { ENVELOPE_OVERHEAD, open, sealParts } from "../crypto/crypto.js";
+import { BulwarkError } from "../core/errors.js";
+
+const FLAG_RAW = new Uint8Array([0]);
+const FLAG_ZSTD = new Uint8Array([1]);
+const SAMPLE_BYTES = 64 * 1024;
+/** Stored raw unless compression saves at least this fraction. */
+const MIN_SAVING = 0.03;
+
+export class BlobCodec {
+  private readonly compressor = new Compressor();
+  private readonly sampler = new Compressor();
+  private readonly decompressor = new Decompressor();
+
+  constructor(
+    private readonly key: Uint8Array,
+    readonly compressionLevel: number,
+  ) {
+    this.compressor.setParameters({ compressionLevel, contentSizeFlag: true, checksumFlag: false });
+    this.sampler.setParameters({ compressionLevel: 1 });
+  }
+
+  /** Returns the envelope to store for a blob. */
+  encode(data: Uint8Array): Buffer {
+    if (this.compressionLevel > 0 && data.length >= 64 && this.looksCompressible(data)) {
+      const compressed = this.compressor.compress(data);
+      if (compressed.length <= data.length * (1 - MIN_SAVING)) {
+        return sealParts(this.key, FLAG_ZSTD, compressed);
+      }
+    }
+    return sealParts(this.key, FLAG_RAW, data);
+  }
+
+  /** Decrypts and decompresses; throws INVALID_DATA naming `what` on any inconsistency. */
+  decode(envelope: Uint8Array, rawLength: number | undefined, what: string): Buffer {
+    const plain = open(this.key, envelope, what);
+    const flag = plain[0];
+    const payload = plain.subarray(1);
+    let data: Buffer;
+    if (flag === 0) {
+      data = payload;
+    } else if (flag === 1) {
+      try {
+        data = this.decompressor.decompress(payload);
+      } catch (cause) {
+        throw new BulwarkError("INVALID_DATA", `${what}: zstd payload does not decompress`, { cause });
+      }
+    } else {
+      throw new BulwarkError("INVALID_DATA", `${what}: unknown compression flag ${flag}`);
+    }
+    if (rawLength !== undefined && data.length !== rawLength) {
+      throw new BulwarkError(
+        "INVALID_DATA",
+        `${what}: decoded to ${data.length} bytes, the index says ${rawLength}`,
+      );
+    }
+    return data;
+  }
+
+  private looksCompressible(data: Uint8Array): boolean {
+    if (data.length <= SAMPLE_BYTES * 2) return true;
+    // A sample from the middle avoids being fooled by a compressible file header.
+    const start = Math.floor(data.length / 2) - SAMPLE_BYTES / 2;
+    const sample = data.subarray(start, start + SAMPLE_BYTES);
+    return this.sampler.compress(sample).length <= SAMPLE_BYTES * (1 - MIN_SAVING);
+  }
+}
+
+/** Upper bound of an encoded blob's size, for buffer planning. */
+export function maxEncodedLength(rawLength: number): number {
+  return rawLength + ENVELOPE_OVERHEAD + 1;
+}

@@ -1,0 +1,140 @@
+/**
+ * Repository locks (docs/design.md, "Locks").
+ *
+ * Backups, checks and restores take a shared lock; prune takes an exclusive one. A lock is a sealed file
+ * naming host, process and time, refreshed every few minutes. It is stale when it was not refreshed for
+ * STALE_AFTER, or when it belongs to this host and its process is gone; stale locks never block anyone and
+ * `bulwark unlock` removes them.
+ *
+ * Acquiring: write our lock first, then list the others; on conflict remove ours and fail. Two processes
+ * racing for conflicting locks may both fail, never both succeed.
+ */
+import { hostname } from "node:os";
+import { userInfo } from "node:os";
+import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
+import type { Repository } from "./repository.js";
+
+export interface LockInfo {
+  time: string;
+  exclusive: boolean;
+  hostname: string;
+  username: string;
+  pid: number;
+}
+
+export const REFRESH_EVERY_MS = 5 * 60 * 1000;
+export const STALE_AFTER_MS = 30 * 60 * 1000;
+
+export function isStale(lock: LockInfo, now = Date.now()): boolean {
+  if (now - Date.parse(lock.time) > STALE_AFTER_MS) return true;
+  if (lock.hostname === hostname()) {
+    try {
+      process.kill(lock.pid, 0);
+    } catch (err) {
+      return (err as { code?: string }).code === "ESRCH";
+    }
+  }
+  return false;
+}
+
+export async function listLocks(
+  repo: Repository,
+): Promise<{ name: string; lock?: LockInfo; error?: string }[]> {
+  const out: { name: string; lock?: LockInfo; error?: string }[] = [];
+  for (const name of await repo.listNames("lock")) {
+    try {
+      out.push({ name, lock: await repo.loadDocument<LockInfo>("lock", name) });
+    } catch (err) {
+      if (isNotFound(err)) continue;
+      out.push({ name, error: errorMessage(err) });
+    }
+  }
+  return out;
+}
+
+export class RepoLock {
+  private timer: NodeJS.Timeout | undefined;
+  private released = false;
+
+  private constructor(
+    private readonly repo: Repository,
+    private name: string,
+    private readonly info: LockInfo,
+  ) {}
+
+  static async acquire(repo: Repository, exclusive: boolean): Promise<RepoLock> {
+    const info: LockInfo = {
+      time: new Date().toISOString(),
+      exclusive,
+      hostname: hostname(),
+      username: safeUser(),
+      pid: process.pid,
+    };
+    const name = await repo.saveDocument("lock", info);
+    const lock = new RepoLock(repo, name, info);
+    try {
+      for (const other of await listLocks(repo)) {
+        if (other.name === name || !other.lock || isStale(other.lock)) continue;
+        if (exclusive || other.lock.exclusive) {
+          const o = other.lock;
+          throw new BulwarkError(
+            "REPO_LOCKED",
+            `repository is locked ${o.exclusive ? "exclusively " : ""}by pid ${o.pid} on ${o.hostname} (${o.username}) since ${o.time}`,
+            { hint: "wait for it to finish; if that process is gone, `bulwark unlock` removes stale locks" },
+          );
+        }
+      }
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+    lock.timer = setInterval(() => void lock.refresh(), REFRESH_EVERY_MS);
+    lock.timer.unref();
+    return lock;
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.released) return;
+    const old = this.name;
+    try {
+      this.name = await this.repo.saveDocument("lock", { ...this.info, time: new Date().toISOString() });
+      await this.repo.backend.remove({ type: "lock", name: old });
+    } catch {
+      // A failed refresh is retried at the next interval; the lock only goes stale after STALE_AFTER.
+    }
+  }
+
+  async release(): Promise<void> {
+    this.released = true;
+    if (this.timer) clearInterval(this.timer);
+    try {
+      await this.repo.backend.remove({ type: "lock", name: this.name });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+}
+
+/** Removes stale locks (all locks with `all`); returns the names removed. */
+export async function removeLocks(repo: Repository, all: boolean): Promise<string[]> {
+  const removed: string[] = [];
+  for (const entry of await listLocks(repo)) {
+    if (all || !entry.lock || isStale(entry.lock)) {
+      try {
+        await repo.backend.remove({ type: "lock", name: entry.name });
+        removed.push(entry.name);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+  }
+  return removed;
+}
+
+function safeUser(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return "";
+  }
+}

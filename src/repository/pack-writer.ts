@@ -1,0 +1,132 @@
+/**
+ * Collects encoded blobs into pack files and uploads them (docs/design.md, "Write ordering").
+ *
+ * Blobs are accepted once (a blob already indexed or pending is never stored twice by one writer), packed
+ * until the target size, then saved under the SHA-256 of the pack's bytes. Packs become visible to the
+ * master index only after their save completed; the caller writes index files for `takeNewPacks()` before
+ * writing any snapshot that refers to their blobs.
+ */
+import { createHash } from "node:crypto";
+import type { SaveSource } from "../backend/backend.js";
+import { encodePackHeader, type BlobType, type PackedBlob } from "./pack.js";
+import type { Repository } from "./repository.js";
+
+export interface PackWriterStats {
+  packs: number;
+  blobs: number;
+  /** Bytes of pack files written. */
+  storedBytes: number;
+  /** Plaintext bytes of the blobs added. */
+  rawBytes: number;
+}
+
+export class PackWriter {
+  private parts: Buffer[] = [];
+  private blobs: PackedBlob[] = [];
+  private size = 0;
+  private hash = createHash("sha256");
+  private readonly pending = new Set<string>();
+  private readonly uploads = new Set<Promise<void>>();
+  private failure: unknown;
+  private finishedPacks: { id: string; blobs: PackedBlob[] }[] = [];
+  readonly stats: PackWriterStats = { packs: 0, blobs: 0, storedBytes: 0, rawBytes: 0 };
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly maxUploads = Math.max(2, Math.min(4, repo.backend.capabilities.connections)),
+  ) {}
+
+  /** True when the repository has the blob or this writer will store it. */
+  has(id: string): boolean {
+    return this.repo.index.has(id) || this.pending.has(id);
+  }
+
+  /** Claims a blob for storing: false when it is already stored or claimed. */
+  claim(id: string): boolean {
+    if (this.has(id)) return false;
+    this.pending.add(id);
+    return true;
+  }
+
+  /** Releases a claim that will not be fulfilled (the source could not be read). */
+  release(id: string): void {
+    this.pending.delete(id);
+  }
+
+  /** Adds an encoded blob claimed before. Resolves when there is room for more (back-pressure). */
+  async add(type: BlobType, id: string, envelope: Buffer, rawLength: number): Promise<void> {
+    this.throwIfFailed();
+    this.pending.add(id);
+    this.blobs.push({ type, id, offset: this.size, length: envelope.length, rawLength });
+    this.parts.push(envelope);
+    this.hash.update(envelope);
+    this.size += envelope.length;
+    this.stats.blobs++;
+    this.stats.rawBytes += rawLength;
+    if (this.size >= this.repo.config.packSize) {
+      this.finishPack();
+      while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
+      this.throwIfFailed();
+    }
+  }
+
+  /** Encodes (compress + encrypt) and adds a blob on this thread; for small blobs such as trees. */
+  async addPlain(type: BlobType, data: Buffer): Promise<string> {
+    const id = this.repo.computeId(data);
+    if (this.claim(id)) await this.add(type, id, this.repo.codec.encode(data), data.length);
+    return id;
+  }
+
+  /** Uploads the partial pack and waits for every upload. */
+  async flush(): Promise<void> {
+    if (this.blobs.length > 0) this.finishPack();
+    while (this.uploads.size > 0) await Promise.race(this.uploads);
+    this.throwIfFailed();
+  }
+
+  /** Packs saved since the last call, for an index file. */
+  takeNewPacks(): { id: string; blobs: PackedBlob[] }[] {
+    const packs = this.finishedPacks;
+    this.finishedPacks = [];
+    return packs;
+  }
+
+  private finishPack(): void {
+    const header = encodePackHeader(this.repo.master.encrypt, this.blobs);
+    this.hash.update(header);
+    const id = this.hash.digest("hex");
+    const parts = [...this.parts, header];
+    const blobs = this.blobs;
+    const length = this.size + header.length;
+    this.parts = [];
+    this.blobs = [];
+    this.size = 0;
+    this.hash = createHash("sha256");
+
+    const source: SaveSource = {
+      length,
+      // eslint-disable-next-line @typescript-eslint/require-await
+      async *open() {
+        yield* parts;
+      },
+    };
+    const upload = this.repo.backend
+      .save({ type: "pack", name: id }, source)
+      .then(() => {
+        this.repo.index.addPack(id, blobs);
+        for (const b of blobs) this.pending.delete(b.id);
+        this.finishedPacks.push({ id, blobs });
+        this.stats.packs++;
+        this.stats.storedBytes += length;
+      })
+      .catch((err: unknown) => {
+        this.failure ??= err;
+      })
+      .finally(() => this.uploads.delete(upload));
+    this.uploads.add(upload);
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+}

@@ -1,0 +1,272 @@
+/**
+ * A Repository: a Backend plus the keys that make sense of it (docs/design.md, "Repository").
+ *
+ * Opening one reads the key files and unwraps the master key with the password, then reads the config.
+ * Every object but key files is sealed under the master key; every blob is verified against its id on load.
+ */
+import { randomBytes } from "node:crypto";
+import { bufferSource, type Backend, type FileType } from "../backend/backend.js";
+import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
+import { blobId, randomKey, sha256Hex, type ScryptParams } from "../crypto/crypto.js";
+import { BlobCodec } from "./blob-codec.js";
+import { createKeyFile, parseKeyFile, unwrapKeyFile, type KeyFile, type MasterKey } from "./keys.js";
+import { MasterIndex, type IndexFile } from "./master-index.js";
+import type { BlobType } from "./pack.js";
+
+export interface ChunkerConfig {
+  minSize: number;
+  avgSize: number;
+  maxSize: number;
+  /** hex, 32 bytes: derives the chunker's gear table, so boundaries do not leak content. */
+  seed: string;
+}
+
+export interface RepoConfig {
+  version: 1;
+  id: string;
+  chunker: ChunkerConfig;
+  /** hex, 32 bytes: the HMAC key of blob ids. Shared by a copy set so blobs move without re-hashing. */
+  idKey: string;
+  compression: { algorithm: "zstd"; level: number };
+  /** Target size of a pack file in bytes. */
+  packSize: number;
+}
+
+export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
+export const DEFAULT_COMPRESSION_LEVEL = 3;
+
+export interface InitOptions {
+  chunker?: Partial<Omit<ChunkerConfig, "seed">>;
+  compressionLevel?: number;
+  packSize?: number;
+  /** Share chunker seed and id key with this repository's config, so copies move blobs as they are. */
+  copyParamsFrom?: RepoConfig;
+  kdf?: ScryptParams;
+}
+
+/** File types whose contents are sealed JSON documents. */
+export type DocumentType = "snapshot" | "index" | "lock";
+
+export class Repository {
+  readonly index = new MasterIndex();
+  readonly codec: BlobCodec;
+  readonly idKey: Buffer;
+
+  private constructor(
+    readonly backend: Backend,
+    readonly master: MasterKey,
+    readonly config: RepoConfig,
+    /** Name of the key file the password opened. */
+    readonly keyName: string,
+  ) {
+    this.codec = new BlobCodec(master.encrypt, config.compression.level);
+    this.idKey = Buffer.from(config.idKey, "hex");
+  }
+
+  get id(): string {
+    return this.config.id;
+  }
+
+  static async init(backend: Backend, password: string, options: InitOptions = {}): Promise<Repository> {
+    if (await exists(backend, { type: "config", name: "" })) {
+      throw new BulwarkError("ALREADY_EXISTS", `a repository already exists at ${backend.location}`);
+    }
+    const from = options.copyParamsFrom;
+    const config: RepoConfig = {
+      version: 1,
+      id: randomBytes(32).toString("hex"),
+      chunker: from
+        ? { ...from.chunker }
+        : {
+            minSize: options.chunker?.minSize ?? 512 * 1024,
+            avgSize: options.chunker?.avgSize ?? 1024 * 1024,
+            maxSize: options.chunker?.maxSize ?? 8 * 1024 * 1024,
+            seed: randomBytes(32).toString("hex"),
+          },
+      idKey: from ? from.idKey : randomBytes(32).toString("hex"),
+      compression: { algorithm: "zstd", level: options.compressionLevel ?? DEFAULT_COMPRESSION_LEVEL },
+      packSize: options.packSize ?? from?.packSize ?? DEFAULT_PACK_SIZE,
+    };
+    const master: MasterKey = { encrypt: randomKey() };
+    const key = await createKeyFile(master, password, options.kdf);
+    // The key goes first: a config without a key would be a repository nobody can open.
+    await backend.save({ type: "key", name: key.name }, bufferSource(key.bytes), { ifAbsent: true });
+    const repo = new Repository(backend, master, config, key.name);
+    const sealed = repo.sealDocument(config);
+    await backend.save({ type: "config", name: "" }, bufferSource(sealed), { ifAbsent: true });
+    return repo;
+  }
+
+  static async open(backend: Backend, password: string): Promise<Repository> {
+    let configBytes: Buffer;
+    try {
+      configBytes = await backend.load({ type: "config", name: "" });
+    } catch (err) {
+      if (isNotFound(err)) {
+        throw new BulwarkError("NO_REPOSITORY", `no repository at ${backend.location}`, {
+          cause: err,
+          hint: "create one with `bulwark init`, or check --repo / BULWARK_REPOSITORY",
+        });
+      }
+      throw err;
+    }
+    for await (const info of backend.list("key")) {
+      const what = `key/${info.name.slice(0, 12)}`;
+      let file: KeyFile;
+      try {
+        file = parseKeyFile(await backend.load({ type: "key", name: info.name }), what);
+      } catch (err) {
+        if (isNotFound(err)) continue; // removed while we listed
+        throw err;
+      }
+      const master = await unwrapKeyFile(file, password);
+      if (master === undefined) continue;
+      const config = parseConfig(new BlobCodec(master.encrypt, 0).decode(configBytes, undefined, "config"));
+      return new Repository(backend, master, config, info.name);
+    }
+    throw new BulwarkError("WRONG_PASSWORD", `wrong password: no key in ${backend.location} opens with it`, {
+      hint: "check BULWARK_PASSWORD, BULWARK_PASSWORD_FILE or --password-file",
+    });
+  }
+
+  /** Seals a JSON document (compressed when worth it). */
+  sealDocument(doc: unknown): Buffer {
+    return this.codec.encode(Buffer.from(JSON.stringify(doc)));
+  }
+
+  openDocument<T>(bytes: Uint8Array, what: string): T {
+    const plain = this.codec.decode(bytes, undefined, what);
+    try {
+      return JSON.parse(plain.toString("utf8")) as T;
+    } catch (cause) {
+      throw new BulwarkError("INVALID_DATA", `${what}: not valid JSON`, { cause });
+    }
+  }
+
+  /** Saves a sealed document under the SHA-256 of its stored bytes and returns that name. */
+  async saveDocument(type: DocumentType, doc: unknown): Promise<string> {
+    const sealed = this.sealDocument(doc);
+    const name = sha256Hex(sealed);
+    await this.backend.save({ type, name }, bufferSource(sealed), { ifAbsent: true });
+    return name;
+  }
+
+  async loadDocument<T>(type: DocumentType, name: string): Promise<T> {
+    const bytes = await this.backend.load({ type, name });
+    const what = `${type}/${name.slice(0, 12)}`;
+    if (sha256Hex(bytes) !== name) {
+      throw new BulwarkError("INVALID_DATA", `${what}: contents do not match the file name (damaged)`);
+    }
+    return this.openDocument<T>(bytes, what);
+  }
+
+  async listNames(type: FileType): Promise<string[]> {
+    const names: string[] = [];
+    for await (const info of this.backend.list(type)) names.push(info.name);
+    return names;
+  }
+
+  /** Reads every index file into the master index. Returns damaged index files instead of failing. */
+  async loadIndex(): Promise<{ files: number; damaged: { name: string; error: string }[] }> {
+    const names = await this.listNames("index");
+    const damaged: { name: string; error: string }[] = [];
+    await forEachLimit(names, 8, async (name) => {
+      try {
+        this.index.addFile(await this.loadDocument<IndexFile>("index", name));
+      } catch (err) {
+        if (isNotFound(err)) return; // replaced by a concurrent prune; its successor is listed too
+        damaged.push({ name, error: errorMessage(err) });
+      }
+    });
+    return { files: names.length, damaged };
+  }
+
+  computeId(data: Uint8Array): string {
+    return blobId(this.idKey, data);
+  }
+
+  /** Loads, decrypts and verifies one blob; throws INVALID_DATA or NOT_FOUND naming the blob and pack. */
+  async loadBlob(id: string, type?: BlobType): Promise<Buffer> {
+    const entry = this.index.get(id);
+    if (entry === undefined) {
+      throw new BulwarkError("NOT_FOUND", `${type ?? "blob"} ${id.slice(0, 12)} is not in the index`);
+    }
+    const what = `blob ${id.slice(0, 12)} in pack ${entry.pack.slice(0, 12)}`;
+    const envelope = await this.backend.load({ type: "pack", name: entry.pack }, entry);
+    if (envelope.length !== entry.length) {
+      throw new BulwarkError("INVALID_DATA", `${what}: pack is truncated`);
+    }
+    const data = this.codec.decode(envelope, entry.rawLength, what);
+    if (this.computeId(data) !== id) {
+      throw new BulwarkError("INVALID_DATA", `${what}: contents do not match the blob id`);
+    }
+    return data;
+  }
+
+  // --- keys ---
+
+  async listKeys(): Promise<{ name: string; file: KeyFile; current: boolean }[]> {
+    const out: { name: string; file: KeyFile; current: boolean }[] = [];
+    for (const name of await this.listNames("key")) {
+      const file = parseKeyFile(await this.backend.load({ type: "key", name }), `key/${name.slice(0, 12)}`);
+      out.push({ name, file, current: name === this.keyName });
+    }
+    return out;
+  }
+
+  async addKey(password: string, kdf?: ScryptParams): Promise<string> {
+    const key = await createKeyFile(this.master, password, kdf);
+    await this.backend.save({ type: "key", name: key.name }, bufferSource(key.bytes), { ifAbsent: true });
+    return key.name;
+  }
+
+  async removeKey(name: string): Promise<void> {
+    if (name === this.keyName) {
+      throw new BulwarkError("USAGE", "refusing to remove the key this command was opened with", {
+        hint: "open the repository with another password to remove this key, or use `bulwark key passwd`",
+      });
+    }
+    await this.backend.remove({ type: "key", name });
+  }
+}
+
+function parseConfig(plain: Buffer): RepoConfig {
+  const config = JSON.parse(plain.toString("utf8")) as RepoConfig;
+  if (config.version !== 1) {
+    throw new BulwarkError("INVALID_DATA", `repository format version ${config.version} is not supported`, {
+      hint: "upgrade Bulwark",
+    });
+  }
+  return config;
+}
+
+async function exists(backend: Backend, h: { type: FileType; name: string }): Promise<boolean> {
+  try {
+    await backend.stat(h);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
+/** Runs fn over items with at most `limit` in flight; the first failure rejects after the others settle. */
+export async function forEachLimit<T>(
+  items: Iterable<T>,
+  limit: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  const iterator = items[Symbol.iterator]();
+  let failure: { err: unknown } | undefined;
+  const run = async (): Promise<void> => {
+    for (let next = iterator.next(); !next.done && failure === undefined; next = iterator.next()) {
+      try {
+        await fn(next.value);
+      } catch (err) {
+        failure ??= { err };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: limit }, run));
+  if (failure) throw failure.err;
+}

@@ -1,0 +1,62 @@
+/**
+ * Messages between the main thread and the blob workers (src/repository/worker.ts).
+ *
+ * Workers do the CPU work (chunk, hash, compress, encrypt; decrypt, decompress, verify); the main thread
+ * owns the index, the pack writer and the backend. A worker asks which chunks to store before encoding
+ * them, so duplicate data costs a hash and nothing more, and waits for an acknowledgement after handing
+ * over encoded blobs, so a slow backend slows the workers instead of filling memory.
+ */
+import type { PackedBlob } from "./pack.js";
+
+export interface WorkerInit {
+  encryptKey: Uint8Array;
+  idKey: Uint8Array;
+  chunker: { minSize: number; avgSize: number; maxSize: number; seed: Uint8Array };
+  compressionLevel: number;
+}
+
+export interface FileToChunk {
+  path: string;
+  /** Size from lstat, used only to plan buffer space; the file is read to its actual end. */
+  size: number;
+}
+
+export interface EncodedBlob {
+  id: string;
+  envelope: Uint8Array;
+  rawLength: number;
+}
+
+export interface BlobToRestore {
+  id: string;
+  /** Offset of the blob in `data` of the restore message. */
+  offset: number;
+  length: number;
+  rawLength: number;
+  writes: { path: string; offset: number }[];
+}
+
+export interface PackVerification {
+  /** SHA-256 of the pack bytes equals its name. */
+  hashOk: boolean;
+  headerError?: string;
+  /** Blobs as the pack's own header lists them (empty when the header is unreadable). */
+  blobs: PackedBlob[];
+  blobErrors: { id: string; error: string }[];
+}
+
+export type ToWorker =
+  | { op: "chunk"; job: number; files: FileToChunk[] }
+  | { op: "decision"; job: number; store: Uint8Array }
+  | { op: "ack"; job: number }
+  | { op: "restore"; job: number; data: Uint8Array; blobs: BlobToRestore[]; skipZeroWrites: boolean }
+  | { op: "verify"; job: number; name: string; data: Uint8Array };
+
+export type FromWorker =
+  | { op: "ids"; job: number; ids: string[] }
+  | { op: "blobs"; job: number; blobs: EncodedBlob[] }
+  | { op: "file"; job: number; index: number; content: string[]; size: number; error?: string }
+  | { op: "done"; job: number }
+  | { op: "restored"; job: number; errors: { id: string; error: string }[]; bytesWritten: number }
+  | { op: "verified"; job: number; result: PackVerification }
+  | { op: "failed"; job: number; error: string };

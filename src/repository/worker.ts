@@ -1,0 +1,262 @@
+/**
+ * A blob worker thread: chunking and encoding for backup, decoding for restore, pack verification for check.
+ * Protocol and rationale: worker-protocol.ts.
+ *
+ * Chunking a job:
+ * 1. Read files one after another into one buffer (small files share it; a large file streams through it).
+ * 2. Cut chunks with FastCDC; hash each (all-zero chunks, common in sparse files, skip the hash).
+ * 3. Before the buffer is reused: send the ids, receive which ones to store, encode those, hand them over,
+ *    wait for the acknowledgement.
+ */
+import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
+import { parentPort, workerData } from "node:worker_threads";
+import { Chunker } from "../chunker/fastcdc.js";
+import { blobId, sha256Hex } from "../crypto/crypto.js";
+import { errorMessage } from "../core/errors.js";
+import { BlobCodec } from "./blob-codec.js";
+import { decodePackHeader } from "./pack.js";
+import type {
+  BlobToRestore,
+  EncodedBlob,
+  FileToChunk,
+  FromWorker,
+  PackVerification,
+  ToWorker,
+  WorkerInit,
+} from "./worker-protocol.js";
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const codec = new BlobCodec(init.encryptKey, init.compressionLevel);
+const idKey = Buffer.from(init.idKey);
+const chunker = new Chunker({ ...init.chunker, seed: Buffer.from(init.chunker.seed) });
+const maxSize = init.chunker.maxSize;
+/** Room for one maximal chunk plus a read-ahead; two jobs per worker keep one such buffer each. */
+const bufferCapacity = maxSize + Math.max(4 * 1024 * 1024, maxSize >> 1);
+const zeros = Buffer.alloc(maxSize);
+const zeroIds = new Map<number, string>();
+
+const waiting = new Map<number, (msg: ToWorker) => void>();
+
+function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer);
+}
+
+function request(msg: FromWorker, transfer: ArrayBuffer[] = []): Promise<ToWorker> {
+  return new Promise((resolve) => {
+    waiting.set(msg.job, resolve);
+    post(msg, transfer);
+  });
+}
+
+port.on("message", (msg: ToWorker) => {
+  switch (msg.op) {
+    case "decision":
+    case "ack": {
+      const resolve = waiting.get(msg.job);
+      waiting.delete(msg.job);
+      resolve?.(msg);
+      return;
+    }
+    case "chunk":
+      new ChunkJob(msg.job).run(msg.files).then(
+        () => post({ op: "done", job: msg.job }),
+        (err: unknown) => post({ op: "failed", job: msg.job, error: errorMessage(err) }),
+      );
+      return;
+    case "restore":
+      try {
+        post({ op: "restored", job: msg.job, ...restoreBlobs(msg.data, msg.blobs, msg.skipZeroWrites) });
+      } catch (err) {
+        post({ op: "failed", job: msg.job, error: errorMessage(err) });
+      }
+      return;
+    case "verify":
+      try {
+        post({ op: "verified", job: msg.job, result: verifyPack(msg.name, msg.data) });
+      } catch (err) {
+        post({ op: "failed", job: msg.job, error: errorMessage(err) });
+      }
+      return;
+  }
+});
+
+interface PendingChunk {
+  id: string;
+  start: number;
+  length: number;
+}
+
+class ChunkJob {
+  private buffer: Buffer | undefined;
+  private fill = 0;
+  private pending: PendingChunk[] = [];
+
+  constructor(private readonly job: number) {}
+
+  async run(files: FileToChunk[]): Promise<void> {
+    for (let index = 0; index < files.length; index++) {
+      const file = files[index]!;
+      const content: string[] = [];
+      let size = 0;
+      let error: string | undefined;
+      try {
+        size = await this.chunkFile(file, content);
+      } catch (err) {
+        error = errorMessage(err);
+      }
+      post({ op: "file", job: this.job, index, content, size, ...(error === undefined ? {} : { error }) });
+    }
+    await this.flush();
+  }
+
+  private async chunkFile(file: FileToChunk, content: string[]): Promise<number> {
+    const fd = openSync(file.path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      // Start a small file in a fresh buffer rather than split it over a flush.
+      if (this.fill > 0 && bufferCapacity - this.fill < Math.min(file.size + 1, maxSize)) {
+        await this.flush();
+      }
+      this.buffer ??= Buffer.allocUnsafe(bufferCapacity);
+      const buf = this.buffer;
+      let start = this.fill;
+      let end = this.fill;
+      let eof = false;
+      let total = 0;
+      for (;;) {
+        while (!eof && end < bufferCapacity) {
+          const n = readSync(fd, buf, end, bufferCapacity - end, null);
+          if (n === 0) eof = true;
+          end += n;
+          total += n;
+        }
+        for (;;) {
+          const length = start < end ? chunker.nextChunkLength(buf, start, end, eof) : 0;
+          if (length === 0) break;
+          const id = chunkId(buf, start, length);
+          this.pending.push({ id, start, length });
+          content.push(id);
+          start += length;
+        }
+        if (eof && start === end) break;
+        // The tail of the buffer is an unfinished chunk: hand over what is cut, then move the tail down.
+        await this.flush();
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      this.fill = end;
+      return total;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private async flush(): Promise<void> {
+    const pending = this.pending;
+    this.pending = [];
+    this.fill = 0;
+    if (pending.length === 0) return;
+    const reply = await request({ op: "ids", job: this.job, ids: pending.map((c) => c.id) });
+    if (reply.op !== "decision") throw new Error(`protocol: expected a decision, got ${reply.op}`);
+    const blobs: EncodedBlob[] = [];
+    const transfer: ArrayBuffer[] = [];
+    const buf = this.buffer!;
+    pending.forEach((chunk, i) => {
+      if (reply.store[i] !== 1) return;
+      const envelope = codec.encode(buf.subarray(chunk.start, chunk.start + chunk.length));
+      blobs.push({ id: chunk.id, envelope, rawLength: chunk.length });
+      // Only whole, unpooled buffers can be transferred without detaching memory others use.
+      const ab = envelope.buffer as ArrayBuffer;
+      if (envelope.byteOffset === 0 && envelope.byteLength === ab.byteLength) transfer.push(ab);
+    });
+    if (blobs.length === 0) return;
+    const ack = await request({ op: "blobs", job: this.job, blobs }, transfer);
+    if (ack.op !== "ack") throw new Error(`protocol: expected an ack, got ${ack.op}`);
+  }
+}
+
+function isZero(buf: Buffer, start: number, length: number): boolean {
+  return buf.compare(zeros, 0, length, start, start + length) === 0;
+}
+
+function chunkId(buf: Buffer, start: number, length: number): string {
+  if (isZero(buf, start, length)) {
+    let id = zeroIds.get(length);
+    if (id === undefined) {
+      id = blobId(idKey, zeros.subarray(0, length));
+      zeroIds.set(length, id);
+    }
+    return id;
+  }
+  return blobId(idKey, buf.subarray(start, start + length));
+}
+
+function restoreBlobs(
+  data: Uint8Array,
+  blobs: BlobToRestore[],
+  skipZeroWrites: boolean,
+): { errors: { id: string; error: string }[]; bytesWritten: number } {
+  const errors: { id: string; error: string }[] = [];
+  let bytesWritten = 0;
+  const region = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  for (const blob of blobs) {
+    let plain: Buffer;
+    try {
+      plain = codec.decode(
+        region.subarray(blob.offset, blob.offset + blob.length),
+        blob.rawLength,
+        `blob ${blob.id.slice(0, 12)}`,
+      );
+      if (plain.length !== blob.rawLength || blobId(idKey, plain) !== blob.id) {
+        throw new Error(`blob ${blob.id.slice(0, 12)}: contents do not match the blob id`);
+      }
+    } catch (err) {
+      errors.push({ id: blob.id, error: errorMessage(err) });
+      continue;
+    }
+    // Restored files are pre-sized with ftruncate: zero ranges stay holes, keeping sparse files sparse.
+    if (skipZeroWrites && plain.length <= zeros.length && isZero(plain, 0, plain.length)) continue;
+    for (const w of blob.writes) {
+      try {
+        const fd = openSync(w.path, constants.O_WRONLY | constants.O_NOFOLLOW);
+        try {
+          let done = 0;
+          while (done < plain.length)
+            done += writeSync(fd, plain, done, plain.length - done, w.offset + done);
+        } finally {
+          closeSync(fd);
+        }
+        bytesWritten += plain.length;
+      } catch (err) {
+        errors.push({ id: blob.id, error: `${w.path}: ${errorMessage(err)}` });
+      }
+    }
+  }
+  return { errors, bytesWritten };
+}
+
+function verifyPack(name: string, data: Uint8Array): PackVerification {
+  const pack = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const result: PackVerification = { hashOk: sha256Hex(pack) === name, blobs: [], blobErrors: [] };
+  try {
+    result.blobs = decodePackHeader(init.encryptKey, pack, `pack ${name.slice(0, 12)}`);
+  } catch (err) {
+    result.headerError = errorMessage(err);
+    return result;
+  }
+  for (const blob of result.blobs) {
+    try {
+      const plain = codec.decode(
+        pack.subarray(blob.offset, blob.offset + blob.length),
+        blob.rawLength,
+        `blob ${blob.id.slice(0, 12)}`,
+      );
+      if (blobId(idKey, plain) !== blob.id)
+        throw new Error(`blob ${blob.id.slice(0, 12)}: contents do not match the blob id`);
+    } catch (err) {
+      result.blobErrors.push({ id: blob.id, error: errorMessage(err) });
+    }
+  }
+  return result;
+}

@@ -1,0 +1,432 @@
+/**
+ * The archiver: backs up directory trees into a snapshot (docs/design.md, "Backup").
+ *
+ * 1. Normalise the paths; build the skeleton of their ancestors (a snapshot keeps absolute paths).
+ * 2. Walk depth first in name order. A file whose size, mtime, ctime and inode match the parent snapshot's
+ *    node, and whose blobs are all indexed, keeps its content list without being read.
+ * 3. Other files go to the blob workers in jobs (small files batched); the walk runs ahead of the workers
+ *    only as far as a byte budget allows.
+ * 4. A directory's tree is stored once all its entries are known; unchanged trees dedupe to the same id.
+ * 5. Flush packs, write the index for them, then the snapshot: a snapshot never refers to unindexed data.
+ * Unreadable entries are skipped, recorded in the snapshot and reported; the snapshot is then partial.
+ */
+import { lstat, readdir, readlink } from "node:fs/promises";
+import { hostname as osHostname, userInfo } from "node:os";
+import { resolve as resolvePath, sep } from "node:path";
+import type { BigIntStats } from "node:fs";
+import { BulwarkError, errorMessage } from "../core/errors.js";
+import { WeightedLimiter, handledLater } from "../core/limiter.js";
+import { PackWriter } from "../repository/pack-writer.js";
+import type { Repository } from "../repository/repository.js";
+import type { ChunkedFile, WorkerPool } from "../repository/worker-pool.js";
+import type { FileToChunk } from "../repository/worker-protocol.js";
+import { decodeTree, encodeTree, type Node, type NodeType } from "./tree.js";
+import type { SkippedEntry, Snapshot, SnapshotSummary, SnapshotWithId } from "./snapshot.js";
+
+export const PROGRAM = "bulwark 0.1.0";
+
+export interface BackupReporter {
+  fileDone?(path: string, bytes: number, reused: boolean): void;
+  skipped?(entry: SkippedEntry): void;
+}
+
+export interface BackupOptions {
+  paths: string[];
+  tags?: string[];
+  hostname?: string;
+  excludes?: { isExcluded(absPath: string): boolean; readonly patterns: string[] };
+  parent?: SnapshotWithId;
+  reporter?: BackupReporter;
+  now?: () => Date;
+}
+
+export interface BackupResult {
+  id: string;
+  snapshot: Snapshot;
+}
+
+/** Files below this size are batched into one worker job. */
+const SMALL_FILE = 1024 * 1024;
+const BATCH_BYTES = 8 * 1024 * 1024;
+const BATCH_FILES = 256;
+/** How far the walk may run ahead of the workers, in bytes of file data. */
+const IN_FLIGHT_BYTES = 256 * 1024 * 1024;
+const FILE_OVERHEAD = 4096;
+
+export async function backup(
+  repo: Repository,
+  pool: WorkerPool,
+  options: BackupOptions,
+): Promise<BackupResult> {
+  const archiver = new Archiver(repo, pool, options);
+  return archiver.run();
+}
+
+/**
+ * Scanning returns once the walk below an entry is done, with a promise of its finished node. The wrapper
+ * object matters: an async function returning a bare promise would wait for it.
+ */
+interface Pending<T> {
+  done: Promise<T>;
+}
+
+function pendingOf<T>(value: T): Pending<T> {
+  return { done: Promise.resolve(value) };
+}
+
+interface PathTrie {
+  children: Map<string, PathTrie>;
+  /** True when this path itself was named for backup (its whole subtree is included). */
+  target: boolean;
+}
+
+class Archiver {
+  private readonly packer: PackWriter;
+  private readonly limiter = new WeightedLimiter(IN_FLIGHT_BYTES);
+  private batch: { file: FileToChunk; resolve: (r: ChunkedFile) => void; reject: (e: unknown) => void }[] =
+    [];
+  private batchBytes = 0;
+  private readonly skipped: SkippedEntry[] = [];
+  private readonly summary: SnapshotSummary = {
+    filesNew: 0,
+    filesChanged: 0,
+    filesUnmodified: 0,
+    dirsNew: 0,
+    dirsChanged: 0,
+    dirsUnmodified: 0,
+    totalBytes: 0,
+    bytesRead: 0,
+    dataAdded: 0,
+    dataAddedStored: 0,
+    blobsAdded: 0,
+    durationMs: 0,
+  };
+  private readonly now: () => Date;
+
+  constructor(
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    private readonly options: BackupOptions,
+  ) {
+    this.packer = new PackWriter(repo);
+    this.now = options.now ?? (() => new Date());
+  }
+
+  async run(): Promise<BackupResult> {
+    const started = this.now();
+    const paths = normalisePaths(this.options.paths);
+    const trie: PathTrie = { children: new Map(), target: false };
+    for (const p of paths) {
+      let node = trie;
+      for (const part of p.split(sep).filter((s) => s !== "")) {
+        let child = node.children.get(part);
+        if (!child) node.children.set(part, (child = { children: new Map(), target: false }));
+        node = child;
+      }
+      node.target = true;
+    }
+    const parentRoot = this.options.parent ? await this.loadTreeMap(this.options.parent.tree) : undefined;
+
+    let rootTree: string;
+    if (trie.target) {
+      // Backing up "/": the root directory's own tree is the snapshot's tree.
+      const root = await this.scanDir("/", parentRoot);
+      await this.flushBatch();
+      rootTree = (await root.done).subtree!;
+    } else {
+      const root = await this.scanSkeleton("", trie, parentRoot);
+      await this.flushBatch();
+      rootTree = await root.done;
+    }
+
+    await this.packer.flush();
+    const newPacks = this.packer.takeNewPacks();
+    if (newPacks.length > 0) await this.repo.saveDocument("index", { version: 1, packs: newPacks });
+
+    const user = currentUser();
+    this.summary.dataAdded = this.packer.stats.rawBytes;
+    this.summary.dataAddedStored = this.packer.stats.storedBytes;
+    this.summary.blobsAdded = this.packer.stats.blobs;
+    this.summary.durationMs = this.now().getTime() - started.getTime();
+    const snapshot: Snapshot = {
+      version: 1,
+      time: started.toISOString(),
+      tree: rootTree,
+      paths,
+      hostname: this.options.hostname ?? osHostname(),
+      username: user.name,
+      uid: user.uid,
+      gid: user.gid,
+      tags: [...(this.options.tags ?? [])].sort(),
+      ...(this.options.excludes?.patterns.length ? { excludes: this.options.excludes.patterns } : {}),
+      ...(this.options.parent ? { parent: this.options.parent.id } : {}),
+      program: PROGRAM,
+      summary: this.summary,
+      ...(this.skipped.length > 0 ? { skipped: this.skipped } : {}),
+    };
+    const id = await this.repo.saveDocument("snapshot", snapshot);
+    return { id, snapshot };
+  }
+
+  /** Directories above the named paths: real metadata, but only the children on the way to the paths. */
+  private async scanSkeleton(
+    path: string,
+    trie: PathTrie,
+    parent: Map<string, Node> | undefined,
+  ): Promise<Pending<string>> {
+    const pending: Promise<Node | undefined>[] = [];
+    for (const [name, child] of [...trie.children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const childPath = `${path}/${name}`;
+      const prev = parent?.get(name);
+      if (child.target) {
+        pending.push((await this.scanEntry(childPath, name, prev)).done);
+        continue;
+      }
+      const st = await this.lstatOrSkip(childPath);
+      if (!st) continue;
+      if (!st.isDirectory()) {
+        this.skip(childPath, "not a directory, but a backup path lies below it");
+        continue;
+      }
+      const prevChildren = prev?.subtree ? await this.loadTreeMap(prev.subtree) : undefined;
+      const subtree = await this.scanSkeleton(childPath, child, prevChildren);
+      pending.push(
+        handledLater(subtree.done.then((id) => ({ ...nodeFromStat(name, "dir", st), subtree: id }))),
+      );
+    }
+    return { done: handledLater(this.storeTree(pending)) };
+  }
+
+  private async storeTree(pending: Promise<Node | undefined>[]): Promise<string> {
+    const nodes = (await Promise.all(pending)).filter((n): n is Node => n !== undefined);
+    return this.packer.addPlain("tree", encodeTree(nodes));
+  }
+
+  /** Scans one entry; returns (once the walk below it is done) a promise of its finished node. */
+  private async scanEntry(
+    path: string,
+    name: string,
+    prev: Node | undefined,
+  ): Promise<Pending<Node | undefined>> {
+    if (this.options.excludes?.isExcluded(path)) return pendingOf(undefined);
+    const st = await this.lstatOrSkip(path);
+    if (!st) return pendingOf(undefined);
+    if (st.isDirectory()) {
+      const prevChildren =
+        prev?.type === "dir" && prev.subtree ? await this.loadTreeMap(prev.subtree) : undefined;
+      const dir = await this.scanDir(path, prevChildren, name, st);
+      return {
+        done: handledLater(
+          dir.done.then((node) => {
+            if (!prev || prev.type !== "dir") this.summary.dirsNew++;
+            else if (prev.subtree === node.subtree) this.summary.dirsUnmodified++;
+            else this.summary.dirsChanged++;
+            return node;
+          }),
+        ),
+      };
+    }
+    if (st.isFile()) return this.scanFile(path, name, st, prev);
+    const type = specialType(st);
+    const node: Node = nodeFromStat(name, type, st);
+    if (type === "symlink") {
+      try {
+        node.linkTarget = await readlink(path);
+      } catch (err) {
+        this.skip(path, errorMessage(err));
+        return pendingOf(undefined);
+      }
+    }
+    if (type === "chardev" || type === "blockdev") node.rdev = Number(st.rdev);
+    return pendingOf(node);
+  }
+
+  private async scanDir(
+    path: string,
+    prevChildren: Map<string, Node> | undefined,
+    name = "",
+    st?: BigIntStats,
+  ): Promise<Pending<Node>> {
+    const dirStat = st ?? (await lstat(path, { bigint: true }));
+    let names: string[];
+    try {
+      names = (await readdir(path)).sort();
+    } catch (err) {
+      this.skip(path, `cannot list directory: ${errorMessage(err)}`);
+      names = [];
+    }
+    const pending: Promise<Node | undefined>[] = [];
+    const base = path === "/" ? "" : path;
+    for (const child of names) {
+      pending.push((await this.scanEntry(`${base}/${child}`, child, prevChildren?.get(child))).done);
+    }
+    const treeId = handledLater(this.storeTree(pending));
+    return {
+      done: handledLater(treeId.then((subtree) => ({ ...nodeFromStat(name, "dir", dirStat), subtree }))),
+    };
+  }
+
+  private async scanFile(
+    path: string,
+    name: string,
+    st: BigIntStats,
+    prev: Node | undefined,
+  ): Promise<Pending<Node | undefined>> {
+    const node = nodeFromStat(name, "file", st);
+    const size = Number(st.size);
+    node.size = size;
+    if (
+      prev &&
+      prev.type === "file" &&
+      isUnchanged(prev, node) &&
+      prev.content!.every((id) => this.repo.index.has(id))
+    ) {
+      node.content = prev.content;
+      this.summary.filesUnmodified++;
+      this.summary.totalBytes += size;
+      this.options.reporter?.fileDone?.(path, size, true);
+      return pendingOf(node);
+    }
+    const weight = size + FILE_OVERHEAD;
+    if (this.limiter.inUse + Math.min(weight, this.limiter.capacity) > this.limiter.capacity) {
+      await this.flushBatch(); // the batch must go out, or the bytes we wait for are never released
+    }
+    await this.limiter.acquire(weight);
+    const chunked = this.submit({ path, size });
+    const done = handledLater(
+      chunked.then(
+        (result) => {
+          this.limiter.release(weight);
+          if (result.error !== undefined) {
+            this.skip(path, result.error);
+            return undefined;
+          }
+          node.size = result.size;
+          node.content = result.content;
+          if (prev && prev.type === "file") this.summary.filesChanged++;
+          else this.summary.filesNew++;
+          this.summary.totalBytes += result.size;
+          this.summary.bytesRead += result.size;
+          this.options.reporter?.fileDone?.(path, result.size, false);
+          return node;
+        },
+        (err: unknown) => {
+          this.limiter.release(weight);
+          throw err;
+        },
+      ),
+    );
+    return { done };
+  }
+
+  private submit(file: FileToChunk): Promise<ChunkedFile> {
+    if (file.size >= SMALL_FILE) return this.pool.chunkFiles([file], this.handlers).then((r) => r[0]!);
+    return new Promise<ChunkedFile>((resolve, reject) => {
+      this.batch.push({ file, resolve, reject });
+      this.batchBytes += file.size;
+      if (this.batch.length >= BATCH_FILES || this.batchBytes >= BATCH_BYTES) void this.flushBatch();
+    });
+  }
+
+  private async flushBatch(): Promise<void> {
+    const batch = this.batch;
+    this.batch = [];
+    this.batchBytes = 0;
+    if (batch.length === 0) return;
+    try {
+      const results = await this.pool.chunkFiles(
+        batch.map((b) => b.file),
+        this.handlers,
+      );
+      batch.forEach((b, i) => b.resolve(results[i]!));
+    } catch (err) {
+      for (const b of batch) b.reject(err);
+    }
+  }
+
+  private readonly handlers = {
+    decide: (ids: string[]): boolean[] => ids.map((id) => this.packer.claim(id)),
+    store: async (blobs: { id: string; envelope: Uint8Array; rawLength: number }[]): Promise<void> => {
+      for (const b of blobs) {
+        const envelope = Buffer.from(b.envelope.buffer, b.envelope.byteOffset, b.envelope.byteLength);
+        await this.packer.add("data", b.id, envelope, b.rawLength);
+      }
+    },
+  };
+
+  private async loadTreeMap(treeId: string): Promise<Map<string, Node> | undefined> {
+    try {
+      const tree = decodeTree(await this.repo.loadBlob(treeId, "tree"), `tree ${treeId.slice(0, 12)}`);
+      return new Map(tree.nodes.map((n) => [n.name, n]));
+    } catch {
+      // A damaged parent only costs re-reading files; it must not fail the backup.
+      return undefined;
+    }
+  }
+
+  private async lstatOrSkip(path: string): Promise<BigIntStats | undefined> {
+    try {
+      return await lstat(path, { bigint: true });
+    } catch (err) {
+      this.skip(path, errorMessage(err));
+      return undefined;
+    }
+  }
+
+  private skip(path: string, error: string): void {
+    const entry = { path, error };
+    this.skipped.push(entry);
+    this.options.reporter?.skipped?.(entry);
+  }
+}
+
+function isUnchanged(prev: Node, now: Node): boolean {
+  return (
+    prev.size === now.size &&
+    prev.mtime === now.mtime &&
+    prev.ctime === now.ctime &&
+    prev.inode === now.inode &&
+    Array.isArray(prev.content)
+  );
+}
+
+export function nodeFromStat(name: string, type: NodeType, st: BigIntStats): Node {
+  return {
+    name,
+    type,
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtime: st.mtimeNs.toString(),
+    ctime: st.ctimeNs.toString(),
+    inode: st.ino.toString(),
+    device: st.dev.toString(),
+    links: Number(st.nlink),
+  };
+}
+
+function specialType(st: BigIntStats): NodeType {
+  if (st.isSymbolicLink()) return "symlink";
+  if (st.isFIFO()) return "fifo";
+  if (st.isSocket()) return "socket";
+  if (st.isCharacterDevice()) return "chardev";
+  if (st.isBlockDevice()) return "blockdev";
+  throw new BulwarkError("IO", "unknown file type");
+}
+
+/** Absolute, without trailing slashes, without paths contained in other given paths, sorted. */
+export function normalisePaths(paths: string[]): string[] {
+  if (paths.length === 0)
+    throw new BulwarkError("USAGE", "no path to back up", { hint: "name at least one path" });
+  const abs = [...new Set(paths.map((p) => resolvePath(p)))].sort();
+  return abs.filter((p) => !abs.some((q) => q !== p && (q === "/" || p.startsWith(q + sep))));
+}
+
+function currentUser(): { name: string; uid: number; gid: number } {
+  try {
+    const u = userInfo();
+    return { name: u.username, uid: u.uid, gid: u.gid };
+  } catch {
+    return { name: "", uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 };
+  }
+}

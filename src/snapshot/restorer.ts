@@ -1,0 +1,334 @@
+/**
+ * The restorer: writes a snapshot's files into a target directory (docs/design.md, "Restore").
+ *
+ * 1. Walk the snapshot, keep what --include selects, plan: directories, files (pre-sized, so zero ranges
+ *    stay holes), hard links, then symlinks and special files.
+ * 2. Create directories and empty files. Nothing is ever created through a symlink: every directory on the
+ *    way is created by us or checked with lstat, files are opened with O_NOFOLLOW, and symlinks from the
+ *    snapshot are created only after every file is written. Tree names were validated on decode (no `..`,
+ *    `/`, NUL or duplicates), so every path stays inside the target.
+ * 3. Read packs in order, merging nearby blobs into one ranged read; workers decrypt, verify and write.
+ * 4. A file with a missing or damaged blob is removed and reported: never left silently wrong.
+ * 5. Set metadata: files, links, then directories deepest first (writing into a directory changes its mtime).
+ */
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  ftruncateSync,
+  lchownSync,
+  linkSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+} from "node:fs";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { BulwarkError, errnoCode, errorMessage } from "../core/errors.js";
+import type { Repository } from "../repository/repository.js";
+import type { WorkerPool } from "../repository/worker-pool.js";
+import type { BlobToRestore } from "../repository/worker-protocol.js";
+import type { Node } from "./tree.js";
+import { walkTree } from "./walker.js";
+
+export interface RestoreReporter {
+  planned?(files: number, bytes: number): void;
+  progress?(bytesWritten: number): void;
+  fileDone?(path: string): void;
+  error?(path: string, error: string): void;
+}
+
+export interface RestoreOptions {
+  target: string;
+  /** Snapshot paths to restore (with everything below them); all when empty. */
+  include?: string[];
+  reporter?: RestoreReporter;
+}
+
+export interface RestoreResult {
+  files: number;
+  dirs: number;
+  links: number;
+  bytes: number;
+  errors: { path: string; error: string }[];
+}
+
+interface PlannedFile {
+  rel: string;
+  node: Node;
+  failed: boolean;
+}
+
+const MERGE_GAP = 256 * 1024;
+const MAX_RANGE = 32 * 1024 * 1024;
+const IN_FLIGHT_RANGES = 4;
+
+export async function restore(
+  repo: Repository,
+  pool: WorkerPool,
+  treeId: string,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
+  const target = options.target;
+  const result: RestoreResult = { files: 0, dirs: 0, links: 0, bytes: 0, errors: [] };
+  const reporter = options.reporter ?? {};
+  const fail = (rel: string, error: string): void => {
+    result.errors.push({ path: rel, error });
+    reporter.error?.(rel, error);
+  };
+  const includes = (options.include ?? []).map((p) => "/" + p.split("/").filter(Boolean).join("/"));
+  const selected = (path: string): "yes" | "ancestor" | "no" => {
+    if (includes.length === 0) return "yes";
+    if (includes.some((inc) => inc === "/" || path === inc || path.startsWith(inc + "/"))) return "yes";
+    if (includes.some((inc) => inc.startsWith(path + "/"))) return "ancestor";
+    return "no";
+  };
+
+  ensureDirectory(target);
+
+  // 1. plan
+  const dirs: { rel: string; node: Node; depth: number }[] = [];
+  const files: PlannedFile[] = [];
+  const hardlinks: { rel: string; node: Node; first: PlannedFile }[] = [];
+  const specials: { rel: string; node: Node }[] = [];
+  const byInode = new Map<string, PlannedFile>();
+  let totalBytes = 0;
+  const walkErrors: { path: string; error: string }[] = [];
+  for await (const { path, node } of walkTree(repo, treeId, "", (p, _t, err) => {
+    walkErrors.push({ path: p, error: `directory contents unreadable: ${errorMessage(err)}` });
+  })) {
+    const sel = selected(path);
+    if (sel === "no") continue;
+    if (sel === "ancestor" && node.type !== "dir") continue;
+    if (node.type === "dir") dirs.push({ rel: path, node, depth: path.split("/").length });
+    else if (node.type === "file") {
+      const key = node.links !== undefined && node.links > 1 ? `${node.device}:${node.inode}` : undefined;
+      const first = key === undefined ? undefined : byInode.get(key);
+      if (first) {
+        hardlinks.push({ rel: path, node, first });
+        continue;
+      }
+      const planned: PlannedFile = { rel: path, node, failed: false };
+      files.push(planned);
+      if (key !== undefined) byInode.set(key, planned);
+      totalBytes += node.size ?? 0;
+    } else specials.push({ rel: path, node });
+  }
+  for (const e of walkErrors) fail(e.path, e.error);
+  reporter.planned?.(files.length, totalBytes);
+
+  // 2. directories and empty, pre-sized files
+  for (const d of dirs) {
+    try {
+      ensureDirectory(join(target, d.rel));
+      result.dirs++;
+    } catch (err) {
+      fail(d.rel, errorMessage(err));
+    }
+  }
+  const packs = new Map<string, Map<string, BlobToRestore>>();
+  const filesByPath = new Map<string, PlannedFile>();
+  for (const f of files) {
+    const abs = join(target, f.rel);
+    try {
+      const fd = openSync(
+        abs,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+        0o600,
+      );
+      try {
+        ftruncateSync(fd, f.node.size ?? 0);
+      } finally {
+        closeSync(fd);
+      }
+    } catch (err) {
+      f.failed = true;
+      fail(f.rel, errnoCode(err) === "ELOOP" ? "a symlink is in the way in the target" : errorMessage(err));
+      continue;
+    }
+    filesByPath.set(abs, f);
+    let offset = 0;
+    for (const id of f.node.content ?? []) {
+      const entry = repo.index.get(id);
+      if (!entry) {
+        f.failed = true;
+        fail(f.rel, `blob ${id.slice(0, 12)} is missing from the repository`);
+        break;
+      }
+      let blobs = packs.get(entry.pack);
+      if (!blobs) packs.set(entry.pack, (blobs = new Map()));
+      let blob = blobs.get(id);
+      if (!blob) {
+        blob = { id, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, writes: [] };
+        blobs.set(id, blob);
+      }
+      blob.writes.push({ path: abs, offset });
+      offset += entry.rawLength;
+    }
+  }
+
+  // 3. data, pack by pack
+  const ranges: { pack: string; offset: number; length: number; blobs: BlobToRestore[] }[] = [];
+  for (const [pack, blobs] of [...packs].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const sorted = [...blobs.values()].sort((a, b) => a.offset - b.offset);
+    let current: (typeof ranges)[number] | undefined;
+    for (const blob of sorted) {
+      const end = blob.offset + blob.length;
+      if (
+        current &&
+        blob.offset - (current.offset + current.length) <= MERGE_GAP &&
+        end - current.offset <= MAX_RANGE
+      ) {
+        current.length = end - current.offset;
+        current.blobs.push(blob);
+      } else {
+        current = { pack, offset: blob.offset, length: blob.length, blobs: [blob] };
+        ranges.push(current);
+      }
+    }
+  }
+  const blobFailure = (blob: BlobToRestore, error: string): void => {
+    for (const w of blob.writes) {
+      const f = filesByPath.get(w.path);
+      if (f && !f.failed) {
+        f.failed = true;
+        fail(f.rel, error);
+      }
+    }
+  };
+  let next = 0;
+  const runRanges = async (): Promise<void> => {
+    while (next < ranges.length) {
+      const range = ranges[next++]!;
+      let data: Buffer;
+      try {
+        data = await repo.backend.load({ type: "pack", name: range.pack }, range);
+        if (data.length < range.length) throw new Error("pack is shorter than the index says (truncated)");
+      } catch (err) {
+        for (const b of range.blobs) blobFailure(b, `pack ${range.pack.slice(0, 12)}: ${errorMessage(err)}`);
+        continue;
+      }
+      const blobs = range.blobs.map((b) => ({ ...b, offset: b.offset - range.offset }));
+      const { errors, bytesWritten } = await pool.restoreBlobs(data, blobs, true);
+      for (const e of errors) {
+        const blob = range.blobs.find((b) => b.id === e.id);
+        if (blob) blobFailure(blob, `pack ${range.pack.slice(0, 12)}: ${e.error}`);
+      }
+      result.bytes += bytesWritten;
+      reporter.progress?.(result.bytes);
+    }
+  };
+  await Promise.all(Array.from({ length: IN_FLIGHT_RANGES }, runRanges));
+
+  // 4. damaged files go; 5. metadata
+  const root = process.getuid?.() === 0;
+  for (const f of files) {
+    const abs = join(target, f.rel);
+    if (f.failed) {
+      rmSync(abs, { force: true });
+      continue;
+    }
+    try {
+      applyMetadata(abs, f.node, root);
+      result.files++;
+      reporter.fileDone?.(f.rel);
+    } catch (err) {
+      fail(f.rel, `metadata: ${errorMessage(err)}`);
+    }
+  }
+  for (const h of hardlinks) {
+    if (h.first.failed) {
+      fail(h.rel, `hard link to ${h.first.rel}, which could not be restored`);
+      continue;
+    }
+    try {
+      const abs = join(target, h.rel);
+      rmSync(abs, { force: true });
+      linkSync(join(target, h.first.rel), abs);
+      result.links++;
+    } catch (err) {
+      fail(h.rel, errorMessage(err));
+    }
+  }
+  for (const s of specials) {
+    const abs = join(target, s.rel);
+    try {
+      if (!createSpecial(abs, s.node, root)) continue;
+      applyMetadata(abs, s.node, root);
+    } catch (err) {
+      fail(s.rel, errorMessage(err));
+    }
+  }
+  for (const d of [...dirs].sort((a, b) => b.depth - a.depth)) {
+    try {
+      applyMetadata(join(target, d.rel), d.node, root);
+    } catch (err) {
+      fail(d.rel, `metadata: ${errorMessage(err)}`);
+    }
+  }
+  return result;
+}
+
+/** Creates a directory, or accepts an existing one; refuses anything else in the way, symlinks above all. */
+function ensureDirectory(path: string): void {
+  try {
+    mkdirSync(path, { mode: 0o700 });
+    return;
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") {
+      mkdirSync(path, { recursive: true, mode: 0o700 });
+      return;
+    }
+    if (errnoCode(err) !== "EEXIST") throw err;
+  }
+  const st = lstatSync(path);
+  if (!st.isDirectory()) {
+    throw new BulwarkError(
+      "IO",
+      `${path} exists and is not a directory${st.isSymbolicLink() ? " (a symlink)" : ""}`,
+      {
+        hint: "restore into an empty directory",
+      },
+    );
+  }
+}
+
+/** Returns false for entries that cannot be recreated and are skipped (sockets, devices when not root). */
+function createSpecial(abs: string, node: Node, root: boolean): boolean {
+  rmSync(abs, { force: true });
+  switch (node.type) {
+    case "symlink":
+      symlinkSync(node.linkTarget ?? "", abs);
+      return true;
+    case "fifo":
+      execFileSync("mkfifo", ["--", abs]);
+      return true;
+    case "chardev":
+    case "blockdev": {
+      if (!root) return false;
+      const rdev = node.rdev ?? 0;
+      const major = (rdev >> 8) & 0xfff;
+      const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+      execFileSync("mknod", ["--", abs, node.type === "chardev" ? "c" : "b", String(major), String(minor)]);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+function applyMetadata(abs: string, node: Node, root: boolean): void {
+  if (root) lchownSync(abs, node.uid, node.gid);
+  const mtime = Number(BigInt(node.mtime)) / 1e9;
+  if (node.type === "symlink") {
+    lutimesSync(abs, mtime, mtime);
+    return;
+  }
+  // chown clears setuid bits, so the mode comes after it.
+  chmodSync(abs, node.mode);
+  utimesSync(abs, mtime, mtime);
+}
