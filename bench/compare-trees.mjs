@@ -13,7 +13,17 @@
 // --cache keeps the source's hashes in FILE, reused while the source's metadata fingerprint
 // (names, sizes, modes, mtimes) is unchanged, so N restores hash the source once.
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "./lib/prng.mjs";
 
@@ -60,7 +70,8 @@ function scan(root) {
 
 function fingerprint(entries) {
   const h = createHash("sha256");
-  for (const [rel, e] of entries) h.update(`${rel}\0${e.type}\0${e.size ?? ""}\0${e.mode}\0${e.mtime ?? ""}\0${e.target ?? ""}\n`);
+  for (const [rel, e] of entries)
+    h.update(`${rel}\0${e.type}\0${e.size ?? ""}\0${e.mode}\0${e.mtime ?? ""}\0${e.target ?? ""}\n`);
   return h.digest("hex");
 }
 
@@ -69,7 +80,9 @@ function hashAll(root, entries) {
 }
 
 function usage(msg) {
-  process.stderr.write(`compare-trees: ${msg}\nusage: node bench/compare-trees.mjs --src DIR --target DIR [--cache FILE] [--json FILE] [--strict-mtime]\n`);
+  process.stderr.write(
+    `compare-trees: ${msg}\nusage: node bench/compare-trees.mjs --src DIR --target DIR [--cache FILE] [--json FILE] [--strict-mtime]\n`,
+  );
   process.exit(2);
 }
 
@@ -128,12 +141,14 @@ for (const [rel, s] of srcEntries) {
     continue;
   }
   if (s.mode !== d.mode) errors.push(`mode: ${rel}: ${s.mode.toString(8)} restored as ${d.mode.toString(8)}`);
-  if (s.uid !== d.uid || s.gid !== d.gid) errors.push(`owner: ${rel}: ${s.uid}:${s.gid} restored as ${d.uid}:${d.gid}`);
+  if (s.uid !== d.uid || s.gid !== d.gid)
+    errors.push(`owner: ${rel}: ${s.uid}:${s.gid} restored as ${d.uid}:${d.gid}`);
   if (s.type === "file") {
     totals.files++;
     totals.bytes += s.size;
     if (s.size !== d.size) errors.push(`size: ${rel}: ${s.size} restored as ${d.size}`);
-    else if (s.sha256 !== d.sha256) errors.push(`content: ${rel}: sha256 ${s.sha256} restored as ${d.sha256}`);
+    else if (s.sha256 !== d.sha256)
+      errors.push(`content: ${rel}: sha256 ${s.sha256} restored as ${d.sha256}`);
     if (s.mtime !== d.mtime) warnings.push(`mtime: ${rel}: ${s.mtime} restored as ${d.mtime}`);
   } else if (s.type === "symlink") {
     totals.symlinks++;
@@ -157,12 +172,16 @@ const result = {
 if (args.json) writeFileSync(args.json, JSON.stringify(result) + "\n");
 const what = `${totals.files} files, ${totals.dirs} dirs, ${totals.symlinks} symlinks, ${totals.bytes} bytes`;
 if (errors.length) {
-  process.stderr.write(`compare-trees: MISMATCH: ${restored} differs from ${src}: ${errors.length} differences\n`);
+  process.stderr.write(
+    `compare-trees: MISMATCH: ${restored} differs from ${src}: ${errors.length} differences\n`,
+  );
   for (const e of errors.slice(0, 20)) process.stderr.write(`  ${e}\n`);
   if (errors.length > 20) process.stderr.write(`  ... and ${errors.length - 20} more\n`);
   process.exit(1);
 }
 process.stdout.write(`compare-trees: identical (${what}) in ${restored}\n`);
 if (warnings.length) {
-  process.stdout.write(`compare-trees: warning: ${warnings.length} file mtimes differ, e.g. ${warnings[0]}\n`);
+  process.stdout.write(
+    `compare-trees: warning: ${warnings.length} file mtimes differ, e.g. ${warnings[0]}\n`,
+  );
 }

@@ -247,7 +247,13 @@ function splitBudget(r, budget, n, spread) {
   const nJson = count(19, 2);
   splitBudget(r, Math.floor(0.028 * TOTAL), nJson, 20).forEach((size, i) => {
     const ext = i % 3 === 0 ? "json" : "jsonl";
-    writeProduced(`data/exports/export-${String(i).padStart(3, "0")}.${ext}`, size, producerFor("json"), "json", "text");
+    writeProduced(
+      `data/exports/export-${String(i).padStart(3, "0")}.${ext}`,
+      size,
+      producerFor("json"),
+      "json",
+      "text",
+    );
   });
 
   writeProduced(BIG_FILES[3], Math.floor(0.047 * TOTAL), text.stream("prose"), "prose", "text");
@@ -255,7 +261,8 @@ function splitBudget(r, budget, n, spread) {
   const DOCDIRS = ["docs/guides", "docs/reference", "docs/notes", "docs/archive/2022"];
   const nProse = count(39, 3);
   splitBudget(r, Math.floor(0.042 * TOTAL), nProse, 30).forEach((size, i) => {
-    const name = i < SPECIAL.length ? SPECIAL[i] : `${text.word()}-${text.word()}-${i}.${i % 4 ? "md" : "txt"}`;
+    const name =
+      i < SPECIAL.length ? SPECIAL[i] : `${text.word()}-${text.word()}-${i}.${i % 4 ? "md" : "txt"}`;
     writeProduced(`${DOCDIRS[i % DOCDIRS.length]}/${name}`, size, producerFor("prose"), "prose", "text");
   });
 
@@ -263,7 +270,13 @@ function splitBudget(r, budget, n, spread) {
   const pkgs = Array.from({ length: Math.min(9, nCode) }, (_, i) => `vendor/${text.word()}-${i}`);
   splitBudget(r, Math.floor(0.093 * TOTAL), nCode, 50).forEach((size, i) => {
     const pkg = pkgs[i % pkgs.length];
-    writeProduced(`${pkg}/dist/${text.ident()}.${i % 5 ? "js" : "mjs"}`, size, producerFor("code"), "code", "text");
+    writeProduced(
+      `${pkg}/dist/${text.ident()}.${i % 5 ? "js" : "mjs"}`,
+      size,
+      producerFor("code"),
+      "code",
+      "text",
+    );
   });
   log(`text: ${nLogs} logs, ${nJson + 1} json, ${nProse + 1} prose, ${nCode} code`);
 }
@@ -386,7 +399,9 @@ function splitBudget(r, budget, n, spread) {
     }
     account(rel, size, "bundle", "dup", 0o644);
   });
-  log(`duplicates: ${copied} subtree copies (${taken.length} subtrees), ${nMedium} medium copies, ${nBundles} bundles`);
+  log(
+    `duplicates: ${copied} subtree copies (${taken.length} subtrees), ${nMedium} medium copies, ${nBundles} bundles`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -453,7 +468,9 @@ function splitBudget(r, budget, n, spread) {
 // 7. fixed mtimes (files, links, then directories deepest first) and the summary
 for (const [rel, t] of fileMtimes) utimesSync(join(OUT, rel), t, t);
 for (const rel of links) lutimesSync(join(OUT, rel), BASE_MTIME, BASE_MTIME);
-const allDirs = [...dirModes.keys()].sort((a, b) => b.split("/").length - a.split("/").length || (a < b ? -1 : 1));
+const allDirs = [...dirModes.keys()].sort(
+  (a, b) => b.split("/").length - a.split("/").length || (a < b ? -1 : 1),
+);
 for (const rel of allDirs) utimesSync(join(OUT, rel), BASE_MTIME, BASE_MTIME);
 utimesSync(OUT, BASE_MTIME, BASE_MTIME);
 
@@ -489,7 +506,11 @@ const summary = {
   categories: Object.fromEntries(
     Object.keys(categoryBytes).map((c) => [
       c,
-      { files: categoryCount[c], bytes: categoryBytes[c], share: Number((categoryBytes[c] / TOTAL).toFixed(4)) },
+      {
+        files: categoryCount[c],
+        bytes: categoryBytes[c],
+        share: Number((categoryBytes[c] / TOTAL).toFixed(4)),
+      },
     ]),
   ),
   sparse: sparseOnDisk,
@@ -501,6 +522,8 @@ log(
     `${stats.bytes} bytes (${(stats.diskBytes / 1e6).toFixed(1)} MB on disk) in ${summary.seconds} s`,
 );
 for (const [c, v] of Object.entries(summary.categories)) {
-  log(`  ${c.padEnd(10)} ${String(v.files).padStart(6)} files ${(v.bytes / 1e6).toFixed(1).padStart(8)} MB ${(v.share * 100).toFixed(1)}%`);
+  log(
+    `  ${c.padEnd(10)} ${String(v.files).padStart(6)} files ${(v.bytes / 1e6).toFixed(1).padStart(8)} MB ${(v.share * 100).toFixed(1)}%`,
+  );
 }
 for (const s of sparseOnDisk) log(`  sparse ${s.rel}: ${s.size} B apparent, ${s.allocated} B allocated`);

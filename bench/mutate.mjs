@@ -118,7 +118,9 @@ BIG_FILES.forEach((rel, i) => {
   const old = readFileSync(p);
   const k = insertions[i];
   const parts = [];
-  const positions = Array.from({ length: k }, () => Math.floor(old.length * (0.25 + 0.5 * r.float()))).sort((a, b) => a - b);
+  const positions = Array.from({ length: k }, () => Math.floor(old.length * (0.25 + 0.5 * r.float()))).sort(
+    (a, b) => a - b,
+  );
   let prev = 0;
   for (let pos of positions) {
     if (BIG_FILE_KINDS[i] !== "bin") {
@@ -192,7 +194,11 @@ for (const fl of candidates.slice(nEdit, nEdit + nDelete)) {
 {
   const moved = filesUnder(renameDir);
   renameSync(join(DIR, renameDir), join(DIR, renameTo));
-  add("directory renamed", moved.length, moved.reduce((a, fl) => a + fl.size, 0));
+  add(
+    "directory renamed",
+    moved.length,
+    moved.reduce((a, fl) => a + fl.size, 0),
+  );
   touchedDirs.add(dirname(renameDir));
   touchedDirs.add(renameTo);
 }
@@ -227,7 +233,8 @@ for (const fl of candidates.slice(nEdit, nEdit + nDelete)) {
   let left = remaining;
   for (let i = 0; i < nLarge; i++) {
     const [base, kind] = LARGE[i % LARGE.length];
-    const rel = i < LARGE.length ? base : base.replace(/(\.[a-z]+)$/, `-${Math.floor(i / LARGE.length) + 1}$1`);
+    const rel =
+      i < LARGE.length ? base : base.replace(/(\.[a-z]+)$/, `-${Math.floor(i / LARGE.length) + 1}$1`);
     const size = i === nLarge - 1 ? left : Math.floor((w[i] / ws) * remaining);
     left -= size;
     mkdirSync(join(DIR, dirname(rel)), { recursive: true });
@@ -266,7 +273,9 @@ const result = {
 if (args.json) writeFileSync(args.json, JSON.stringify(result, null, 2) + "\n");
 const MiB = 1024 * 1024;
 for (const [what, s] of Object.entries(sum)) {
-  process.stdout.write(`mutate: ${what.padEnd(24)} ${String(s.files).padStart(5)} files ${(s.bytes / MiB).toFixed(2).padStart(8)} MiB\n`);
+  process.stdout.write(
+    `mutate: ${what.padEnd(24)} ${String(s.files).padStart(5)} files ${(s.bytes / MiB).toFixed(2).padStart(8)} MiB\n`,
+  );
 }
 process.stdout.write(
   `mutate: ${DIR}: mutated ${total} bytes (${(total / MiB).toFixed(1)} MiB) = ${result.percent}% of ${TOTAL} bytes; ` +

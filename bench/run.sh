@@ -170,7 +170,8 @@ tool_step() {
 }
 
 verify_restore() {
-  local tool=$1 out="$WORK/logs/run$RUN-$tool-verify.json"
+  local tool=$1
+  local out="$WORK/logs/run$RUN-$tool-verify.json"
   if ! node "$BENCH_DIR/compare-trees.mjs" --src "$SRC" --target "$WORK/restore-$tool" --cache "$WORK/src-hashes.json" --json "$out" >&2; then
     printf '{"run":%d,"tool":"%s","step":"verify","ok":false}\n' "$RUN" "$tool" >>"$RESULTS"
     die "$tool: the restored tree in $WORK/restore-$tool is NOT identical to $SRC (details above)"
@@ -193,6 +194,7 @@ version_of() {
 {
   printf '{"date":"%s","size":"%s","seed":"%s","mutationSeed":"%s","runs":%d,"tools":"%s",' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$SIZE" "$SEED" "$MSEED" "$RUNS" "$TOOLS"
+  printf '"command":"BENCH_TOOLS=\\"%s\\" BENCH_SIZE=%s BENCH_RUNS=%d bash bench/run.sh",' "$TOOLS" "$SIZE" "$RUNS"
   printf '"cpu":"%s","nproc":%d,"memGiB":%d,"kernel":"%s","node":"%s","dataset":"%s",' \
     "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(nproc)" \
     "$(awk '/MemTotal/ { print int($2 / 1048576 + 0.5) }' /proc/meminfo)" "$(uname -r)" "$(node --version)" "$DATA.json"

@@ -61,6 +61,8 @@ registerForget(program, globals);
 registerKey(program, globals);
 registerUnlock(program, globals);
 
+if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
@@ -87,4 +89,17 @@ try {
     }
     process.exitCode = exitCodeFor(err);
   }
+}
+
+/** Diagnostics for tuning: the main thread's memory at its RSS peak, printed at exit. */
+function traceMemory(): void {
+  let peak = process.memoryUsage();
+  setInterval(() => {
+    const now = process.memoryUsage();
+    if (now.rss > peak.rss) peak = now;
+  }, 25).unref();
+  process.on("exit", () => {
+    const mib = Object.entries(peak).map(([k, v]) => `${k}=${Math.round(v / 1048576)}MiB`);
+    process.stderr.write(`memory peak: ${mib.join(" ")}\n`);
+  });
 }

@@ -6,7 +6,7 @@
  *
  * Used on the main thread and in worker threads; each thread keeps its own zstd contexts.
  */
-import { Compressor, Decompressor } from "zstd-napi";
+import zstd from "zstd-napi/binding.js";
 import { ENVELOPE_OVERHEAD, open, sealParts } from "../crypto/crypto.js";
 import { BulwarkError } from "../core/errors.js";
 
@@ -17,24 +17,32 @@ const SAMPLE_BYTES = 64 * 1024;
 const MIN_SAVING = 0.03;
 
 export class BlobCodec {
-  private readonly compressor = new Compressor();
-  private readonly sampler = new Compressor();
-  private readonly decompressor = new Decompressor();
+  // Contexts and output buffers are reused: per-blob garbage of chunk size would make memory follow the
+  // garbage collector instead of the work.
+  private readonly compressor = new zstd.CCtx();
+  private readonly sampler = new zstd.CCtx();
+  private readonly decompressor = new zstd.DCtx();
+  private scratch = Buffer.alloc(0);
+  private readonly sampleScratch = Buffer.allocUnsafe(zstd.compressBound(SAMPLE_BYTES));
 
   constructor(
     private readonly key: Uint8Array,
     readonly compressionLevel: number,
   ) {
-    this.compressor.setParameters({ compressionLevel, contentSizeFlag: true, checksumFlag: false });
-    this.sampler.setParameters({ compressionLevel: 1 });
+    this.compressor.setParameter(zstd.CParameter.compressionLevel, compressionLevel);
+    this.compressor.setParameter(zstd.CParameter.contentSizeFlag, 1);
+    this.compressor.setParameter(zstd.CParameter.checksumFlag, 0);
+    this.sampler.setParameter(zstd.CParameter.compressionLevel, 1);
   }
 
   /** Returns the envelope to store for a blob. */
   encode(data: Uint8Array): Buffer {
     if (this.compressionLevel > 0 && data.length >= 64 && this.looksCompressible(data)) {
-      const compressed = this.compressor.compress(data);
-      if (compressed.length <= data.length * (1 - MIN_SAVING)) {
-        return sealParts(this.key, FLAG_ZSTD, compressed);
+      const bound = zstd.compressBound(data.length);
+      if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
+      const length = this.compressor.compress2(this.scratch, data);
+      if (length <= data.length * (1 - MIN_SAVING)) {
+        return sealParts(this.key, FLAG_ZSTD, this.scratch.subarray(0, length));
       }
     }
     return sealParts(this.key, FLAG_RAW, data);
@@ -50,7 +58,11 @@ export class BlobCodec {
       data = payload;
     } else if (flag === 1) {
       try {
-        data = this.decompressor.decompress(payload);
+        const size = rawLength ?? zstd.getFrameContentSize(payload);
+        if (size === null || size === undefined || size > 1 << 30) throw new Error("frame has no usable content size");
+        data = Buffer.allocUnsafe(size);
+        const n = this.decompressor.decompress(data, payload);
+        if (n !== size) data = data.subarray(0, n);
       } catch (cause) {
         throw new BulwarkError("INVALID_DATA", `${what}: zstd payload does not decompress`, { cause });
       }
@@ -71,7 +83,7 @@ export class BlobCodec {
     // A sample from the middle avoids being fooled by a compressible file header.
     const start = Math.floor(data.length / 2) - SAMPLE_BYTES / 2;
     const sample = data.subarray(start, start + SAMPLE_BYTES);
-    return this.sampler.compress(sample).length <= SAMPLE_BYTES * (1 - MIN_SAVING);
+    return this.sampler.compress2(this.sampleScratch, sample) <= SAMPLE_BYTES * (1 - MIN_SAVING);
   }
 }
 

@@ -2,11 +2,12 @@
  * Collects encoded blobs into pack files and uploads them (docs/design.md, "Write ordering").
  *
  * Blobs are accepted once (a blob already indexed or pending is never stored twice by one writer), packed
- * until the target size, then saved under the SHA-256 of the pack's bytes. Packs become visible to the
+ * until the target size, then saved under a random name (every byte of a pack is authenticated by the blob
+ * and header envelopes, so a content hash would add main-thread work and no protection). Packs become visible to the
  * master index only after their save completed; the caller writes index files for `takeNewPacks()` before
  * writing any snapshot that refers to their blobs.
  */
-import { createHash } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { SaveSource } from "../backend/backend.js";
 import { encodePackHeader, type BlobType, type PackedBlob } from "./pack.js";
 import type { Repository } from "./repository.js";
@@ -24,7 +25,6 @@ export class PackWriter {
   private parts: Buffer[] = [];
   private blobs: PackedBlob[] = [];
   private size = 0;
-  private hash = createHash("sha256");
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
   private failure: unknown;
@@ -33,7 +33,7 @@ export class PackWriter {
 
   constructor(
     private readonly repo: Repository,
-    private readonly maxUploads = Math.max(2, Math.min(4, repo.backend.capabilities.connections)),
+    private readonly maxUploads = Number(process.env.BT_UPLOADS ?? 4),
   ) {}
 
   /** True when the repository has the blob or this writer will store it. */
@@ -59,7 +59,6 @@ export class PackWriter {
     this.pending.add(id);
     this.blobs.push({ type, id, offset: this.size, length: envelope.length, rawLength });
     this.parts.push(envelope);
-    this.hash.update(envelope);
     this.size += envelope.length;
     this.stats.blobs++;
     this.stats.rawBytes += rawLength;
@@ -93,15 +92,13 @@ export class PackWriter {
 
   private finishPack(): void {
     const header = encodePackHeader(this.repo.master.encrypt, this.blobs);
-    this.hash.update(header);
-    const id = this.hash.digest("hex");
+    const id = randomBytes(32).toString("hex");
     const parts = [...this.parts, header];
     const blobs = this.blobs;
     const length = this.size + header.length;
     this.parts = [];
     this.blobs = [];
     this.size = 0;
-    this.hash = createHash("sha256");
 
     const source: SaveSource = {
       length,

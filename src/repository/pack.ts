@@ -5,8 +5,9 @@
  *   pack   = blob_1 || ... || blob_n || seal(header) || uint32le(len(seal(header)))
  *   header = n × (type u8 || length u32le || rawLength u32le || id 32 bytes)
  *
- * A pack's name is the SHA-256 of its bytes, so damage is detectable without any key, and the header makes
- * every pack self-describing: the index can be rebuilt from the packs alone.
+ * A pack's name is random. Every byte is authenticated: each blob and the header are envelopes, and the
+ * header's lengths must add up to exactly where it starts. The header makes every pack self-describing:
+ * the index can be rebuilt from the packs alone.
  */
 import { BulwarkError } from "../core/errors.js";
 import { open, seal } from "../crypto/crypto.js";

@@ -60,8 +60,8 @@ export class WorkerPool {
 
   constructor(
     repo: Repository,
-    size = Math.max(1, Math.min(availableParallelism(), 8)),
-    private readonly jobsPerWorker = 2,
+    size = Number(process.env.BT_WORKERS ?? Math.max(1, Math.min(availableParallelism(), 8))),
+    private readonly jobsPerWorker = Number(process.env.BT_JOBS ?? 2),
   ) {
     const init: WorkerInit = {
       encryptKey: repo.master.encrypt,
@@ -90,6 +90,8 @@ export class WorkerPool {
   chunkFiles(files: FileToChunk[], handlers: ChunkHandlers): Promise<ChunkedFile[]> {
     return this.run((job, worker, resolve, reject) => {
       const results: ChunkedFile[] = new Array<ChunkedFile>(files.length);
+      // A job is done only when the pack writer has taken all its blobs, not when the worker says so.
+      const stores: Promise<void>[] = [];
       return {
         send: () => this.send(worker, { op: "chunk", job, files }),
         onMessage: (msg) => {
@@ -99,12 +101,13 @@ export class WorkerPool {
               this.send(worker, { op: "decision", job, store });
               return;
             }
-            case "blobs":
-              handlers.store(msg.blobs).then(
-                () => this.send(worker, { op: "ack", job }),
-                (err: unknown) => reject(err),
-              );
+            case "blobs": {
+              const bytes = msg.blobs.reduce((sum, b) => sum + b.envelope.length, 0);
+              const stored = handlers.store(msg.blobs).then(() => this.send(worker, { op: "ack", job, bytes }));
+              stored.catch((err: unknown) => reject(err));
+              stores.push(stored);
               return;
+            }
             case "file":
               results[msg.index] = {
                 content: msg.content,
@@ -113,7 +116,10 @@ export class WorkerPool {
               };
               return;
             case "done":
-              resolve(results);
+              Promise.all(stores).then(
+                () => resolve(results),
+                (err: unknown) => reject(err),
+              );
               return;
             case "failed":
               reject(new Error(`blob worker: ${msg.error}`));

@@ -3,8 +3,9 @@
  *
  * Workers do the CPU work (chunk, hash, compress, encrypt; decrypt, decompress, verify); the main thread
  * owns the index, the pack writer and the backend. A worker asks which chunks to store before encoding
- * them, so duplicate data costs a hash and nothing more, and waits for an acknowledgement after handing
- * over encoded blobs, so a slow backend slows the workers instead of filling memory.
+ * them, so duplicate data costs a hash and nothing more. Encoded blobs are acknowledged once the pack writer
+ * took them; a worker stops when too many of its bytes are unacknowledged, so a slow backend slows the
+ * workers instead of filling memory, without a round trip per hand-over.
  */
 import type { PackedBlob } from "./pack.js";
 
@@ -37,8 +38,6 @@ export interface BlobToRestore {
 }
 
 export interface PackVerification {
-  /** SHA-256 of the pack bytes equals its name. */
-  hashOk: boolean;
   headerError?: string;
   /** Blobs as the pack's own header lists them (empty when the header is unreadable). */
   blobs: PackedBlob[];
@@ -48,7 +47,7 @@ export interface PackVerification {
 export type ToWorker =
   | { op: "chunk"; job: number; files: FileToChunk[] }
   | { op: "decision"; job: number; store: Uint8Array }
-  | { op: "ack"; job: number }
+  | { op: "ack"; job: number; bytes: number }
   | { op: "restore"; job: number; data: Uint8Array; blobs: BlobToRestore[]; skipZeroWrites: boolean }
   | { op: "verify"; job: number; name: string; data: Uint8Array };
 

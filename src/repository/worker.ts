@@ -11,7 +11,7 @@
 import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { Chunker } from "../chunker/fastcdc.js";
-import { blobId, sha256Hex } from "../crypto/crypto.js";
+import { blobId } from "../crypto/crypto.js";
 import { errorMessage } from "../core/errors.js";
 import { BlobCodec } from "./blob-codec.js";
 import { decodePackHeader } from "./pack.js";
@@ -32,11 +32,15 @@ const idKey = Buffer.from(init.idKey);
 const chunker = new Chunker({ ...init.chunker, seed: Buffer.from(init.chunker.seed) });
 const maxSize = init.chunker.maxSize;
 /** Room for one maximal chunk plus a read-ahead; two jobs per worker keep one such buffer each. */
-const bufferCapacity = maxSize + Math.max(4 * 1024 * 1024, maxSize >> 1);
+const bufferCapacity = maxSize + Number(process.env.BT_EXTRA ?? 4) * 1024 * 1024;
 const zeros = Buffer.alloc(maxSize);
 const zeroIds = new Map<number, string>();
 
 const waiting = new Map<number, (msg: ToWorker) => void>();
+/** Encoded bytes handed to the main thread and not yet acknowledged, and who waits for room. */
+let unacknowledged = 0;
+const maxUnacknowledged = Number(process.env.BT_UNACK ?? 2) * bufferCapacity;
+let roomWaiters: (() => void)[] = [];
 
 function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer);
@@ -51,8 +55,14 @@ function request(msg: FromWorker, transfer: ArrayBuffer[] = []): Promise<ToWorke
 
 port.on("message", (msg: ToWorker) => {
   switch (msg.op) {
-    case "decision":
     case "ack": {
+      unacknowledged -= msg.bytes;
+      const waiters = roomWaiters;
+      roomWaiters = [];
+      for (const w of waiters) w();
+      return;
+    }
+    case "decision": {
       const resolve = waiting.get(msg.job);
       waiting.delete(msg.job);
       resolve?.(msg);
@@ -171,8 +181,11 @@ class ChunkJob {
       if (envelope.byteOffset === 0 && envelope.byteLength === ab.byteLength) transfer.push(ab);
     });
     if (blobs.length === 0) return;
-    const ack = await request({ op: "blobs", job: this.job, blobs }, transfer);
-    if (ack.op !== "ack") throw new Error(`protocol: expected an ack, got ${ack.op}`);
+    let bytes = 0;
+    for (const b of blobs) bytes += b.envelope.length;
+    unacknowledged += bytes;
+    post({ op: "blobs", job: this.job, blobs }, transfer);
+    while (unacknowledged > maxUnacknowledged) await new Promise<void>((resolve) => roomWaiters.push(resolve));
   }
 }
 
@@ -238,7 +251,7 @@ function restoreBlobs(
 
 function verifyPack(name: string, data: Uint8Array): PackVerification {
   const pack = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const result: PackVerification = { hashOk: sha256Hex(pack) === name, blobs: [], blobErrors: [] };
+  const result: PackVerification = { blobs: [], blobErrors: [] };
   try {
     result.blobs = decodePackHeader(init.encryptKey, pack, `pack ${name.slice(0, 12)}`);
   } catch (err) {

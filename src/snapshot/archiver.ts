@@ -10,7 +10,7 @@
  * 5. Flush packs, write the index for them, then the snapshot: a snapshot never refers to unindexed data.
  * Unreadable entries are skipped, recorded in the snapshot and reported; the snapshot is then partial.
  */
-import { lstat, readdir, readlink } from "node:fs/promises";
+import { lstatSync, readdirSync, readlinkSync } from "node:fs";
 import { hostname as osHostname, userInfo } from "node:os";
 import { resolve as resolvePath, sep } from "node:path";
 import type { BigIntStats } from "node:fs";
@@ -231,7 +231,7 @@ class Archiver {
     const node: Node = nodeFromStat(name, type, st);
     if (type === "symlink") {
       try {
-        node.linkTarget = await readlink(path);
+        node.linkTarget = readlinkSync(path);
       } catch (err) {
         this.skip(path, errorMessage(err));
         return pendingOf(undefined);
@@ -247,10 +247,10 @@ class Archiver {
     name = "",
     st?: BigIntStats,
   ): Promise<Pending<Node>> {
-    const dirStat = st ?? (await lstat(path, { bigint: true }));
+    const dirStat = st ?? lstatSync(path, { bigint: true });
     let names: string[];
     try {
-      names = (await readdir(path)).sort();
+      names = readdirSync(path).sort();
     } catch (err) {
       this.skip(path, `cannot list directory: ${errorMessage(err)}`);
       names = [];
@@ -366,7 +366,8 @@ class Archiver {
 
   private async lstatOrSkip(path: string): Promise<BigIntStats | undefined> {
     try {
-      return await lstat(path, { bigint: true });
+      // Synchronous on purpose: a metadata lookup from cache costs microseconds, the promise API ten times more.
+      return lstatSync(path, { bigint: true });
     } catch (err) {
       this.skip(path, errorMessage(err));
       return undefined;

@@ -285,14 +285,6 @@ export async function check(
           );
         }
       }
-      if (!result.hashOk && result.headerError === undefined && result.blobErrors.length === 0) {
-        findings.push({
-          severity: "error",
-          kind: "pack-damaged",
-          pack,
-          message: `pack ${pack.slice(0, 12)}: contents do not match its name (damage outside the blobs)`,
-        });
-      }
       done++;
       options.reporter?.progress?.(done, selection.length, stats.bytesRead);
     });
