@@ -161,10 +161,10 @@ tool_step() {
     borg:backup*) measure borg "$step" "$WORK" borg create --compression zstd,3 "$repo::$step" "$SRC" ;;
     borg:restore) mkdir -p "$restore" && measure borg restore "$restore" borg extract "$repo::backup3" ;;
     borg:check) measure borg check "$WORK" borg check --verify-data "$repo" ;;
-    bulwark:init) measure bulwark init "$WORK" node "$BULWARK_JS" init --repo "$repo" ;;
-    bulwark:backup*) measure bulwark "$step" "$WORK" node "$BULWARK_JS" backup --repo "$repo" "$SRC" ;;
-    bulwark:restore) measure bulwark restore "$WORK" node "$BULWARK_JS" restore latest --repo "$repo" --target "$restore" ;;
-    bulwark:check) measure bulwark check "$WORK" node "$BULWARK_JS" check --repo "$repo" --read-data ;;
+    bulwark:init) measure bulwark init "$WORK" "$ROOT/bin/bulwark" init --repo "$repo" ;;
+    bulwark:backup*) measure bulwark "$step" "$WORK" "$ROOT/bin/bulwark" backup --repo "$repo" "$SRC" ;;
+    bulwark:restore) measure bulwark restore "$WORK" "$ROOT/bin/bulwark" restore latest --repo "$repo" --target "$restore" ;;
+    bulwark:check) measure bulwark check "$WORK" "$ROOT/bin/bulwark" check --repo "$repo" --read-data ;;
     *) die "internal: no command for $tool $step" ;;
   esac
 }
@@ -185,7 +185,7 @@ version_of() {
   case $1 in
     restic) restic version | head -n 1 ;;
     borg) borg --version ;;
-    bulwark) node "$BULWARK_JS" --version 2>/dev/null | head -n 1 || echo "bulwark (version unknown)" ;;
+    bulwark) "$ROOT/bin/bulwark" --version 2>/dev/null | head -n 1 || echo "bulwark (version unknown)" ;;
   esac
 }
 

@@ -1,7 +1,8 @@
 /**
  * Cryptographic primitives of the repository format (docs/design.md, "Encryption").
  *
- * - Envelope: AES-256-GCM with a fresh random 96-bit nonce per message:
+ * - Envelope: AES-256-GCM with a unique 96-bit nonce per message (a random 64-bit prefix per thread and a
+ *   32-bit counter; the prefix is renewed before the counter wraps):
  *   `version (1 byte, 0x01) || nonce (12) || ciphertext || tag (16)`. Any change to a stored byte fails
  *   authentication, so corruption is always detected, never silently decrypted.
  * - Blob ids: HMAC-SHA256 under the repository's id key, so an observer of the stored names cannot confirm
@@ -20,8 +21,24 @@ export const TAG_BYTES = 16;
 export const ENVELOPE_OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES;
 export const KEY_BYTES = 32;
 
+// Drawing 12 random bytes per blob cost more than encrypting small blobs; a counter under a random prefix
+// is as unique (prefixes collide only after ~2^32 threads) and free.
+let noncePrefix = randomBytes(8);
+let nonceCounter = 0;
+
+function nextNonce(): Buffer {
+  if (nonceCounter === 0xffffffff) {
+    noncePrefix = randomBytes(8);
+    nonceCounter = 0;
+  }
+  const nonce = Buffer.allocUnsafe(NONCE_BYTES);
+  noncePrefix.copy(nonce, 0);
+  nonce.writeUInt32BE(nonceCounter++, 8);
+  return nonce;
+}
+
 export function seal(key: Uint8Array, plaintext: Uint8Array): Buffer {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = nextNonce();
   const cipher = createCipheriv("aes-256-gcm", key, nonce);
   const out = Buffer.allocUnsafe(ENVELOPE_OVERHEAD + plaintext.length);
   out[0] = ENVELOPE_VERSION;
@@ -35,7 +52,7 @@ export function seal(key: Uint8Array, plaintext: Uint8Array): Buffer {
 
 /** Seals the concatenation of two parts without joining them first (a flag byte and a body). */
 export function sealParts(key: Uint8Array, head: Uint8Array, body: Uint8Array): Buffer {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = nextNonce();
   const cipher = createCipheriv("aes-256-gcm", key, nonce);
   const out = Buffer.allocUnsafe(ENVELOPE_OVERHEAD + head.length + body.length);
   out[0] = ENVELOPE_VERSION;

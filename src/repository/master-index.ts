@@ -25,8 +25,8 @@ export interface IndexFile {
 
 export class MasterIndex {
   private readonly blobs = new Map<string, IndexEntry>();
-  /** Pack id -> number of blobs the index lists in it. */
-  private readonly packs = new Map<string, number>();
+  /** Pack id -> how many blobs the index lists in it, and how many of them are trees. */
+  private readonly packs = new Map<string, { blobs: number; trees: number }>();
 
   get blobCount(): number {
     return this.blobs.size;
@@ -52,8 +52,17 @@ export class MasterIndex {
     return this.packs.keys();
   }
 
+  /** True when every blob the index lists in the pack is a tree: such packs are worth reading whole. */
+  isTreePack(pack: string): boolean {
+    const counts = this.packs.get(pack);
+    return counts !== undefined && counts.trees === counts.blobs;
+  }
+
   addPack(pack: string, blobs: readonly PackedBlob[]): void {
-    this.packs.set(pack, (this.packs.get(pack) ?? 0) + blobs.length);
+    const counts = this.packs.get(pack) ?? { blobs: 0, trees: 0 };
+    counts.blobs += blobs.length;
+    for (const b of blobs) if (b.type === "tree") counts.trees++;
+    this.packs.set(pack, counts);
     for (const b of blobs) {
       if (!this.blobs.has(b.id)) {
         this.blobs.set(b.id, {

@@ -1,6 +1,9 @@
 /**
  * Collects encoded blobs into pack files and uploads them (docs/design.md, "Write ordering").
  *
+ * Tree blobs and data blobs go to separate packs, so reading all trees (every incremental backup does)
+ * touches a few small packs instead of every pack.
+ *
  * Blobs are accepted once (a blob already indexed or pending is never stored twice by one writer), packed
  * until the target size, then saved under a random name (every byte of a pack is authenticated by the blob
  * and header envelopes, so a content hash would add main-thread work and no protection). Packs become visible to the
@@ -21,10 +24,16 @@ export interface PackWriterStats {
   rawBytes: number;
 }
 
+interface OpenPack {
+  parts: Buffer[];
+  blobs: PackedBlob[];
+  size: number;
+}
+
+const emptyPack = (): OpenPack => ({ parts: [], blobs: [], size: 0 });
+
 export class PackWriter {
-  private parts: Buffer[] = [];
-  private blobs: PackedBlob[] = [];
-  private size = 0;
+  private readonly open: Record<BlobType, OpenPack> = { data: emptyPack(), tree: emptyPack() };
   private readonly pending = new Set<string>();
   private readonly uploads = new Set<Promise<void>>();
   private failure: unknown;
@@ -33,7 +42,7 @@ export class PackWriter {
 
   constructor(
     private readonly repo: Repository,
-    private readonly maxUploads = Number(process.env.BT_UPLOADS ?? 4),
+    private readonly maxUploads = 2,
   ) {}
 
   /** True when the repository has the blob or this writer will store it. */
@@ -57,13 +66,14 @@ export class PackWriter {
   async add(type: BlobType, id: string, envelope: Buffer, rawLength: number): Promise<void> {
     this.throwIfFailed();
     this.pending.add(id);
-    this.blobs.push({ type, id, offset: this.size, length: envelope.length, rawLength });
-    this.parts.push(envelope);
-    this.size += envelope.length;
+    const pack = this.open[type];
+    pack.blobs.push({ type, id, offset: pack.size, length: envelope.length, rawLength });
+    pack.parts.push(envelope);
+    pack.size += envelope.length;
     this.stats.blobs++;
     this.stats.rawBytes += rawLength;
-    if (this.size >= this.repo.config.packSize) {
-      this.finishPack();
+    if (pack.size >= this.repo.config.packSize) {
+      this.finishPack(type);
       while (this.uploads.size >= this.maxUploads) await Promise.race(this.uploads);
       this.throwIfFailed();
     }
@@ -78,7 +88,8 @@ export class PackWriter {
 
   /** Uploads the partial pack and waits for every upload. */
   async flush(): Promise<void> {
-    if (this.blobs.length > 0) this.finishPack();
+    if (this.open.data.blobs.length > 0) this.finishPack("data");
+    if (this.open.tree.blobs.length > 0) this.finishPack("tree");
     while (this.uploads.size > 0) await Promise.race(this.uploads);
     this.throwIfFailed();
   }
@@ -90,15 +101,13 @@ export class PackWriter {
     return packs;
   }
 
-  private finishPack(): void {
-    const header = encodePackHeader(this.repo.master.encrypt, this.blobs);
+  private finishPack(type: BlobType): void {
+    const { parts: blobParts, blobs, size } = this.open[type];
+    this.open[type] = emptyPack();
+    const header = encodePackHeader(this.repo.master.encrypt, blobs);
     const id = randomBytes(32).toString("hex");
-    const parts = [...this.parts, header];
-    const blobs = this.blobs;
-    const length = this.size + header.length;
-    this.parts = [];
-    this.blobs = [];
-    this.size = 0;
+    const parts = [...blobParts, header];
+    const length = size + header.length;
 
     const source: SaveSource = {
       length,

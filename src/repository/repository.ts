@@ -33,7 +33,7 @@ export interface RepoConfig {
 }
 
 export const DEFAULT_PACK_SIZE = 16 * 1024 * 1024;
-export const DEFAULT_COMPRESSION_LEVEL = 3;
+export const DEFAULT_COMPRESSION_LEVEL = 2;
 
 export interface InitOptions {
   chunker?: Partial<Omit<ChunkerConfig, "seed">>;
@@ -47,8 +47,14 @@ export interface InitOptions {
 /** File types whose contents are sealed JSON documents. */
 export type DocumentType = "snapshot" | "index" | "lock";
 
+/** Tree packs kept in memory: trees are read again and again by walks, and are small. */
+const TREE_PACK_CACHE_BYTES = 64 * 1024 * 1024;
+
 export class Repository {
   readonly index = new MasterIndex();
+  private readonly treePacks = new Map<string, Buffer>();
+  private readonly treePacksLoading = new Map<string, Promise<Buffer>>();
+  private treePackBytes = 0;
   readonly codec: BlobCodec;
   readonly idKey: Buffer;
 
@@ -58,6 +64,8 @@ export class Repository {
     readonly config: RepoConfig,
     /** Name of the key file the password opened. */
     readonly keyName: string,
+    /** Index files read while the password was being stretched: the two wait on different resources. */
+    private indexPrefetch?: Promise<Map<string, Buffer>>,
   ) {
     this.codec = new BlobCodec(master.encrypt, config.compression.level);
     this.idKey = Buffer.from(config.idKey, "hex");
@@ -110,6 +118,7 @@ export class Repository {
       }
       throw err;
     }
+    const indexPrefetch = prefetch(backend, "index");
     for await (const info of backend.list("key")) {
       const what = `key/${info.name.slice(0, 12)}`;
       let file: KeyFile;
@@ -122,7 +131,7 @@ export class Repository {
       const master = await unwrapKeyFile(file, password);
       if (master === undefined) continue;
       const config = parseConfig(new BlobCodec(master.encrypt, 0).decode(configBytes, undefined, "config"));
-      return new Repository(backend, master, config, info.name);
+      return new Repository(backend, master, config, info.name, indexPrefetch);
     }
     throw new BulwarkError("WRONG_PASSWORD", `wrong password: no key in ${backend.location} opens with it`, {
       hint: "check BULWARK_PASSWORD, BULWARK_PASSWORD_FILE or --password-file",
@@ -152,7 +161,10 @@ export class Repository {
   }
 
   async loadDocument<T>(type: DocumentType, name: string): Promise<T> {
-    const bytes = await this.backend.load({ type, name });
+    return this.openVerifiedDocument<T>(type, name, await this.backend.load({ type, name }));
+  }
+
+  private openVerifiedDocument<T>(type: DocumentType, name: string, bytes: Buffer): T {
     const what = `${type}/${name.slice(0, 12)}`;
     if (sha256Hex(bytes) !== name) {
       throw new BulwarkError("INVALID_DATA", `${what}: contents do not match the file name (damaged)`);
@@ -168,11 +180,16 @@ export class Repository {
 
   /** Reads every index file into the master index. Returns damaged index files instead of failing. */
   async loadIndex(): Promise<{ files: number; damaged: { name: string; error: string }[] }> {
+    const prefetched = (await this.indexPrefetch) ?? new Map<string, Buffer>();
+    this.indexPrefetch = undefined;
     const names = await this.listNames("index");
     const damaged: { name: string; error: string }[] = [];
     await forEachLimit(names, 8, async (name) => {
       try {
-        this.index.addFile(await this.loadDocument<IndexFile>("index", name));
+        const bytes = prefetched.get(name);
+        this.index.addFile(
+          bytes ? this.openVerifiedDocument<IndexFile>("index", name, bytes) : await this.loadDocument<IndexFile>("index", name),
+        );
       } catch (err) {
         if (isNotFound(err)) return; // replaced by a concurrent prune; its successor is listed too
         damaged.push({ name, error: errorMessage(err) });
@@ -192,7 +209,9 @@ export class Repository {
       throw new BulwarkError("NOT_FOUND", `${type ?? "blob"} ${id.slice(0, 12)} is not in the index`);
     }
     const what = `blob ${id.slice(0, 12)} in pack ${entry.pack.slice(0, 12)}`;
-    const envelope = await this.backend.load({ type: "pack", name: entry.pack }, entry);
+    const envelope = this.index.isTreePack(entry.pack)
+      ? (await this.loadTreePack(entry.pack)).subarray(entry.offset, entry.offset + entry.length)
+      : await this.backend.load({ type: "pack", name: entry.pack }, entry);
     if (envelope.length !== entry.length) {
       throw new BulwarkError("INVALID_DATA", `${what}: pack is truncated`);
     }
@@ -201,6 +220,36 @@ export class Repository {
       throw new BulwarkError("INVALID_DATA", `${what}: contents do not match the blob id`);
     }
     return data;
+  }
+
+  private async loadTreePack(pack: string): Promise<Buffer> {
+    const cached = this.treePacks.get(pack);
+    if (cached) {
+      // Re-insert to mark it most recently used.
+      this.treePacks.delete(pack);
+      this.treePacks.set(pack, cached);
+      return cached;
+    }
+    let loading = this.treePacksLoading.get(pack);
+    if (!loading) {
+      loading = this.backend.load({ type: "pack", name: pack });
+      this.treePacksLoading.set(pack, loading);
+    }
+    try {
+      const data = await loading;
+      if (!this.treePacks.has(pack)) {
+        this.treePacks.set(pack, data);
+        this.treePackBytes += data.length;
+        for (const [name, buf] of this.treePacks) {
+          if (this.treePackBytes <= TREE_PACK_CACHE_BYTES || name === pack) break;
+          this.treePacks.delete(name);
+          this.treePackBytes -= buf.length;
+        }
+      }
+      return data;
+    } finally {
+      this.treePacksLoading.delete(pack);
+    }
   }
 
   // --- keys ---
@@ -228,6 +277,25 @@ export class Repository {
     }
     await this.backend.remove({ type: "key", name });
   }
+}
+
+/** Reads all files of a type; failures are left for the real read to report. */
+async function prefetch(backend: Backend, type: FileType): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  try {
+    const names: string[] = [];
+    for await (const info of backend.list(type)) names.push(info.name);
+    await forEachLimit(names, 8, async (name) => {
+      try {
+        out.set(name, await backend.load({ type, name }));
+      } catch {
+        // reported by the real read
+      }
+    });
+  } catch {
+    // reported by the real read
+  }
+  return out;
 }
 
 function parseConfig(plain: Buffer): RepoConfig {

@@ -58,20 +58,26 @@ export class WorkerPool {
   private nextJob = 1;
   private closed = false;
 
+  private readonly init: WorkerInit;
+
   constructor(
     repo: Repository,
-    size = Number(process.env.BT_WORKERS ?? Math.max(1, Math.min(availableParallelism(), 8))),
-    private readonly jobsPerWorker = Number(process.env.BT_JOBS ?? 2),
+    private readonly wanted = Math.max(1, Math.min(availableParallelism(), 8)),
+    private readonly jobsPerWorker = 2,
   ) {
-    const init: WorkerInit = {
+    this.init = {
       encryptKey: repo.master.encrypt,
       idKey: repo.idKey,
       chunker: { ...repo.config.chunker, seed: Buffer.from(repo.config.chunker.seed, "hex") },
       compressionLevel: repo.config.compression.level,
     };
+  }
+
+  /** Threads start on the first job: an incremental backup that reads no file never pays for them. */
+  private start(): void {
     const script = workerScript();
-    for (let i = 0; i < size; i++) {
-      const thread = new Worker(script, { workerData: init });
+    for (let i = 0; i < this.wanted; i++) {
+      const thread = new Worker(script, { workerData: this.init });
       const pooled: PooledWorker = { thread, active: 0 };
       thread.on("message", (msg: FromWorker) => this.jobs.get(msg.job)?.onMessage(msg));
       thread.on("error", (err) => this.failWorker(pooled, err));
@@ -83,7 +89,7 @@ export class WorkerPool {
   }
 
   get size(): number {
-    return this.workers.length;
+    return this.wanted;
   }
 
   /** Chunks, hashes and (as decided) encodes files; results are in the order of `files`. */
@@ -171,6 +177,7 @@ export class WorkerPool {
     ) => { send(): void; onMessage(msg: FromWorker): void },
   ): Promise<T> {
     if (this.closed) return Promise.reject(new Error("worker pool is closed"));
+    if (this.workers.length === 0) this.start();
     return new Promise<T>((resolve, reject) => {
       const start = (worker: PooledWorker): void => {
         const job = this.nextJob++;

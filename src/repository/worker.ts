@@ -32,14 +32,14 @@ const idKey = Buffer.from(init.idKey);
 const chunker = new Chunker({ ...init.chunker, seed: Buffer.from(init.chunker.seed) });
 const maxSize = init.chunker.maxSize;
 /** Room for one maximal chunk plus a read-ahead; two jobs per worker keep one such buffer each. */
-const bufferCapacity = maxSize + Number(process.env.BT_EXTRA ?? 4) * 1024 * 1024;
+const bufferCapacity = maxSize + 4 * 1024 * 1024;
 const zeros = Buffer.alloc(maxSize);
 const zeroIds = new Map<number, string>();
 
 const waiting = new Map<number, (msg: ToWorker) => void>();
 /** Encoded bytes handed to the main thread and not yet acknowledged, and who waits for room. */
 let unacknowledged = 0;
-const maxUnacknowledged = Number(process.env.BT_UNACK ?? 2) * bufferCapacity;
+const maxUnacknowledged = bufferCapacity;
 let roomWaiters: (() => void)[] = [];
 
 function post(msg: FromWorker, transfer: ArrayBuffer[] = []): void {

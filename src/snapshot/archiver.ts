@@ -172,12 +172,12 @@ class Archiver {
   private async scanSkeleton(
     path: string,
     trie: PathTrie,
-    parent: Map<string, Node> | undefined,
+    parent: PrevTree | undefined,
   ): Promise<Pending<string>> {
     const pending: Promise<Node | undefined>[] = [];
     for (const [name, child] of [...trie.children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       const childPath = `${path}/${name}`;
-      const prev = parent?.get(name);
+      const prev = parent?.nodes.get(name);
       if (child.target) {
         pending.push((await this.scanEntry(childPath, name, prev)).done);
         continue;
@@ -197,8 +197,12 @@ class Archiver {
     return { done: handledLater(this.storeTree(pending)) };
   }
 
-  private async storeTree(pending: Promise<Node | undefined>[]): Promise<string> {
+  private async storeTree(pending: Promise<Node | undefined>[], prev?: PrevTree): Promise<string> {
     const nodes = (await Promise.all(pending)).filter((n): n is Node => n !== undefined);
+    // An unchanged directory would encode to the parent's bytes: skip the encoding and hashing.
+    if (prev && nodes.length === prev.nodes.size && nodes.every((n) => sameNode(n, prev.nodes.get(n.name)))) {
+      return prev.id;
+    }
     return this.packer.addPlain("tree", encodeTree(nodes));
   }
 
@@ -243,7 +247,7 @@ class Archiver {
 
   private async scanDir(
     path: string,
-    prevChildren: Map<string, Node> | undefined,
+    prevChildren: PrevTree | undefined,
     name = "",
     st?: BigIntStats,
   ): Promise<Pending<Node>> {
@@ -258,9 +262,9 @@ class Archiver {
     const pending: Promise<Node | undefined>[] = [];
     const base = path === "/" ? "" : path;
     for (const child of names) {
-      pending.push((await this.scanEntry(`${base}/${child}`, child, prevChildren?.get(child))).done);
+      pending.push((await this.scanEntry(`${base}/${child}`, child, prevChildren?.nodes.get(child))).done);
     }
-    const treeId = handledLater(this.storeTree(pending));
+    const treeId = handledLater(this.storeTree(pending, prevChildren));
     return {
       done: handledLater(treeId.then((subtree) => ({ ...nodeFromStat(name, "dir", dirStat), subtree }))),
     };
@@ -354,10 +358,10 @@ class Archiver {
     },
   };
 
-  private async loadTreeMap(treeId: string): Promise<Map<string, Node> | undefined> {
+  private async loadTreeMap(treeId: string): Promise<PrevTree | undefined> {
     try {
       const tree = decodeTree(await this.repo.loadBlob(treeId, "tree"), `tree ${treeId.slice(0, 12)}`);
-      return new Map(tree.nodes.map((n) => [n.name, n]));
+      return { id: treeId, nodes: new Map(tree.nodes.map((n) => [n.name, n])) };
     } catch {
       // A damaged parent only costs re-reading files; it must not fail the backup.
       return undefined;
@@ -379,6 +383,38 @@ class Archiver {
     this.skipped.push(entry);
     this.options.reporter?.skipped?.(entry);
   }
+}
+
+/** A directory's tree in the parent snapshot. */
+interface PrevTree {
+  id: string;
+  nodes: Map<string, Node>;
+}
+
+const NODE_FIELDS: (keyof Node)[] = [
+  "type",
+  "mode",
+  "uid",
+  "gid",
+  "mtime",
+  "ctime",
+  "size",
+  "inode",
+  "device",
+  "links",
+  "subtree",
+  "linkTarget",
+  "rdev",
+];
+
+function sameNode(a: Node, b: Node | undefined): boolean {
+  if (!b) return false;
+  for (const f of NODE_FIELDS) if (a[f] !== b[f]) return false;
+  const ca = a.content;
+  const cb = b.content;
+  if (ca === cb) return true;
+  if (!ca || !cb || ca.length !== cb.length) return false;
+  return ca.every((id, i) => id === cb[i]);
 }
 
 function isUnchanged(prev: Node, now: Node): boolean {

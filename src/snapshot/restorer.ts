@@ -121,10 +121,21 @@ export async function restore(
   for (const e of walkErrors) fail(e.path, e.error);
   reporter.planned?.(files.length, totalBytes);
 
-  // 2. directories and empty, pre-sized files
+  // 2. directories and empty, pre-sized files. An entry is only created in a directory that is known to be
+  // a real directory (created by us or checked with lstat): a directory that could not be restored (say a
+  // symlink is in its place in the target) must not be entered, or everything below it would go wherever
+  // that symlink points.
+  const okDirs = new Set<string>([""]);
+  const parentOk = (rel: string): boolean => {
+    if (okDirs.has(rel.slice(0, rel.lastIndexOf("/")))) return true;
+    fail(rel, "not restored: its parent directory could not be restored");
+    return false;
+  };
   for (const d of dirs) {
+    if (!parentOk(d.rel)) continue;
     try {
       ensureDirectory(join(target, d.rel));
+      okDirs.add(d.rel);
       result.dirs++;
     } catch (err) {
       fail(d.rel, errorMessage(err));
@@ -134,6 +145,10 @@ export async function restore(
   const filesByPath = new Map<string, PlannedFile>();
   for (const f of files) {
     const abs = join(target, f.rel);
+    if (!parentOk(f.rel)) {
+      f.failed = true;
+      continue;
+    }
     try {
       const fd = openSync(
         abs,
@@ -229,7 +244,7 @@ export async function restore(
   for (const f of files) {
     const abs = join(target, f.rel);
     if (f.failed) {
-      rmSync(abs, { force: true });
+      if (okDirs.has(f.rel.slice(0, f.rel.lastIndexOf("/")))) rmSync(abs, { force: true });
       continue;
     }
     try {
@@ -245,6 +260,7 @@ export async function restore(
       fail(h.rel, `hard link to ${h.first.rel}, which could not be restored`);
       continue;
     }
+    if (!parentOk(h.rel)) continue;
     try {
       const abs = join(target, h.rel);
       rmSync(abs, { force: true });
@@ -256,6 +272,7 @@ export async function restore(
   }
   for (const s of specials) {
     const abs = join(target, s.rel);
+    if (!parentOk(s.rel)) continue;
     try {
       if (!createSpecial(abs, s.node, root)) continue;
       applyMetadata(abs, s.node, root);
@@ -264,6 +281,8 @@ export async function restore(
     }
   }
   for (const d of [...dirs].sort((a, b) => b.depth - a.depth)) {
+    // chmod and utimes follow symlinks: never apply metadata to a path that was not verified as ours.
+    if (!okDirs.has(d.rel)) continue;
     try {
       applyMetadata(join(target, d.rel), d.node, root);
     } catch (err) {

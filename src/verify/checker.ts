@@ -154,16 +154,9 @@ export async function check(
     }
   }
   stats.snapshots = snapshots.length;
-  const users = new Map<string, Set<string>>(); // blob -> "snapshot:path"
-  const use = (blob: string, who: string): void => {
-    let set = users.get(blob);
-    if (!set) users.set(blob, (set = new Set()));
-    set.add(who);
-  };
   const treesDone = new Map<string, { path: string }>();
   const treeErrors: Finding[] = [];
-  const visit = async (treeId: string, path: string, snapshot: string): Promise<void> => {
-    use(treeId, `${snapshot}:${path}`);
+  const visit = async (treeId: string, path: string): Promise<void> => {
     if (treesDone.has(treeId)) return;
     treesDone.set(treeId, { path });
     let nodes;
@@ -182,9 +175,8 @@ export async function check(
     }
     for (const node of nodes) {
       const childPath = path === "/" ? `/${node.name}` : `${path}/${node.name}`;
-      if (node.type === "dir" && node.subtree) await visit(node.subtree, childPath, snapshot);
+      if (node.type === "dir" && node.subtree) await visit(node.subtree, childPath);
       for (const id of node.content ?? []) {
-        use(id, `${snapshot}:${childPath}`);
         if (!repo.index.has(id) && !badBlobs.has(id)) {
           markBlobs(
             {
@@ -198,7 +190,7 @@ export async function check(
       }
     }
   };
-  for (const s of snapshots) await visit(s.tree, "/", s.id);
+  for (const s of snapshots) await visit(s.tree, "/");
   findings.push(...treeErrors);
   for (const f of treeErrors) for (const id of f.blobs ?? []) badBlobs.set(id, f);
 
@@ -291,6 +283,7 @@ export async function check(
   }
 
   // 4. trace damage to snapshots and files
+  const users = await traceUsers(repo, snapshots, new Set([...badBlobs.keys()]));
   for (const f of findings) {
     if (!f.blobs?.length) continue;
     const who = new Set<string>();
@@ -300,6 +293,68 @@ export async function check(
     f.files = [...who].map((w) => `${w.slice(0, 8)}:${w.slice(w.indexOf(":") + 1)}`).sort();
   }
   return { findings, stats };
+}
+
+/**
+ * Every place (snapshot:path) that needs one of the `bad` blobs. The first walk visits a tree shared by
+ * several snapshots (or directories) once; this one follows every path, but only into trees that lead to
+ * a bad blob, and loads each tree once.
+ */
+async function traceUsers(
+  repo: Repository,
+  snapshots: SnapshotWithId[],
+  bad: Set<string>,
+): Promise<Map<string, Set<string>>> {
+  const users = new Map<string, Set<string>>(); // blob -> "snapshot:path"
+  if (bad.size === 0) return users;
+  const use = (blob: string, who: string): void => {
+    let set = users.get(blob);
+    if (!set) users.set(blob, (set = new Set()));
+    set.add(who);
+  };
+  type Entry = { name: string; subtree?: string; badIds: string[] };
+  const entries = new Map<string, Entry[] | null>();
+  const load = async (treeId: string): Promise<Entry[] | null> => {
+    let list = entries.get(treeId);
+    if (list !== undefined) return list;
+    try {
+      list = [];
+      for (const node of await loadTree(repo, treeId)) {
+        const badIds = (node.content ?? []).filter((id) => bad.has(id));
+        const subtree = node.type === "dir" ? node.subtree : undefined;
+        if (subtree !== undefined || badIds.length > 0) {
+          list.push({ name: node.name, ...(subtree === undefined ? {} : { subtree }), badIds });
+        }
+      }
+    } catch {
+      list = null; // reported by the first walk
+    }
+    entries.set(treeId, list);
+    return list;
+  };
+  const leadsToBad = new Map<string, boolean>();
+  const reaches = async (treeId: string): Promise<boolean> => {
+    const known = leadsToBad.get(treeId);
+    if (known !== undefined) return known;
+    let found = bad.has(treeId);
+    for (const e of (await load(treeId)) ?? []) {
+      if (e.badIds.length > 0) found = true;
+      if (e.subtree !== undefined && (await reaches(e.subtree))) found = true;
+    }
+    leadsToBad.set(treeId, found);
+    return found;
+  };
+  const walk = async (treeId: string, path: string, snapshot: string): Promise<void> => {
+    if (!(await reaches(treeId))) return;
+    if (bad.has(treeId)) use(treeId, `${snapshot}:${path}`);
+    for (const e of (await load(treeId)) ?? []) {
+      const childPath = path === "/" ? `/${e.name}` : `${path}/${e.name}`;
+      for (const id of e.badIds) use(id, `${snapshot}:${childPath}`);
+      if (e.subtree !== undefined) await walk(e.subtree, childPath, snapshot);
+    }
+  };
+  for (const s of snapshots) await walk(s.tree, "/", s.id);
+  return users;
 }
 
 async function loadAllSnapshotsOne(repo: Repository, name: string): Promise<SnapshotWithId> {

@@ -6,7 +6,7 @@ export function registerInit(program: Command, globals: () => GlobalOptions): vo
   program
     .command("init")
     .description("create a new repository")
-    .option("--compression <level>", "zstd level 0-19 (0 stores data uncompressed)", "3")
+    .option("--compression <level>", "zstd level 0-19 (0 stores data uncompressed)", "2")
     .option(
       "--copy-chunker-params-from <repo>",
       "share chunker parameters and blob ids with another repository",

@@ -1,0 +1,626 @@
+/**
+ * Crash safety, end to end: `bulwark backup` and `bulwark prune` are killed with SIGKILL at 20+
+ * pseudo-random moments each (deterministic, spread from 0 to 1.1x the measured duration of an
+ * uninterrupted run). After every kill the repository must pass `check --read-data` (warnings such as
+ * unreferenced packs are allowed, errors are not), every earlier snapshot must restore byte-identically,
+ * and the stale lock the dead process may leave must not block the next command.
+ *
+ * The repositories are created through the library with 1 MiB packs and 256 KiB average chunks, so a
+ * backup writes hundreds of packs and a kill lands between pack writes, index writes and the snapshot
+ * write (and, for prune, between repacking, the index swap and the deletions).
+ *
+ * Runs the built CLI (dist/): `npm run build` first. Knobs: BULWARK_CRASH_KILLS (default 22),
+ * BULWARK_CRASH_KEEP=1 keeps the work directory for inspection.
+ */
+import { spawn } from "node:child_process";
+import { createCipheriv, createHash } from "node:crypto";
+import {
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { LocalBackend } from "../../src/backend/local/local-backend.js";
+import { Repository } from "../../src/repository/repository.js";
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const CLI = join(ROOT, "dist", "cli", "main.js");
+const PASSWORD = "crash-test: correct horse battery staple";
+const KILLS = Number(process.env.BULWARK_CRASH_KILLS ?? 22);
+const KEEP = process.env.BULWARK_CRASH_KEEP === "1";
+const NAME = /^[0-9a-f]{64}$/;
+
+// ---------------------------------------------------------------------------------------------------------
+// Deterministic data
+
+/** mulberry32: small, fast, good enough to pick sizes and files. */
+class Rng {
+  private state: number;
+  constructor(seed: string) {
+    this.state = createHash("sha256").update(seed).digest().readUInt32LE(0);
+  }
+  next(): number {
+    let t = (this.state = (this.state + 0x6d2b79f5) | 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  shuffle<T>(items: T[]): T[] {
+    for (let i = items.length - 1; i > 0; i--) {
+      const j = this.int(i + 1);
+      [items[i], items[j]] = [items[j]!, items[i]!];
+    }
+    return items;
+  }
+}
+
+/** Incompressible bytes: the AES-256-CTR keystream of a key derived from the seed (GB/s, deterministic). */
+function randomData(seed: string, length: number): Buffer {
+  const key = createHash("sha256").update(seed).digest();
+  return createCipheriv("aes-256-ctr", key, Buffer.alloc(16)).update(Buffer.alloc(length));
+}
+
+const WORDS = (
+  "backup restore snapshot repository pack index blob tree chunk prune forget check lock key config " +
+  "the a of and to in is it that for on with as was at by be this from or have an they which one you " +
+  "data file directory error warning ok done time size bytes host path user group mode link device " +
+  "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa"
+).split(" ");
+
+let textPoolCache: Buffer | undefined;
+/** 4 MiB of log-like text made of a small vocabulary: compresses well, unlike randomData. */
+function textPool(): Buffer {
+  if (textPoolCache) return textPoolCache;
+  const bytes = randomData("text-pool", 2 * MiB);
+  const lines: string[] = [];
+  let length = 0;
+  for (let i = 0; length < 4 * MiB; ) {
+    const n = 6 + (bytes[i++ % bytes.length]! % 10);
+    const words: string[] = [`${lines.length.toString().padStart(7, "0")}`];
+    for (let w = 0; w < n; w++) words.push(WORDS[bytes[i++ % bytes.length]! % WORDS.length]!);
+    const line = words.join(" ") + "\n";
+    lines.push(line);
+    length += line.length;
+  }
+  textPoolCache = Buffer.from(lines.join(""), "latin1");
+  return textPoolCache;
+}
+
+/** Compressible text: random slices of the pool, so files differ from each other. */
+function textData(rng: Rng, length: number): Buffer {
+  const pool = textPool();
+  const parts: Buffer[] = [];
+  for (let left = length; left > 0; ) {
+    const n = Math.min(left, 1024 + rng.int(63 * KiB));
+    const at = rng.int(pool.length - n);
+    parts.push(pool.subarray(at, at + n));
+    left -= n;
+  }
+  return Buffer.concat(parts, length);
+}
+
+interface TreeSpec {
+  big: number[];
+  text: number[];
+  dirs: number;
+  filesPerDir: number;
+  maxSmall: number;
+}
+
+function smallFile(rng: Rng, seed: string, maxSmall: number): Buffer {
+  const size = rng.next() < 0.05 ? 0 : rng.int(maxSmall);
+  return rng.next() < 0.5 ? randomData(seed, size) : textData(rng, size);
+}
+
+/** Many small files, a few large random files, compressible text, a deep path, a symlink, empties. */
+function generateTree(dir: string, seed: string, spec: TreeSpec): void {
+  const rng = new Rng(seed);
+  mkdirSync(join(dir, "big"), { recursive: true });
+  spec.big.forEach((size, i) =>
+    writeFileSync(join(dir, "big", `rand-${i}.bin`), randomData(`${seed}/big/${i}`, size)),
+  );
+  mkdirSync(join(dir, "text"), { recursive: true });
+  spec.text.forEach((size, i) => writeFileSync(join(dir, "text", `log-${i}.txt`), textData(rng, size)));
+  for (let d = 0; d < spec.dirs; d++) {
+    const sub = join(dir, "small", `d${d.toString().padStart(3, "0")}`);
+    mkdirSync(sub, { recursive: true });
+    for (let f = 0; f < spec.filesPerDir; f++) {
+      const name = `f${f.toString().padStart(4, "0")}`;
+      writeFileSync(join(sub, name), smallFile(rng, `${seed}/${d}/${f}`, spec.maxSmall));
+    }
+  }
+  mkdirSync(join(dir, "deep", "a", "b", "c", "d", "e"), { recursive: true });
+  writeFileSync(join(dir, "deep", "a", "b", "c", "d", "e", "leaf.txt"), textData(rng, 3000));
+  mkdirSync(join(dir, "empty-dir"), { recursive: true });
+  writeFileSync(join(dir, "empty-file"), "");
+  symlinkSync("big/rand-0.bin", join(dir, "link-to-big"));
+}
+
+/**
+ * Changes a tree the way a working day does: `rewriteBig` large files replaced, a region of another
+ * patched in place, text appended, ~30% of the small files rewritten, some deleted, a new directory.
+ */
+function mutateTree(dir: string, seed: string, spec: TreeSpec, rewriteBig: number): void {
+  const rng = new Rng(seed);
+  const order = rng.shuffle(spec.big.map((_, i) => i));
+  order.slice(0, rewriteBig).forEach((i) => {
+    writeFileSync(join(dir, "big", `rand-${i}.bin`), randomData(`${seed}/big/${i}`, spec.big[i]!));
+  });
+  const patched = order[rewriteBig % order.length]!;
+  const fd = openSync(join(dir, "big", `rand-${patched}.bin`), "r+");
+  try {
+    writeSync(fd, randomData(`${seed}/patch`, 2 * MiB), 0, 2 * MiB, rng.int(spec.big[patched]! - 2 * MiB));
+  } finally {
+    closeSync(fd);
+  }
+  const log = join(dir, "text", `log-${rng.int(spec.text.length)}.txt`);
+  writeFileSync(log, textData(rng, MiB), { flag: "a" });
+  for (const sub of readdirSync(join(dir, "small")).sort()) {
+    for (const name of readdirSync(join(dir, "small", sub)).sort()) {
+      const r = rng.next();
+      const path = join(dir, "small", sub, name);
+      if (r < 0.05) unlinkSync(path);
+      else if (r < 0.35) writeFileSync(path, smallFile(rng, `${seed}/${sub}/${name}`, spec.maxSmall));
+    }
+  }
+  const fresh = join(dir, "small", `new-${createHash("sha256").update(seed).digest("hex").slice(0, 8)}`);
+  mkdirSync(fresh, { recursive: true });
+  for (let f = 0; f < 40; f++) {
+    writeFileSync(join(fresh, `n${f}`), smallFile(rng, `${seed}/new/${f}`, spec.maxSmall));
+  }
+  writeFileSync(join(dir, "deep", "a", "b", "c", "d", "e", "leaf.txt"), textData(rng, 3000 + rng.int(3000)));
+}
+
+/** Relative path -> "d", "l:<target>" or "f:<sha256>", for everything below dir. */
+type TreeHashes = Map<string, string>;
+
+function hashTree(dir: string): TreeHashes {
+  const out: TreeHashes = new Map();
+  const walk = (abs: string, rel: string): void => {
+    for (const e of readdirSync(abs, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const childAbs = join(abs, e.name);
+      const childRel = rel === "" ? e.name : `${rel}/${e.name}`;
+      if (e.isDirectory()) {
+        out.set(childRel, "d");
+        walk(childAbs, childRel);
+      } else if (e.isSymbolicLink()) out.set(childRel, `l:${readlinkSync(childAbs)}`);
+      else if (e.isFile()) {
+        out.set(childRel, `f:${createHash("sha256").update(readFileSync(childAbs)).digest("hex")}`);
+      } else out.set(childRel, `other:${e.name}`);
+    }
+  };
+  walk(dir, "");
+  return out;
+}
+
+function treeBytes(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += statSync(join(e.parentPath, e.name)).size;
+  }
+  return total;
+}
+
+/** Differences between two hash maps, at most 20, readable in a failure message. */
+function treeDiff(actual: TreeHashes, expected: TreeHashes): string[] {
+  const diffs: string[] = [];
+  for (const [path, want] of expected) {
+    const got = actual.get(path);
+    if (got === undefined) diffs.push(`missing ${path}`);
+    else if (got !== want) diffs.push(`differs ${path}: ${got.slice(0, 14)} != ${want.slice(0, 14)}`);
+  }
+  for (const path of actual.keys()) if (!expected.has(path)) diffs.push(`unexpected ${path}`);
+  return diffs.slice(0, 20);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Running the CLI
+
+function cliEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, BULWARK_TEST_WEAK_KDF: "1", BULWARK_PASSWORD: PASSWORD };
+  delete env.BULWARK_REPOSITORY;
+  delete env.BULWARK_PASSWORD_FILE;
+  return env;
+}
+
+interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+interface RunOptions {
+  /** SIGKILL the process this many milliseconds after spawning it, unless it exited before. */
+  killAfterMs?: number;
+}
+
+function runCli(repo: string, args: string[], options: RunOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(process.execPath, [CLI, "--repo", repo, ...args], {
+      env: cliEnv(),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    let timer: NodeJS.Timeout | undefined;
+    if (options.killAfterMs !== undefined) {
+      timer = setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      }, options.killAfterMs);
+    }
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    // "close": the process is gone (reaped) and its output is complete.
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, ms: performance.now() - started });
+    });
+  });
+}
+
+/** Runs a command that must succeed; returns its parsed --json output when asked for. */
+async function cliOk(repo: string, args: string[]): Promise<CliResult> {
+  const r = await runCli(repo, args);
+  expect(r.code, `bulwark ${args.join(" ")} failed:\n${r.stderr}\n${r.stdout.slice(0, 2000)}`).toBe(0);
+  return r;
+}
+
+interface Finding {
+  severity: "error" | "warning";
+  kind: string;
+  message: string;
+}
+
+/** `check --read-data` must exit 0 without errors; returns the warnings (unreferenced packs are fine). */
+async function checkRepository(repo: string, label: string): Promise<Finding[]> {
+  const r = await runCli(repo, ["--json", "check", "--read-data"]);
+  let report: { ok?: boolean; findings?: Finding[]; error?: unknown } = {};
+  try {
+    report = JSON.parse(r.stdout) as typeof report;
+  } catch {
+    // reported below
+  }
+  const errors = (report.findings ?? []).filter((f) => f.severity === "error");
+  expect(errors, `${label}: check found errors`).toEqual([]);
+  expect(r.code, `${label}: check exited ${r.code}:\n${r.stderr}\n${r.stdout.slice(0, 2000)}`).toBe(0);
+  expect(report.ok, `${label}: check output: ${r.stdout.slice(0, 2000)}`).toBe(true);
+  return (report.findings ?? []).filter((f) => f.severity === "warning");
+}
+
+/**
+ * Restores a snapshot (or only `sample`, relative paths of files) and compares it with what was backed up.
+ * `source` is the absolute path that was backed up: restore puts it below the target as it is.
+ */
+async function verifyRestore(
+  repo: string,
+  work: string,
+  snapshot: string,
+  source: string,
+  expected: TreeHashes,
+  sample?: string[],
+): Promise<void> {
+  const target = mkdtempSync(join(work, "restore-"));
+  try {
+    const includes = (sample ?? []).flatMap((rel) => ["--include", `${source}/${rel}`]);
+    const r = await cliOk(repo, ["restore", snapshot, "--target", target, ...includes]);
+    const restoredRoot = join(target, source);
+    const actual = existsSync(restoredRoot) ? hashTree(restoredRoot) : new Map<string, string>();
+    let want = expected;
+    let got = actual;
+    if (sample) {
+      // Only the sampled files (and the directories on their way) are restored: compare the files.
+      const chosen = new Set(sample);
+      want = new Map([...expected].filter(([p]) => chosen.has(p)));
+      got = new Map([...actual].filter(([, v]) => v !== "d"));
+    }
+    const diffs = treeDiff(got, want);
+    expect(diffs, `restore of ${snapshot.slice(0, 8)} differs (${r.stdout.trim()})`).toEqual([]);
+  } finally {
+    rmSync(target, { recursive: true, force: true });
+  }
+}
+
+/** A few files to restore: at least one large and one text file, the rest at random. */
+function sampleOf(expected: TreeHashes, rng: Rng, count: number): string[] {
+  const files = [...expected].filter(([, v]) => v !== "d").map(([p]) => p);
+  const big = files.filter((p) => p.startsWith("big/"));
+  const text = files.filter((p) => p.startsWith("text/"));
+  const chosen = new Set<string>([big[rng.int(big.length)]!, text[rng.int(text.length)]!]);
+  while (chosen.size < Math.min(count, files.length)) chosen.add(files[rng.int(files.length)]!);
+  return [...chosen].sort();
+}
+
+function names(repo: string, sub: "index" | "snapshots" | "locks"): string[] {
+  return readdirSync(join(repo, sub))
+    .filter((n) => NAME.test(n))
+    .sort();
+}
+
+function sameNames(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((n, i) => n === b[i]);
+}
+
+/** Kill moments: one per stratum of [0, 1.1 x duration], shuffled; the first is immediate, the last late. */
+function killDelays(rng: Rng, count: number, durationMs: number): number[] {
+  const span = 1.1 * durationMs;
+  const delays = Array.from({ length: count }, (_, i) => Math.round(((i + rng.next()) / count) * span));
+  delays[0] = 0;
+  delays[count - 1] = Math.round(span);
+  const [first, ...rest] = delays;
+  // Keep the immediate kill first, the rest in random order.
+  return [first!, ...rng.shuffle(rest)];
+}
+
+async function createRepository(dir: string): Promise<void> {
+  // The CLI's init has no pack size option: small packs (and chunks) mean many writes to interrupt.
+  const backend = await LocalBackend.create(dir);
+  await Repository.init(backend, PASSWORD, {
+    packSize: MiB,
+    chunker: { minSize: 128 * KiB, avgSize: 256 * KiB, maxSize: MiB },
+    kdf: { N: 1024, r: 8, p: 1 },
+  });
+  await backend.close();
+}
+
+function copyRepository(from: string, to: string): void {
+  rmSync(to, { recursive: true, force: true });
+  cpSync(from, to, { recursive: true, preserveTimestamps: true });
+}
+
+async function backupOk(repo: string, source: string): Promise<{ id: string; ms: number }> {
+  const r = await cliOk(repo, ["--json", "backup", source]);
+  const out = JSON.parse(r.stdout) as { snapshot: string };
+  return { id: out.snapshot, ms: r.ms };
+}
+
+function describeKill(r: CliResult, delay: number, duration: number): string {
+  const how =
+    r.signal === "SIGKILL"
+      ? `killed at ${Math.round(r.ms)} ms`
+      : `exited by itself before the kill (code ${r.code}, ${Math.round(r.ms)} ms)`;
+  return `delay ${delay} ms (${(delay / duration).toFixed(2)}x): ${how}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const BACKUP_TREE: TreeSpec = {
+  big: [40 * MiB, 32 * MiB, 24 * MiB, 16 * MiB],
+  text: [6 * MiB, 6 * MiB, 6 * MiB, 6 * MiB],
+  dirs: 40,
+  filesPerDir: 60,
+  maxSmall: 40 * KiB,
+};
+
+const PRUNE_TREE: TreeSpec = {
+  big: [24 * MiB, 16 * MiB, 16 * MiB, 8 * MiB],
+  text: [4 * MiB, 4 * MiB],
+  dirs: 32,
+  filesPerDir: 50,
+  maxSmall: 40 * KiB,
+};
+
+let work: string;
+
+beforeAll(() => {
+  if (!existsSync(join(ROOT, "dist", "repository", "worker.js")) || !existsSync(CLI)) {
+    throw new Error("dist/ is missing: run `npm run build` first");
+  }
+  work = mkdtempSync(join(tmpdir(), "bulwark-crash-"));
+  console.log(`crash test work directory: ${work}`);
+});
+
+afterAll(() => {
+  if (KEEP) console.log(`kept ${work}`);
+  else if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe.sequential("SIGKILL at random moments", () => {
+  test("during backup: check passes and every earlier snapshot restores after each kill", async () => {
+    const t0 = performance.now();
+    const source = join(work, "backup-src");
+    const repo = join(work, "backup-repo");
+    const pristine = join(work, "backup-pristine");
+    generateTree(source, "tree-A", BACKUP_TREE);
+    const hashesA = hashTree(source);
+    await createRepository(repo);
+    const s0 = await backupOk(repo, source);
+    console.log(
+      `[backup] tree A: ${hashesA.size} entries, ${(treeBytes(source) / MiB).toFixed(0)} MiB; S0 ${s0.id.slice(0, 8)} in ${Math.round(s0.ms)} ms`,
+    );
+    expect(await checkRepository(repo, "after S0")).toEqual([]);
+    copyRepository(repo, pristine);
+
+    mutateTree(source, "tree-B", BACKUP_TREE, 2);
+    const hashesB = hashTree(source);
+    // Measure an uninterrupted backup of B on a copy of the repository.
+    const measure = join(work, "backup-measure");
+    copyRepository(pristine, measure);
+    const measured = await backupOk(measure, source);
+    rmSync(measure, { recursive: true, force: true });
+    const duration = measured.ms;
+    console.log(`[backup] uninterrupted backup of tree B: ${Math.round(duration)} ms`);
+
+    const rng = new Rng("backup-kills");
+    const delays = killDelays(rng, KILLS, duration);
+    let killed = 0;
+    let staleLocksSeen = 0;
+    let resets = 0;
+    for (const [i, delay] of delays.entries()) {
+      const label = `[backup kill ${i + 1}/${delays.length}]`;
+      const indexBefore = names(repo, "index");
+      const snapshotsBefore = names(repo, "snapshots");
+      const r = await runCli(repo, ["backup", source], { killAfterMs: delay });
+      if (r.signal === "SIGKILL") killed++;
+      else expect(r.code, `${label} backup exited by itself with ${r.code}:\n${r.stderr}`).toBe(0);
+      const locks = names(repo, "locks").length;
+      if (r.signal === "SIGKILL" && locks > 0) staleLocksSeen++;
+      const newSnapshots = names(repo, "snapshots").filter((n) => !snapshotsBefore.includes(n));
+      const indexChanged = !sameNames(names(repo, "index"), indexBefore);
+
+      const warnings = await checkRepository(repo, label);
+      await verifyRestore(repo, work, s0.id, source, hashesA, sampleOf(hashesA, rng, 24));
+      for (const id of newSnapshots) {
+        await verifyRestore(repo, work, id, source, hashesB, sampleOf(hashesB, rng, 24));
+      }
+      console.log(
+        `${label} ${describeKill(r, delay, duration)}; stale locks ${locks}, unreferenced packs ${warnings.length}` +
+          `${indexChanged ? ", index written" : ""}${newSnapshots.length ? ", snapshot written" : ""}`,
+      );
+      if (indexChanged || newSnapshots.length > 0) {
+        // The backup got far enough that the next one would find its data: start again from S0 alone, so
+        // every kill interrupts a backup with the full amount of work to do.
+        copyRepository(pristine, repo);
+        resets++;
+      }
+    }
+    expect(killed, "most runs must really be killed").toBeGreaterThanOrEqual(Math.floor(KILLS * 0.75));
+
+    // Stale shared locks of dead processes do not block even an exclusive lock.
+    const staleLocks = names(repo, "locks").length;
+    await cliOk(repo, ["prune", "--dry-run"]);
+    const backupAfter = await backupOk(repo, source);
+    const warnings = await checkRepository(repo, "after the final backup");
+    await verifyRestore(repo, work, s0.id, source, hashesA);
+    await verifyRestore(repo, work, backupAfter.id, source, hashesB);
+    const unlock = JSON.parse((await cliOk(repo, ["--json", "unlock"])).stdout) as { removed: string[] };
+    expect(unlock.removed.length).toBe(staleLocks);
+    expect(names(repo, "locks")).toEqual([]);
+    console.log(
+      `[backup] ${killed}/${delays.length} runs killed, ${resets} resets to S0, stale locks after ${staleLocksSeen} kills ` +
+        `(${staleLocks} at the end, removed by unlock); final backup ${Math.round(backupAfter.ms)} ms, ` +
+        `${warnings.length} unreferenced packs; total ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+    rmSync(pristine, { recursive: true, force: true });
+    rmSync(repo, { recursive: true, force: true });
+    rmSync(source, { recursive: true, force: true });
+  }, 240_000);
+
+  test("during prune: check passes and every remaining snapshot restores after each kill", async () => {
+    const t0 = performance.now();
+    const source = join(work, "prune-src");
+    const repo = join(work, "prune-repo");
+    const pristine = join(work, "prune-pristine");
+    generateTree(source, "tree-C0", PRUNE_TREE);
+    await createRepository(repo);
+    const expected = new Map<string, TreeHashes>();
+    const order: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      if (i > 0) mutateTree(source, `tree-C${i}`, PRUNE_TREE, 1);
+      const s = await backupOk(repo, source);
+      expected.set(s.id, hashTree(source));
+      order.push(s.id);
+    }
+    // Forget the first and the third snapshot: their data is garbage, mixed into packs still in use.
+    const forgotten = [order[0]!, order[2]!];
+    await cliOk(repo, ["forget", ...forgotten]);
+    for (const id of forgotten) expected.delete(id);
+    expect(names(repo, "snapshots")).toEqual([...expected.keys()].sort());
+    console.log(
+      `[prune] ${order.length} snapshots of a ${(treeBytes(source) / MiB).toFixed(0)} MiB tree, forgot 2; ` +
+        `${names(repo, "index").length} index files, setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+    copyRepository(repo, pristine);
+
+    const pruneArgs = ["prune", "--repack-threshold", "1"];
+    const measure = join(work, "prune-measure");
+    copyRepository(pristine, measure);
+    const measured = await cliOk(measure, ["--json", ...pruneArgs]);
+    const plan = JSON.parse(measured.stdout) as {
+      packsToDelete: string[];
+      packsToRepack: string[];
+      packsWritten: number;
+    };
+    rmSync(measure, { recursive: true, force: true });
+    const duration = measured.ms;
+    console.log(
+      `[prune] uninterrupted prune: ${Math.round(duration)} ms, deletes ${plan.packsToDelete.length} packs, ` +
+        `repacks ${plan.packsToRepack.length} into ${plan.packsWritten}`,
+    );
+    expect(plan.packsToRepack.length, "the scenario must repack").toBeGreaterThan(0);
+
+    const rng = new Rng("prune-kills");
+    const delays = killDelays(rng, KILLS, duration);
+    let killed = 0;
+    let staleExclusive = 0;
+    let resets = 0;
+    for (const [i, delay] of delays.entries()) {
+      const label = `[prune kill ${i + 1}/${delays.length}]`;
+      const indexBefore = names(repo, "index");
+      const r = await runCli(repo, pruneArgs, { killAfterMs: delay });
+      if (r.signal === "SIGKILL") killed++;
+      else expect(r.code, `${label} prune exited by itself with ${r.code}:\n${r.stderr}`).toBe(0);
+      const locks = names(repo, "locks").length;
+      // A killed prune leaves its exclusive lock: the check and restores below must not be blocked by it.
+      if (r.signal === "SIGKILL" && locks > 0) staleExclusive++;
+      const committed = !sameNames(names(repo, "index"), indexBefore);
+
+      const warnings = await checkRepository(repo, label);
+      for (const [id, hashes] of expected) {
+        await verifyRestore(repo, work, id, source, hashes, sampleOf(hashes, rng, 16));
+      }
+      let note = "";
+      if (committed) {
+        if (r.signal === "SIGKILL") {
+          // Killed after the index swap: the next prune must finish the job.
+          await cliOk(repo, pruneArgs);
+          const after = await checkRepository(repo, `${label} then a full prune`);
+          expect(after, `${label}: a full prune leaves no unreferenced pack`).toEqual([]);
+          note = ", finished by a full prune";
+        }
+        // Start again from the forgotten-but-not-pruned state, so every kill interrupts a full prune.
+        copyRepository(pristine, repo);
+        resets++;
+      }
+      console.log(
+        `${label} ${describeKill(r, delay, duration)}; stale locks ${locks}, unreferenced packs ${warnings.length}` +
+          `${committed ? ", new index written" : ""}${note}`,
+      );
+    }
+    expect(killed, "most runs must really be killed").toBeGreaterThanOrEqual(Math.floor(KILLS * 0.75));
+    expect(staleExclusive, "some kills must leave a stale exclusive lock").toBeGreaterThan(0);
+
+    // One uninterrupted prune on whatever the kills left; stale locks do not stop it.
+    const staleLocks = names(repo, "locks").length;
+    const final = await cliOk(repo, pruneArgs);
+    const warnings = await checkRepository(repo, "after the final prune");
+    expect(warnings, "the final prune removes every unreferenced pack").toEqual([]);
+    for (const [id, hashes] of expected) await verifyRestore(repo, work, id, source, hashes);
+    const unlock = JSON.parse((await cliOk(repo, ["--json", "unlock"])).stdout) as { removed: string[] };
+    expect(unlock.removed.length).toBe(staleLocks);
+    expect(names(repo, "locks")).toEqual([]);
+    console.log(
+      `[prune] ${killed}/${delays.length} runs killed, ${resets} resets, stale exclusive lock after ${staleExclusive} kills; ` +
+        `final prune ${Math.round(final.ms)} ms with ${staleLocks} stale locks present; total ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+    rmSync(pristine, { recursive: true, force: true });
+    rmSync(repo, { recursive: true, force: true });
+    rmSync(source, { recursive: true, force: true });
+  }, 240_000);
+});
