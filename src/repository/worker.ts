@@ -101,6 +101,7 @@ class ChunkJob {
   private buffer: Buffer | undefined;
   private fill = 0;
   private pending: PendingChunk[] = [];
+  private flushedDuringFile = false;
 
   constructor(private readonly job: number) {}
 
@@ -110,10 +111,17 @@ class ChunkJob {
       const content: string[] = [];
       let size = 0;
       let error: string | undefined;
+      const pendingBefore = this.pending.length;
+      const fillBefore = this.fill;
+      this.flushedDuringFile = false;
       try {
         size = await this.chunkFile(file, content);
       } catch (err) {
         error = errorMessage(err);
+        // Forget the failed file's chunks: the next file reuses their bytes in the buffer, so sending them
+        // later would store other data under their ids.
+        this.pending.length = this.flushedDuringFile ? 0 : pendingBefore;
+        this.fill = this.flushedDuringFile ? 0 : fillBefore;
       }
       post({ op: "file", job: this.job, index, content, size, ...(error === undefined ? {} : { error }) });
     }
@@ -163,6 +171,7 @@ class ChunkJob {
   }
 
   private async flush(): Promise<void> {
+    this.flushedDuringFile = true;
     const pending = this.pending;
     this.pending = [];
     this.fill = 0;

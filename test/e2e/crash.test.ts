@@ -9,7 +9,7 @@
  * backup writes hundreds of packs and a kill lands between pack writes, index writes and the snapshot
  * write (and, for prune, between repacking, the index swap and the deletions).
  *
- * Runs the built CLI (dist/): `npm run build` first. Knobs: BULWARK_CRASH_KILLS (default 22),
+ * Runs the built CLI (dist/): `npm run build` first. Knobs: BULWARK_CRASH_KILLS (kills per command, default 20),
  * BULWARK_CRASH_KEEP=1 keeps the work directory for inspection.
  */
 import { spawn } from "node:child_process";
@@ -43,7 +43,7 @@ const MiB = 1024 * KiB;
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CLI = join(ROOT, "dist", "cli", "main.js");
 const PASSWORD = "crash-test: correct horse battery staple";
-const KILLS = Number(process.env.BULWARK_CRASH_KILLS ?? 22);
+const KILLS = Number(process.env.BULWARK_CRASH_KILLS ?? 20);
 const KEEP = process.env.BULWARK_CRASH_KEEP === "1";
 const NAME = /^[0-9a-f]{64}$/;
 
@@ -367,15 +367,18 @@ function sameNames(a: string[], b: string[]): boolean {
   return a.length === b.length && a.every((n, i) => n === b[i]);
 }
 
-/** Kill moments: one per stratum of [0, 1.1 x duration], shuffled; the first is immediate, the last late. */
-function killDelays(rng: Rng, count: number, durationMs: number): number[] {
+/**
+ * Kill moments for `count` runs: one per stratum of [0, 1.1 x duration] in random order, the first
+ * immediate and one at 1.1 x (after the end). `more` gives further moments when runs ended before their
+ * kill and more kills are needed.
+ */
+function killDelays(rng: Rng, count: number, durationMs: number): { first: number[]; more(): number } {
   const span = 1.1 * durationMs;
   const delays = Array.from({ length: count }, (_, i) => Math.round(((i + rng.next()) / count) * span));
   delays[0] = 0;
   delays[count - 1] = Math.round(span);
   const [first, ...rest] = delays;
-  // Keep the immediate kill first, the rest in random order.
-  return [first!, ...rng.shuffle(rest)];
+  return { first: [first!, ...rng.shuffle(rest)], more: () => Math.round(rng.next() * durationMs) };
 }
 
 async function createRepository(dir: string): Promise<void> {
@@ -400,14 +403,6 @@ async function backupOk(repo: string, source: string): Promise<{ id: string; ms:
   return { id: out.snapshot, ms: r.ms };
 }
 
-function describeKill(r: CliResult, delay: number, duration: number): string {
-  const how =
-    r.signal === "SIGKILL"
-      ? `killed at ${Math.round(r.ms)} ms`
-      : `exited by itself before the kill (code ${r.code}, ${Math.round(r.ms)} ms)`;
-  return `delay ${delay} ms (${(delay / duration).toFixed(2)}x): ${how}`;
-}
-
 // ---------------------------------------------------------------------------------------------------------
 
 const BACKUP_TREE: TreeSpec = {
@@ -421,10 +416,66 @@ const BACKUP_TREE: TreeSpec = {
 const PRUNE_TREE: TreeSpec = {
   big: [24 * MiB, 16 * MiB, 16 * MiB, 8 * MiB],
   text: [4 * MiB, 4 * MiB],
-  dirs: 32,
-  filesPerDir: 50,
-  maxSmall: 40 * KiB,
+  dirs: 64,
+  filesPerDir: 60,
+  maxSmall: 48 * KiB,
 };
+
+/** The shorter of two uninterrupted runs of `args`, each on a fresh copy of `pristine`. */
+async function measure(pristine: string, args: string[]): Promise<{ ms: number; stdout: string }> {
+  const copy = join(work, "measure");
+  let best: CliResult | undefined;
+  for (let i = 0; i < 2; i++) {
+    copyRepository(pristine, copy);
+    const r = await cliOk(copy, args);
+    if (!best || r.ms < best.ms) best = r;
+  }
+  rmSync(copy, { recursive: true, force: true });
+  return { ms: best!.ms, stdout: best!.stdout };
+}
+
+interface Attempt {
+  label: string;
+  delay: number;
+  result: CliResult;
+}
+
+/**
+ * Runs `args` killed at the scheduled moments, then more random moments until KILLS runs were really
+ * killed (a run may end before its kill); `after` verifies the repository after each run.
+ */
+async function killRepeatedly(
+  what: string,
+  repo: string,
+  args: string[],
+  duration: number,
+  after: (attempt: Attempt) => Promise<string>,
+): Promise<{ runs: number; killed: number }> {
+  const schedule = killDelays(new Rng(`${what}-kills`), KILLS, duration);
+  const queue = [...schedule.first];
+  let runs = 0;
+  let killed = 0;
+  while (queue.length > 0 || killed < KILLS) {
+    expect(runs, `${what}: too many runs ended before their kill`).toBeLessThan(2 * KILLS);
+    const delay = queue.shift() ?? schedule.more();
+    runs++;
+    const label = `[${what} run ${runs}]`;
+    const result = await runCli(repo, args, { killAfterMs: delay });
+    if (result.signal === "SIGKILL") killed++;
+    else
+      expect(result.code, `${label} ${what} exited by itself with ${result.code}:\n${result.stderr}`).toBe(0);
+    const started = performance.now();
+    const note = await after({ label, delay, result });
+    const how =
+      result.signal === "SIGKILL"
+        ? `killed at ${Math.round(result.ms)} ms`
+        : `exited by itself before the kill (code ${result.code}, ${Math.round(result.ms)} ms)`;
+    console.log(
+      `${label} delay ${delay} ms (${(delay / duration).toFixed(2)}x): ${how}; ${note}; verified in ${Math.round(performance.now() - started)} ms`,
+    );
+  }
+  return { runs, killed };
+}
 
 let work: string;
 
@@ -459,62 +510,62 @@ describe.sequential("SIGKILL at random moments", () => {
 
     mutateTree(source, "tree-B", BACKUP_TREE, 2);
     const hashesB = hashTree(source);
-    // Measure an uninterrupted backup of B on a copy of the repository.
-    const measure = join(work, "backup-measure");
-    copyRepository(pristine, measure);
-    const measured = await backupOk(measure, source);
-    rmSync(measure, { recursive: true, force: true });
-    const duration = measured.ms;
-    console.log(`[backup] uninterrupted backup of tree B: ${Math.round(duration)} ms`);
+    const duration = (await measure(pristine, ["backup", source])).ms;
+    console.log(
+      `[backup] tree B: ${(treeBytes(source) / MiB).toFixed(0)} MiB; uninterrupted backup ${Math.round(duration)} ms; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
 
-    const rng = new Rng("backup-kills");
-    const delays = killDelays(rng, KILLS, duration);
-    let killed = 0;
+    const rng = new Rng("backup-samples");
     let staleLocksSeen = 0;
     let resets = 0;
-    for (const [i, delay] of delays.entries()) {
-      const label = `[backup kill ${i + 1}/${delays.length}]`;
-      const indexBefore = names(repo, "index");
-      const snapshotsBefore = names(repo, "snapshots");
-      const r = await runCli(repo, ["backup", source], { killAfterMs: delay });
-      if (r.signal === "SIGKILL") killed++;
-      else expect(r.code, `${label} backup exited by itself with ${r.code}:\n${r.stderr}`).toBe(0);
-      const locks = names(repo, "locks").length;
-      if (r.signal === "SIGKILL" && locks > 0) staleLocksSeen++;
-      const newSnapshots = names(repo, "snapshots").filter((n) => !snapshotsBefore.includes(n));
-      const indexChanged = !sameNames(names(repo, "index"), indexBefore);
-
-      const warnings = await checkRepository(repo, label);
-      await verifyRestore(repo, work, s0.id, source, hashesA, sampleOf(hashesA, rng, 24));
-      for (const id of newSnapshots) {
-        await verifyRestore(repo, work, id, source, hashesB, sampleOf(hashesB, rng, 24));
-      }
-      console.log(
-        `${label} ${describeKill(r, delay, duration)}; stale locks ${locks}, unreferenced packs ${warnings.length}` +
-          `${indexChanged ? ", index written" : ""}${newSnapshots.length ? ", snapshot written" : ""}`,
-      );
-      if (indexChanged || newSnapshots.length > 0) {
-        // The backup got far enough that the next one would find its data: start again from S0 alone, so
-        // every kill interrupts a backup with the full amount of work to do.
-        copyRepository(pristine, repo);
-        resets++;
-      }
-    }
-    expect(killed, "most runs must really be killed").toBeGreaterThanOrEqual(Math.floor(KILLS * 0.75));
+    let indexBefore = names(repo, "index");
+    let snapshotsBefore = names(repo, "snapshots");
+    const { runs, killed } = await killRepeatedly(
+      "backup",
+      repo,
+      ["backup", source],
+      duration,
+      async ({ label, result }) => {
+        const locks = names(repo, "locks").length;
+        if (result.signal === "SIGKILL" && locks > 0) staleLocksSeen++;
+        const newSnapshots = names(repo, "snapshots").filter((n) => !snapshotsBefore.includes(n));
+        const indexChanged = !sameNames(names(repo, "index"), indexBefore);
+        // Shared locks of dead processes are on disk: the check and restores below must not mind them.
+        const warnings = await checkRepository(repo, label);
+        await verifyRestore(repo, work, s0.id, source, hashesA, sampleOf(hashesA, rng, 24));
+        for (const id of newSnapshots) {
+          await verifyRestore(repo, work, id, source, hashesB, sampleOf(hashesB, rng, 24));
+        }
+        if (indexChanged || newSnapshots.length > 0) {
+          // The backup got far enough that the next one would find its data: start again from S0 alone,
+          // so every run has the full backup to do.
+          copyRepository(pristine, repo);
+          resets++;
+          indexBefore = names(repo, "index");
+          snapshotsBefore = names(repo, "snapshots");
+        }
+        return (
+          `stale locks ${locks}, unreferenced packs ${warnings.length}` +
+          `${indexChanged ? ", index written" : ""}${newSnapshots.length ? ", snapshot written" : ""}` +
+          `${indexChanged || newSnapshots.length ? " (reset to S0)" : ""}`
+        );
+      },
+    );
+    expect(killed).toBeGreaterThanOrEqual(KILLS);
 
     // Stale shared locks of dead processes do not block even an exclusive lock.
     const staleLocks = names(repo, "locks").length;
     await cliOk(repo, ["prune", "--dry-run"]);
-    const backupAfter = await backupOk(repo, source);
+    const final = await backupOk(repo, source);
     const warnings = await checkRepository(repo, "after the final backup");
     await verifyRestore(repo, work, s0.id, source, hashesA);
-    await verifyRestore(repo, work, backupAfter.id, source, hashesB);
+    await verifyRestore(repo, work, final.id, source, hashesB);
     const unlock = JSON.parse((await cliOk(repo, ["--json", "unlock"])).stdout) as { removed: string[] };
     expect(unlock.removed.length).toBe(staleLocks);
     expect(names(repo, "locks")).toEqual([]);
     console.log(
-      `[backup] ${killed}/${delays.length} runs killed, ${resets} resets to S0, stale locks after ${staleLocksSeen} kills ` +
-        `(${staleLocks} at the end, removed by unlock); final backup ${Math.round(backupAfter.ms)} ms, ` +
+      `[backup] ${killed} of ${runs} runs killed, ${resets} resets to S0, ${staleLocksSeen} kills left a stale lock ` +
+        `(${staleLocks} present at the end, removed by unlock); final backup ${Math.round(final.ms)} ms, ` +
         `${warnings.length} unreferenced packs; total ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
     rmSync(pristine, { recursive: true, force: true });
@@ -542,68 +593,61 @@ describe.sequential("SIGKILL at random moments", () => {
     await cliOk(repo, ["forget", ...forgotten]);
     for (const id of forgotten) expected.delete(id);
     expect(names(repo, "snapshots")).toEqual([...expected.keys()].sort());
-    console.log(
-      `[prune] ${order.length} snapshots of a ${(treeBytes(source) / MiB).toFixed(0)} MiB tree, forgot 2; ` +
-        `${names(repo, "index").length} index files, setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-    );
     copyRepository(repo, pristine);
 
     const pruneArgs = ["prune", "--repack-threshold", "1"];
-    const measure = join(work, "prune-measure");
-    copyRepository(pristine, measure);
-    const measured = await cliOk(measure, ["--json", ...pruneArgs]);
+    const measured = await measure(pristine, ["--json", ...pruneArgs]);
     const plan = JSON.parse(measured.stdout) as {
       packsToDelete: string[];
       packsToRepack: string[];
       packsWritten: number;
     };
-    rmSync(measure, { recursive: true, force: true });
     const duration = measured.ms;
     console.log(
-      `[prune] uninterrupted prune: ${Math.round(duration)} ms, deletes ${plan.packsToDelete.length} packs, ` +
-        `repacks ${plan.packsToRepack.length} into ${plan.packsWritten}`,
+      `[prune] ${order.length} snapshots of a ${(treeBytes(source) / MiB).toFixed(0)} MiB tree, 2 forgotten; ` +
+        `uninterrupted prune ${Math.round(duration)} ms: deletes ${plan.packsToDelete.length} packs, ` +
+        `repacks ${plan.packsToRepack.length} into ${plan.packsWritten}; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
     expect(plan.packsToRepack.length, "the scenario must repack").toBeGreaterThan(0);
 
-    const rng = new Rng("prune-kills");
-    const delays = killDelays(rng, KILLS, duration);
-    let killed = 0;
+    const rng = new Rng("prune-samples");
     let staleExclusive = 0;
     let resets = 0;
-    for (const [i, delay] of delays.entries()) {
-      const label = `[prune kill ${i + 1}/${delays.length}]`;
-      const indexBefore = names(repo, "index");
-      const r = await runCli(repo, pruneArgs, { killAfterMs: delay });
-      if (r.signal === "SIGKILL") killed++;
-      else expect(r.code, `${label} prune exited by itself with ${r.code}:\n${r.stderr}`).toBe(0);
-      const locks = names(repo, "locks").length;
-      // A killed prune leaves its exclusive lock: the check and restores below must not be blocked by it.
-      if (r.signal === "SIGKILL" && locks > 0) staleExclusive++;
-      const committed = !sameNames(names(repo, "index"), indexBefore);
-
-      const warnings = await checkRepository(repo, label);
-      for (const [id, hashes] of expected) {
-        await verifyRestore(repo, work, id, source, hashes, sampleOf(hashes, rng, 16));
-      }
-      let note = "";
-      if (committed) {
-        if (r.signal === "SIGKILL") {
-          // Killed after the index swap: the next prune must finish the job.
-          await cliOk(repo, pruneArgs);
-          const after = await checkRepository(repo, `${label} then a full prune`);
-          expect(after, `${label}: a full prune leaves no unreferenced pack`).toEqual([]);
-          note = ", finished by a full prune";
+    let indexBefore = names(repo, "index");
+    const { runs, killed } = await killRepeatedly(
+      "prune",
+      repo,
+      pruneArgs,
+      duration,
+      async ({ label, result }) => {
+        const locks = names(repo, "locks").length;
+        // A killed prune leaves its exclusive lock: the check and restores below must not be blocked by it.
+        if (result.signal === "SIGKILL" && locks > 0) staleExclusive++;
+        const committed = !sameNames(names(repo, "index"), indexBefore);
+        const warnings = await checkRepository(repo, label);
+        for (const [id, hashes] of expected) {
+          await verifyRestore(repo, work, id, source, hashes, sampleOf(hashes, rng, 16));
         }
-        // Start again from the forgotten-but-not-pruned state, so every kill interrupts a full prune.
-        copyRepository(pristine, repo);
-        resets++;
-      }
-      console.log(
-        `${label} ${describeKill(r, delay, duration)}; stale locks ${locks}, unreferenced packs ${warnings.length}` +
-          `${committed ? ", new index written" : ""}${note}`,
-      );
-    }
-    expect(killed, "most runs must really be killed").toBeGreaterThanOrEqual(Math.floor(KILLS * 0.75));
+        let note = `stale locks ${locks}, unreferenced packs ${warnings.length}`;
+        if (committed) {
+          note += ", new index written";
+          if (result.signal === "SIGKILL") {
+            // Killed after the index swap: the next prune must finish the job.
+            await cliOk(repo, pruneArgs);
+            const after = await checkRepository(repo, `${label} then a full prune`);
+            expect(after, `${label}: a full prune leaves no unreferenced pack`).toEqual([]);
+            note += ", finished by a full prune";
+          }
+          // Start again from the forgotten-but-not-pruned state, so every run has the full prune to do.
+          copyRepository(pristine, repo);
+          resets++;
+          indexBefore = names(repo, "index");
+          note += " (reset)";
+        }
+        return note;
+      },
+    );
+    expect(killed).toBeGreaterThanOrEqual(KILLS);
     expect(staleExclusive, "some kills must leave a stale exclusive lock").toBeGreaterThan(0);
 
     // One uninterrupted prune on whatever the kills left; stale locks do not stop it.
@@ -616,7 +660,7 @@ describe.sequential("SIGKILL at random moments", () => {
     expect(unlock.removed.length).toBe(staleLocks);
     expect(names(repo, "locks")).toEqual([]);
     console.log(
-      `[prune] ${killed}/${delays.length} runs killed, ${resets} resets, stale exclusive lock after ${staleExclusive} kills; ` +
+      `[prune] ${killed} of ${runs} runs killed, ${resets} resets, ${staleExclusive} kills left a stale exclusive lock; ` +
         `final prune ${Math.round(final.ms)} ms with ${staleLocks} stale locks present; total ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
     rmSync(pristine, { recursive: true, force: true });
