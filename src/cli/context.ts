@@ -92,8 +92,8 @@ export interface Session {
   repo: Repository;
   out: Output;
   /** Started on first use. */
-  pool(): WorkerPool;
-  close(): Promise<void>;
+  pool: () => WorkerPool;
+  close: () => Promise<void>;
 }
 
 /** Opens the repository, takes the lock the command needs, and cleans up whatever happens. */

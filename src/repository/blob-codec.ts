@@ -59,7 +59,8 @@ export class BlobCodec {
     } else if (flag === 1) {
       try {
         const size = rawLength ?? zstd.getFrameContentSize(payload);
-        if (size === null || size === undefined || size > 1 << 30) throw new Error("frame has no usable content size");
+        if (size === null || size === undefined || size > 1 << 30)
+          throw new Error("frame has no usable content size");
         data = Buffer.allocUnsafe(size);
         const n = this.decompressor.decompress(data, payload);
         if (n !== size) data = data.subarray(0, n);

@@ -133,6 +133,7 @@ export class PackWriter {
   }
 
   private throwIfFailed(): void {
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows whatever the upload threw
     if (this.failure !== undefined) throw this.failure;
   }
 }

@@ -188,7 +188,9 @@ export class Repository {
       try {
         const bytes = prefetched.get(name);
         this.index.addFile(
-          bytes ? this.openVerifiedDocument<IndexFile>("index", name, bytes) : await this.loadDocument<IndexFile>("index", name),
+          bytes
+            ? this.openVerifiedDocument<IndexFile>("index", name, bytes)
+            : await this.loadDocument<IndexFile>("index", name),
         );
       } catch (err) {
         if (isNotFound(err)) return; // replaced by a concurrent prune; its successor is listed too
@@ -301,9 +303,13 @@ async function prefetch(backend: Backend, type: FileType): Promise<Map<string, B
 function parseConfig(plain: Buffer): RepoConfig {
   const config = JSON.parse(plain.toString("utf8")) as RepoConfig;
   if (config.version !== 1) {
-    throw new BulwarkError("INVALID_DATA", `repository format version ${config.version} is not supported`, {
-      hint: "upgrade Bulwark",
-    });
+    throw new BulwarkError(
+      "INVALID_DATA",
+      `repository format version ${String(config.version)} is not supported`,
+      {
+        hint: "upgrade Bulwark",
+      },
+    );
   }
   return config;
 }

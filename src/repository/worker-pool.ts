@@ -109,7 +109,9 @@ export class WorkerPool {
             }
             case "blobs": {
               const bytes = msg.blobs.reduce((sum, b) => sum + b.envelope.length, 0);
-              const stored = handlers.store(msg.blobs).then(() => this.send(worker, { op: "ack", job, bytes }));
+              const stored = handlers
+                .store(msg.blobs)
+                .then(() => this.send(worker, { op: "ack", job, bytes }));
               stored.catch((err: unknown) => reject(err));
               stores.push(stored);
               return;
@@ -199,15 +201,15 @@ export class WorkerPool {
           },
           (err) => {
             finish();
-            reject(err);
+            reject(asError(err));
           },
         );
         this.jobs.set(job, {
           worker,
-          onMessage: handlers.onMessage,
+          onMessage: (msg) => handlers.onMessage(msg),
           reject: (err) => {
             finish();
-            reject(err);
+            reject(asError(err));
           },
         });
         handlers.send();
@@ -236,6 +238,10 @@ export class WorkerPool {
       }
     }
   }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 function transferable(data: Buffer): ArrayBuffer[] {

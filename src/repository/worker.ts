@@ -194,7 +194,8 @@ class ChunkJob {
     for (const b of blobs) bytes += b.envelope.length;
     unacknowledged += bytes;
     post({ op: "blobs", job: this.job, blobs }, transfer);
-    while (unacknowledged > maxUnacknowledged) await new Promise<void>((resolve) => roomWaiters.push(resolve));
+    while (unacknowledged > maxUnacknowledged)
+      await new Promise<void>((resolve) => roomWaiters.push(resolve));
   }
 }
 

@@ -182,7 +182,7 @@ class Archiver {
         pending.push((await this.scanEntry(childPath, name, prev)).done);
         continue;
       }
-      const st = await this.lstatOrSkip(childPath);
+      const st = this.lstatOrSkip(childPath);
       if (!st) continue;
       if (!st.isDirectory()) {
         this.skip(childPath, "not a directory, but a backup path lies below it");
@@ -213,7 +213,7 @@ class Archiver {
     prev: Node | undefined,
   ): Promise<Pending<Node | undefined>> {
     if (this.options.excludes?.isExcluded(path)) return pendingOf(undefined);
-    const st = await this.lstatOrSkip(path);
+    const st = this.lstatOrSkip(path);
     if (!st) return pendingOf(undefined);
     if (st.isDirectory()) {
       const prevChildren =
@@ -368,7 +368,7 @@ class Archiver {
     }
   }
 
-  private async lstatOrSkip(path: string): Promise<BigIntStats | undefined> {
+  private lstatOrSkip(path: string): BigIntStats | undefined {
     try {
       // Synchronous on purpose: a metadata lookup from cache costs microseconds, the promise API ten times more.
       return lstatSync(path, { bigint: true });

@@ -342,7 +342,7 @@ function createSpecial(abs: string, node: Node, root: boolean): boolean {
 
 function applyMetadata(abs: string, node: Node, root: boolean): void {
   if (root) lchownSync(abs, node.uid, node.gid);
-  const mtime = Number(BigInt(node.mtime)) / 1e9;
+  const mtime = utimesSeconds(node.mtime);
   if (node.type === "symlink") {
     lutimesSync(abs, mtime, mtime);
     return;
@@ -350,4 +350,20 @@ function applyMetadata(abs: string, node: Node, root: boolean): void {
   // chown clears setuid bits, so the mode comes after it.
   chmodSync(abs, node.mode);
   utimesSync(abs, mtime, mtime);
+}
+
+/**
+ * Nanoseconds since the epoch (a decimal string) as the seconds utimes takes. libuv keeps whole
+ * microseconds (it truncates), and a double near 1.7e9 s has a resolution of about 0.24 µs: aiming at the
+ * middle of the microsecond keeps the rounding from landing in the microsecond before.
+ */
+function utimesSeconds(ns: string): number {
+  const n = BigInt(ns);
+  let seconds = n / 1_000_000_000n;
+  let rest = n % 1_000_000_000n;
+  if (rest < 0n) {
+    rest += 1_000_000_000n;
+    seconds -= 1n;
+  }
+  return Number(seconds) + (Number(rest / 1000n) * 1000 + 500) / 1e9;
 }

@@ -10,7 +10,7 @@
  * write (and, for prune, between repacking, the index swap and the deletions).
  *
  * Runs the built CLI (dist/): `npm run build` first. Knobs: BULWARK_CRASH_KILLS (kills per command, default 20),
- * BULWARK_CRASH_KEEP=1 keeps the work directory for inspection.
+ * BULWARK_CRASH_SEED varies the kill moments, BULWARK_CRASH_KEEP=1 keeps the work directory for inspection.
  */
 import { spawn } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
@@ -45,6 +45,8 @@ const CLI = join(ROOT, "dist", "cli", "main.js");
 const PASSWORD = "crash-test: correct horse battery staple";
 const KILLS = Number(process.env.BULWARK_CRASH_KILLS ?? 20);
 const KEEP = process.env.BULWARK_CRASH_KEEP === "1";
+/** Varies the kill moments and samples (the fixture stays the same). */
+const SEED = process.env.BULWARK_CRASH_SEED ?? "1";
 const NAME = /^[0-9a-f]{64}$/;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -451,7 +453,7 @@ async function killRepeatedly(
   duration: number,
   after: (attempt: Attempt) => Promise<string>,
 ): Promise<{ runs: number; killed: number }> {
-  const schedule = killDelays(new Rng(`${what}-kills`), KILLS, duration);
+  const schedule = killDelays(new Rng(`${what}-kills-${SEED}`), KILLS, duration);
   const queue = [...schedule.first];
   let runs = 0;
   let killed = 0;
@@ -515,7 +517,7 @@ describe.sequential("SIGKILL at random moments", () => {
       `[backup] tree B: ${(treeBytes(source) / MiB).toFixed(0)} MiB; uninterrupted backup ${Math.round(duration)} ms; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
 
-    const rng = new Rng("backup-samples");
+    const rng = new Rng(`backup-samples-${SEED}`);
     let staleLocksSeen = 0;
     let resets = 0;
     let indexBefore = names(repo, "index");
@@ -610,7 +612,7 @@ describe.sequential("SIGKILL at random moments", () => {
     );
     expect(plan.packsToRepack.length, "the scenario must repack").toBeGreaterThan(0);
 
-    const rng = new Rng("prune-samples");
+    const rng = new Rng(`prune-samples-${SEED}`);
     let staleExclusive = 0;
     let resets = 0;
     let indexBefore = names(repo, "index");

@@ -4,7 +4,7 @@ import { findSnapshot, loadAllSnapshots, matchesFilter } from "../../snapshot/sn
 import { walkTree } from "../../snapshot/walker.js";
 import type { Node } from "../../snapshot/tree.js";
 import { withRepository, type GlobalOptions } from "../context.js";
-import { computeStats, type StatsMode } from "../../snapshot/stats.js";
+import { computeStats } from "../../snapshot/stats.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -112,7 +112,7 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
         const snapshots = refs.length
           ? await Promise.all(refs.map((r) => findSnapshot(repo, r)))
           : await loadAllSnapshots(repo);
-        const stats = await computeStats(repo, snapshots, "all" as StatsMode);
+        const stats = await computeStats(repo, snapshots, "all");
         out.emitJson(stats);
         out.result(`Snapshots:            ${formatCount(stats.snapshots)}`);
         out.result(`Files (all snapshots): ${formatCount(stats.files)}`);
