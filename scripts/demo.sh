@@ -36,7 +36,12 @@ if [ ! -f dist/cli/main.js ] || [ -n "$(find src -name '*.ts' -newer dist/cli/ma
 else
   echo "dist/ is up to date"
 fi
-bulwark() { node "$ROOT/dist/cli/main.js" "$@"; }
+# The package's command (bin/bulwark: the launcher that npm link and npx use), or the built CLI directly.
+if [ -x "$ROOT/bin/bulwark" ]; then
+  bulwark() { "$ROOT/bin/bulwark" "$@"; }
+else
+  bulwark() { node "$ROOT/dist/cli/main.js" "$@"; }
+fi
 
 STEP="create a temporary directory"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bulwark-demo.XXXXXX")

@@ -7,8 +7,8 @@
 # Steps:
 #   1. Check the Node version (package.json "engines": >= 20.19).
 #   2. `npm ci` when node_modules is missing or stale: no hidden lockfile, package-lock.json newer than
-#      it, `npm ls` reporting a missing or wrong dependency, or the zstd native addon not loading (built
-#      for another Node, or never built).
+#      it, `npm ls` reporting a missing or wrong dependency, or a runtime dependency that does not load
+#      (a native addon built for another Node or platform, or never built).
 #   3. `npm run build` (the CLI end-to-end tests and the worker threads run the built dist/),
 #      `npm run typecheck`, `npm run lint`, then `npx vitest run`.
 # A failed build stops here (nothing after it would mean anything). Otherwise every step runs even when an
@@ -41,6 +41,15 @@ node -e '
 ' || exit 1
 
 # 2. dependencies
+# Imports every runtime dependency of package.json: native addons (zstd, BLAKE3) fail here when they were
+# built for another Node version or platform, or never built.
+deps_load() {
+  node --input-type=module -e '
+    import { readFileSync } from "node:fs";
+    const pkg = JSON.parse(readFileSync("package.json", "utf8"));
+    for (const name of Object.keys(pkg.dependencies ?? {})) await import(name);
+  '
+}
 install_reason() {
   if [ ! -d node_modules ]; then
     echo "node_modules is missing"
@@ -50,16 +59,17 @@ install_reason() {
     echo "package-lock.json changed since the last install"
   elif ! npm ls --depth=0 >/dev/null 2>&1; then
     echo "npm ls reports missing or mismatched dependencies"
-  elif ! node -e 'require("zstd-napi/binding.js")' >/dev/null 2>&1; then
-    echo "the zstd native addon does not load with Node $(node --version)"
+  elif ! deps_load >/dev/null 2>&1; then
+    echo "a runtime dependency does not load with Node $(node --version)"
   fi
 }
 reason=$(install_reason)
 if [ -n "$reason" ]; then
   log "npm ci ($reason)"
-  npm ci || die "npm ci failed. The zstd addon needs a prebuilt binary (downloaded at install) or build tools
-       to compile it: python3, make and a C++ compiler (Debian/Ubuntu: apt-get install python3 make g++)."
-  node -e 'require("zstd-napi/binding.js")' || die "the zstd native addon still does not load after npm ci"
+  npm ci || die "npm ci failed (the reason is above). If package.json and package-lock.json are out of sync,
+       run \`npm install\` and commit the lock file. If building zstd-napi failed, install the tools to
+       compile it: python3, make and a C++ compiler (Debian/Ubuntu: apt-get install python3 make g++)."
+  deps_load || die "a runtime dependency still does not load after npm ci (see the error above)"
 else
   log "dependencies are up to date (node_modules matches package-lock.json)"
 fi

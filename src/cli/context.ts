@@ -4,7 +4,7 @@
  */
 import type { Backend } from "../backend/backend.js";
 import { LocalBackend } from "../backend/local/local-backend.js";
-import { BulwarkError } from "../core/errors.js";
+import { BulwarkError, errorMessage } from "../core/errors.js";
 import { RepoLock } from "../repository/lock.js";
 import { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
@@ -46,6 +46,11 @@ export class Output {
   get progressEnabled(): boolean {
     return process.stderr.isTTY === true && !this.opts.json && !this.opts.quiet;
   }
+}
+
+/** For listing commands: a damaged snapshot file is skipped with a warning (check reports it as an error). */
+export function warnDamagedSnapshot(name: string, err: unknown): void {
+  process.stderr.write(`warning: skipping damaged snapshot ${name.slice(0, 8)}: ${errorMessage(err)}\n`);
 }
 
 export function repositoryLocation(opts: GlobalOptions): string {
@@ -96,12 +101,24 @@ export interface Session {
   close: () => Promise<void>;
 }
 
+/**
+ * The lock a command takes: "read" and "write" share the repository with others, "exclusive" (prune,
+ * forget, key changes) excludes everyone. --no-lock is honoured only for "read": a command that writes or
+ * deletes without a lock is invisible to the others (a prune would delete a running backup's packs).
+ */
+export type LockMode = "none" | "read" | "write" | "exclusive";
+
 /** Opens the repository, takes the lock the command needs, and cleans up whatever happens. */
 export async function withRepository<T>(
   opts: GlobalOptions,
-  lock: "none" | "shared" | "exclusive",
+  lock: LockMode,
   fn: (session: Session) => Promise<T>,
 ): Promise<T> {
+  if (opts.noLock && (lock === "write" || lock === "exclusive")) {
+    throw new BulwarkError("USAGE", "--no-lock cannot be used with a command that changes the repository", {
+      hint: "--no-lock is only for read-only commands (snapshots, ls, diff, stats, restore, check)",
+    });
+  }
   const backend = await openBackend(repositoryLocation(opts), false);
   const password = await getPassword(opts);
   const repo = await Repository.open(backend, password);
@@ -117,7 +134,9 @@ export async function withRepository<T>(
     },
   };
   try {
-    if (lock !== "none" && !opts.noLock) repoLock = await RepoLock.acquire(repo, lock === "exclusive");
+    if (lock === "write" || lock === "exclusive" || (lock === "read" && !opts.noLock)) {
+      repoLock = await RepoLock.acquire(repo, lock === "exclusive");
+    }
     return await fn(session);
   } finally {
     await session.close();

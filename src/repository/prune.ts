@@ -21,6 +21,8 @@ import { forEachLimit, type Repository } from "./repository.js";
 
 export interface PruneOptions {
   dryRun?: boolean;
+  /** Snapshots to treat as removed (a dry run of `forget --prune`, whose forget removed nothing). */
+  ignoreSnapshots?: readonly string[];
   /** Repack a partly used pack when at least this fraction of its bytes is unused. */
   repackThreshold?: number;
   reporter?: { phase?(message: string): void };
@@ -69,7 +71,9 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
 
   phase("finding data in use");
   const used = new Set<string>();
+  const ignored = new Set(options.ignoreSnapshots ?? []);
   for (const snapshot of await loadAllSnapshots(repo)) {
+    if (ignored.has(snapshot.id)) continue;
     const stack = [snapshot.tree];
     while (stack.length > 0) {
       const treeId = stack.pop()!;

@@ -10,6 +10,7 @@ import { BulwarkError } from "../core/errors.js";
 import type {
   BlobToRestore,
   EncodedBlob,
+  FileOp,
   FileToChunk,
   FromWorker,
   PackVerification,
@@ -150,6 +151,17 @@ export class WorkerPool {
       send: () => this.send(worker, { op: "restore", job, data, blobs, skipZeroWrites }, transferable(data)),
       onMessage: (msg) => {
         if (msg.op === "restored") resolve({ errors: msg.errors, bytesWritten: msg.bytesWritten });
+        else reject(new Error(msg.op === "failed" ? `blob worker: ${msg.error}` : `protocol: ${msg.op}`));
+      },
+    }));
+  }
+
+  /** Runs file-system operations on a worker; resolves with the failures (index into `ops`). */
+  fileOps(ops: FileOp[]): Promise<{ index: number; error: string; code?: string }[]> {
+    return this.run((job, worker, resolve, reject) => ({
+      send: () => this.send(worker, { op: "files", job, ops }),
+      onMessage: (msg) => {
+        if (msg.op === "filesDone") resolve(msg.errors);
         else reject(new Error(msg.op === "failed" ? `blob worker: ${msg.error}` : `protocol: ${msg.op}`));
       },
     }));

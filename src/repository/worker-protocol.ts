@@ -44,7 +44,13 @@ export interface PackVerification {
   blobErrors: { id: string; error: string }[];
 }
 
+/** Restore's file-system work, spread over the workers: creating pre-sized files, then setting metadata. */
+export type FileOp =
+  | { kind: "create"; path: string; size: number }
+  | { kind: "finish"; path: string; mode: number; mtime: number; owner?: { uid: number; gid: number } };
+
 export type ToWorker =
+  | { op: "files"; job: number; ops: FileOp[] }
   | { op: "chunk"; job: number; files: FileToChunk[] }
   | { op: "decision"; job: number; store: Uint8Array }
   | { op: "ack"; job: number; bytes: number }
@@ -52,6 +58,7 @@ export type ToWorker =
   | { op: "verify"; job: number; name: string; data: Uint8Array };
 
 export type FromWorker =
+  | { op: "filesDone"; job: number; errors: { index: number; error: string; code?: string }[] }
   | { op: "ids"; job: number; ids: string[] }
   | { op: "blobs"; job: number; blobs: EncodedBlob[] }
   | { op: "file"; job: number; index: number; content: string[]; size: number; error?: string }

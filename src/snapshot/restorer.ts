@@ -13,15 +13,11 @@
  */
 import {
   chmodSync,
-  closeSync,
-  constants,
-  ftruncateSync,
   lchownSync,
   linkSync,
   lstatSync,
   lutimesSync,
   mkdirSync,
-  openSync,
   rmSync,
   symlinkSync,
   utimesSync,
@@ -31,7 +27,7 @@ import { join } from "node:path";
 import { BulwarkError, errnoCode, errorMessage } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
-import type { BlobToRestore } from "../repository/worker-protocol.js";
+import type { BlobToRestore, FileOp } from "../repository/worker-protocol.js";
 import type { Node } from "./tree.js";
 import { walkTree } from "./walker.js";
 
@@ -64,8 +60,8 @@ interface PlannedFile {
 }
 
 const MERGE_GAP = 256 * 1024;
-const MAX_RANGE = 32 * 1024 * 1024;
-const IN_FLIGHT_RANGES = 4;
+const MAX_RANGE = 16 * 1024 * 1024;
+const IN_FLIGHT_RANGES = 3;
 
 export async function restore(
   repo: Repository,
@@ -141,30 +137,26 @@ export async function restore(
       fail(d.rel, errorMessage(err));
     }
   }
+  const creatable = files.filter((f) => {
+    if (parentOk(f.rel)) return true;
+    f.failed = true;
+    return false;
+  });
+  // Creating thousands of files is system-call bound: the workers do it in parallel.
+  await runFileOps(
+    pool,
+    creatable.map((f) => ({ kind: "create", path: join(target, f.rel), size: f.node.size ?? 0 })),
+    (index, error, code) => {
+      const f = creatable[index]!;
+      f.failed = true;
+      fail(f.rel, code === "ELOOP" ? "a symlink is in the way in the target" : error);
+    },
+  );
   const packs = new Map<string, Map<string, BlobToRestore>>();
   const filesByPath = new Map<string, PlannedFile>();
-  for (const f of files) {
+  for (const f of creatable) {
+    if (f.failed) continue;
     const abs = join(target, f.rel);
-    if (!parentOk(f.rel)) {
-      f.failed = true;
-      continue;
-    }
-    try {
-      const fd = openSync(
-        abs,
-        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
-        0o600,
-      );
-      try {
-        ftruncateSync(fd, f.node.size ?? 0);
-      } finally {
-        closeSync(fd);
-      }
-    } catch (err) {
-      f.failed = true;
-      fail(f.rel, errnoCode(err) === "ELOOP" ? "a symlink is in the way in the target" : errorMessage(err));
-      continue;
-    }
     filesByPath.set(abs, f);
     let offset = 0;
     for (const id of f.node.content ?? []) {
@@ -222,12 +214,19 @@ export async function restore(
       let data: Buffer;
       try {
         data = await repo.backend.load({ type: "pack", name: range.pack }, range);
-        if (data.length < range.length) throw new Error("pack is shorter than the index says (truncated)");
       } catch (err) {
         for (const b of range.blobs) blobFailure(b, `pack ${range.pack.slice(0, 12)}: ${errorMessage(err)}`);
         continue;
       }
-      const blobs = range.blobs.map((b) => ({ ...b, offset: b.offset - range.offset }));
+      // A truncated pack loses the blobs past its end; those before it are intact and still restored.
+      const blobs: BlobToRestore[] = [];
+      for (const b of range.blobs) {
+        if (b.offset - range.offset + b.length <= data.length)
+          blobs.push({ ...b, offset: b.offset - range.offset });
+        else
+          blobFailure(b, `pack ${range.pack.slice(0, 12)}: pack is shorter than the index says (truncated)`);
+      }
+      if (blobs.length === 0) continue;
       const { errors, bytesWritten } = await pool.restoreBlobs(data, blobs, true);
       for (const e of errors) {
         const blob = range.blobs.find((b) => b.id === e.id);
@@ -241,20 +240,31 @@ export async function restore(
 
   // 4. damaged files go; 5. metadata
   const root = process.getuid?.() === 0;
+  const finished: PlannedFile[] = [];
   for (const f of files) {
-    const abs = join(target, f.rel);
-    if (f.failed) {
-      if (okDirs.has(f.rel.slice(0, f.rel.lastIndexOf("/")))) rmSync(abs, { force: true });
-      continue;
-    }
-    try {
-      applyMetadata(abs, f.node, root);
-      result.files++;
-      reporter.fileDone?.(f.rel);
-    } catch (err) {
-      fail(f.rel, `metadata: ${errorMessage(err)}`);
-    }
+    if (!f.failed) finished.push(f);
+    else if (okDirs.has(f.rel.slice(0, f.rel.lastIndexOf("/")))) rmSync(join(target, f.rel), { force: true });
   }
+  const metadataFailed = new Set<number>();
+  await runFileOps(
+    pool,
+    finished.map((f) => ({
+      kind: "finish",
+      path: join(target, f.rel),
+      mode: f.node.mode,
+      mtime: utimesSeconds(f.node.mtime),
+      ...(root ? { owner: { uid: f.node.uid, gid: f.node.gid } } : {}),
+    })),
+    (index, error) => {
+      metadataFailed.add(index);
+      fail(finished[index]!.rel, `metadata: ${error}`);
+    },
+  );
+  finished.forEach((f, i) => {
+    if (metadataFailed.has(i)) return;
+    result.files++;
+    reporter.fileDone?.(f.rel);
+  });
   for (const h of hardlinks) {
     if (h.first.failed) {
       fail(h.rel, `hard link to ${h.first.rel}, which could not be restored`);
@@ -290,6 +300,26 @@ export async function restore(
     }
   }
   return result;
+}
+
+const FILE_OPS_BATCH = 512;
+
+/** Spreads file operations over the workers in batches; reports each failure by its index in `ops`. */
+async function runFileOps(
+  pool: WorkerPool,
+  ops: FileOp[],
+  onError: (index: number, error: string, code: string | undefined) => void,
+): Promise<void> {
+  const batches: Promise<void>[] = [];
+  for (let start = 0; start < ops.length; start += FILE_OPS_BATCH) {
+    const batch = ops.slice(start, start + FILE_OPS_BATCH);
+    batches.push(
+      pool.fileOps(batch).then((errors) => {
+        for (const e of errors) onError(start + e.index, e.error, e.code);
+      }),
+    );
+  }
+  await Promise.all(batches);
 }
 
 /** Creates a directory, or accepts an existing one; refuses anything else in the way, symlinks above all. */

@@ -1,7 +1,7 @@
 /**
  * Snapshots (docs/design.md, "Snapshots"): the record of one backup, pointing at the root tree.
  */
-import { BulwarkError, isNotFound } from "../core/errors.js";
+import { BulwarkError, hasCode, isNotFound } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 
 export interface SnapshotSummary {
@@ -50,7 +50,17 @@ export interface SnapshotWithId extends Snapshot {
   id: string;
 }
 
-export async function loadAllSnapshots(repo: Repository): Promise<SnapshotWithId[]> {
+export type OnDamagedSnapshot = (name: string, err: unknown) => void;
+
+/**
+ * Loads every snapshot. With `onDamaged`, a damaged snapshot file is left out and reported to it, so one bad
+ * file does not make every other snapshot unreachable (`check` reports it as an error). Without it, damage
+ * throws: prune must never decide what is unused on a partial picture.
+ */
+export async function loadAllSnapshots(
+  repo: Repository,
+  onDamaged?: OnDamagedSnapshot,
+): Promise<SnapshotWithId[]> {
   const names = await repo.listNames("snapshot");
   const out: SnapshotWithId[] = [];
   for (const name of names) {
@@ -58,6 +68,10 @@ export async function loadAllSnapshots(repo: Repository): Promise<SnapshotWithId
       out.push({ ...(await repo.loadDocument<Snapshot>("snapshot", name)), id: name });
     } catch (err) {
       if (isNotFound(err)) continue; // forgotten while we listed
+      if (onDamaged && hasCode(err, "INVALID_DATA")) {
+        onDamaged(name, err);
+        continue;
+      }
       throw err;
     }
   }
@@ -82,8 +96,9 @@ export async function findSnapshot(
   repo: Repository,
   ref: string,
   filter: SnapshotFilter = {},
+  onDamaged?: OnDamagedSnapshot,
 ): Promise<SnapshotWithId> {
-  const all = (await loadAllSnapshots(repo)).filter((s) => matchesFilter(s, filter));
+  const all = (await loadAllSnapshots(repo, onDamaged)).filter((s) => matchesFilter(s, filter));
   if (ref === "latest") {
     const latest = all.at(-1);
     if (!latest) throw new BulwarkError("NOT_FOUND", "the repository has no snapshot matching the filter");

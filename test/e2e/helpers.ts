@@ -5,7 +5,7 @@
  * The tests run `node dist/cli/main.js` (build first with `npm run build`); worker threads load
  * dist/repository/worker.js. Key derivation is made fast with BULWARK_TEST_WEAK_KDF=1.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, createReadStream, lstatSync, readdirSync, readlinkSync, type BigIntStats } from "node:fs";
 import { chmod, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from "node:fs/promises";
@@ -97,7 +97,7 @@ export function cleanEnv(extra: Record<string, string | undefined> = {}): NodeJS
 export function spawnNode(
   args: string[],
   opts: RunOptions = {},
-): { child: ChildProcess; result: Promise<RunResult> } {
+): { child: ChildProcessWithoutNullStreams; result: Promise<RunResult> } {
   const child = spawn(process.execPath, args, {
     env: cleanEnv(opts.env),
     stdio: ["pipe", "pipe", "pipe"],
@@ -107,10 +107,10 @@ export function spawnNode(
   });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  child.stdout!.on("data", (b: Buffer) => out.push(b));
-  child.stderr!.on("data", (b: Buffer) => err.push(b));
-  child.stdin!.on("error", () => undefined);
-  child.stdin!.end(opts.input ?? "");
+  child.stdout.on("data", (b: Buffer) => out.push(b));
+  child.stderr.on("data", (b: Buffer) => err.push(b));
+  child.stdin.on("error", () => undefined);
+  child.stdin.end(opts.input ?? "");
   const result = new Promise<RunResult>((resolve, reject) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 180_000);
     child.on("error", (e) => {
@@ -166,7 +166,7 @@ export class TestRepo {
   }
 
   /** Runs with --json and returns the parsed stdout; throws (with the output) unless the exit code is `code`. */
-  async json<T = any>(args: string[], opts: RunOptions & { code?: number } = {}): Promise<T> {
+  async json<T = unknown>(args: string[], opts: RunOptions & { code?: number } = {}): Promise<T> {
     const full = ["--json", ...args];
     const r = await this.run(full, opts);
     if (r.code !== (opts.code ?? 0)) throw new Error(describeRun(full, r));
@@ -268,21 +268,18 @@ export async function lockHolder(
   repo: TestRepo,
   mode: "exclusive" | "shared",
   after: "hold" | "exit",
-): Promise<{ child: ChildProcess; pid: number; result: Promise<RunResult> }> {
+): Promise<{ child: ChildProcessWithoutNullStreams; pid: number; result: Promise<RunResult> }> {
   const { child, result } = spawnNode(["--input-type=module", "-e", LOCK_SCRIPT, repo.dir, mode, after], {
     env: { LOCK_PASSWORD: repo.password },
   });
   const locked = new Promise<number>((resolve, reject) => {
     let text = "";
-    child.stdout!.on("data", (b: Buffer) => {
+    child.stdout.on("data", (b: Buffer) => {
       text += b.toString();
       const m = /locked (\d+)/.exec(text);
       if (m) resolve(Number(m[1]));
     });
-    result.then(
-      (r) => reject(new Error(`lock holder exited before locking:\n${r.stderr}`)),
-      reject,
-    );
+    result.then((r) => reject(new Error(`lock holder exited before locking:\n${r.stderr}`)), reject);
   });
   const pid = await locked;
   return { child, pid, result };

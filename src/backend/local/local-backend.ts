@@ -246,8 +246,14 @@ export class LocalBackend implements Backend {
     const path = this.pathOf(h);
     signal?.throwIfAborted();
     try {
-      // No directory fsync: a removal lost to a crash only leaves a file that prune removes again.
       await unlink(path);
+      // Packs and locks: no directory fsync, a removal lost to a power cut only leaves a file that prune
+      // (or staleness) takes care of. Index, snapshot and key removals must be durable before what follows:
+      // prune deletes packs right after removing the index files that name them (and after forget removed
+      // snapshots); an index or snapshot brought back by a power cut would name packs that are gone.
+      if (h.type === "index" || h.type === "snapshot" || h.type === "key") {
+        await syncDirectory(dirname(path));
+      }
     } catch (err) {
       throw fsError(err, "remove", handleToString(h), this.location);
     }

@@ -1,5 +1,7 @@
 import type { Command } from "commander";
+import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { BulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
 import { backup, normalisePaths } from "../../snapshot/archiver.js";
 import { ExcludeMatcher } from "../../snapshot/exclude.js";
@@ -7,7 +9,7 @@ import { loadAllSnapshots, findSnapshot, type SnapshotWithId } from "../../snaps
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
 import { countFiles } from "../scan.js";
-import { withRepository, type GlobalOptions } from "../context.js";
+import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 
 interface BackupFlags {
   tag: string[];
@@ -36,16 +38,25 @@ export function registerBackup(program: Command, globals: () => GlobalOptions): 
       "\nUnchanged files (same size, mtime, ctime and inode as in the parent snapshot) are not read again.\nUnreadable files are skipped and listed; the exit code is then 3.",
     )
     .action(async (paths: string[], flags: BackupFlags) => {
-      const code = await withRepository(globals(), "shared", async ({ repo, out, pool }) => {
+      const code = await withRepository(globals(), "write", async ({ repo, out, pool }) => {
         const excludes = await ExcludeMatcher.fromOptions(flags.exclude, flags.excludeFile, process.env);
         const host = flags.host ?? hostname();
         const normalised = normalisePaths(paths);
+        if (!normalised.some((p) => existsSync(p))) {
+          throw new BulwarkError(
+            "USAGE",
+            `nothing to back up: ${normalised.join(", ")} ${normalised.length === 1 ? "does" : "do"} not exist`,
+            {
+              hint: "check the paths; a backup with only missing paths would save an empty snapshot",
+            },
+          );
+        }
         await repo.loadIndex();
         let parent: SnapshotWithId | undefined;
-        if (flags.parent) parent = await findSnapshot(repo, flags.parent);
+        if (flags.parent) parent = await findSnapshot(repo, flags.parent, {}, warnDamagedSnapshot);
         else if (!flags.force) {
           const key = JSON.stringify(normalised);
-          parent = (await loadAllSnapshots(repo))
+          parent = (await loadAllSnapshots(repo, warnDamagedSnapshot))
             .filter((s) => s.hostname === host && JSON.stringify([...s.paths].sort()) === key)
             .at(-1);
         }

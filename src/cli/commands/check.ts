@@ -16,7 +16,7 @@ export function registerCheck(program: Command, globals: () => GlobalOptions): v
       "\nExit code 0 when no error is found, 1 otherwise. Findings name the damaged pack, blobs,\nand the snapshots and files that need them.",
     )
     .action(async (flags: { readData?: boolean; readDataSubset?: string }) => {
-      const code = await withRepository(globals(), "shared", async ({ repo, out, pool }) => {
+      const code = await withRepository(globals(), "read", async ({ repo, out, pool }) => {
         const readData: CheckOptions["readData"] = flags.readDataSubset
           ? parseReadDataSubset(flags.readDataSubset)
           : flags.readData

@@ -12,7 +12,7 @@ import {
 import { prune, type PruneResult } from "../../repository/prune.js";
 import type { Repository } from "../../repository/repository.js";
 import { findSnapshot, loadAllSnapshots, matchesFilter } from "../../snapshot/snapshot.js";
-import { withRepository, type GlobalOptions, type Output } from "../context.js";
+import { withRepository, type GlobalOptions, type Output, warnDamagedSnapshot } from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -109,14 +109,14 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
         const toRemove: string[] = [];
         const report: unknown[] = [];
         if (ids.length > 0) {
-          for (const id of ids) toRemove.push((await findSnapshot(repo, id)).id);
+          for (const id of ids) toRemove.push((await findSnapshot(repo, id, {}, warnDamagedSnapshot)).id);
         } else {
           if (isEmptyPolicy(policy)) {
             throw new BulwarkError("USAGE", "no policy given: refusing to remove every snapshot", {
               hint: "give --keep-* options, or snapshot ids to remove",
             });
           }
-          const all = (await loadAllSnapshots(repo)).filter((s) =>
+          const all = (await loadAllSnapshots(repo, warnDamagedSnapshot)).filter((s) =>
             matchesFilter(s, { hosts: flags.host, tags: flags.tag, paths: flags.path }),
           );
           const groupBy = flags.groupBy
@@ -179,7 +179,8 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
           `\n${flags.dryRun ? "would remove" : "removed"} ${toRemove.length} snapshot${toRemove.length === 1 ? "" : "s"}`,
         );
         let pruned: PruneResult | undefined;
-        if (flags.prune) pruned = await runPrune(repo, out, flags.dryRun === true);
+        // A dry run removed nothing: its prune must still plan as if the snapshots were gone.
+        if (flags.prune) pruned = await runPrune(repo, out, flags.dryRun === true, undefined, toRemove);
         out.emitJson({
           dryRun: flags.dryRun === true,
           removed: toRemove,
@@ -210,9 +211,11 @@ async function runPrune(
   out: Output,
   dryRun: boolean,
   threshold?: number,
+  ignoreSnapshots: string[] = [],
 ): Promise<PruneResult> {
   const result = await prune(repo, {
     dryRun,
+    ...(dryRun ? { ignoreSnapshots } : {}),
     ...(threshold === undefined ? {} : { repackThreshold: threshold }),
     reporter: { phase: (m) => out.info(m) },
   });

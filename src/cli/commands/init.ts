@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { BulwarkError } from "../../core/errors.js";
 import { Repository } from "../../repository/repository.js";
 import { Output, getPassword, openBackend, repositoryLocation, type GlobalOptions } from "../context.js";
 
@@ -19,7 +20,10 @@ export function registerInit(program: Command, globals: () => GlobalOptions): vo
         const location = repositoryLocation(g);
         const level = Number(opts.compression);
         if (!Number.isInteger(level) || level < 0 || level > 19) {
-          throw new Error(`--compression must be an integer from 0 to 19, got ${opts.compression}`);
+          throw new BulwarkError(
+            "USAGE",
+            `--compression must be an integer from 0 to 19, got ${opts.compression}`,
+          );
         }
         let copyParamsFrom;
         if (opts.copyChunkerParamsFrom) {

@@ -5,7 +5,7 @@ import { restore } from "../../snapshot/restorer.js";
 import { findSnapshot } from "../../snapshot/snapshot.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
-import { withRepository, type GlobalOptions } from "../context.js";
+import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -30,10 +30,15 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
       "\nFiles whose data is missing or damaged in the repository are not left behind half-written:\nthey are removed, listed, and the exit code is 1. Everything else is restored.",
     )
     .action(async (ref: string, flags: { target: string; include: string[]; host?: string }) => {
-      const code = await withRepository(globals(), "shared", async ({ repo, out, pool }) => {
+      const code = await withRepository(globals(), "read", async ({ repo, out, pool }) => {
         const started = Date.now();
         await repo.loadIndex();
-        const snapshot = await findSnapshot(repo, ref, flags.host ? { hosts: [flags.host] } : {});
+        const snapshot = await findSnapshot(
+          repo,
+          ref,
+          flags.host ? { hosts: [flags.host] } : {},
+          warnDamagedSnapshot,
+        );
         out.info(
           `restoring snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.paths.join(" ")} to ${resolve(flags.target)}`,
         );

@@ -3,7 +3,7 @@ import { formatBytes, formatCount } from "../../core/format.js";
 import { findSnapshot, loadAllSnapshots, matchesFilter } from "../../snapshot/snapshot.js";
 import { walkTree } from "../../snapshot/walker.js";
 import type { Node } from "../../snapshot/tree.js";
-import { withRepository, type GlobalOptions } from "../context.js";
+import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 import { computeStats } from "../../snapshot/stats.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -17,7 +17,7 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
     .option("--path <path>", "only snapshots of this path (repeatable)", collect, [])
     .action(async (flags: { host: string[]; tag: string[]; path: string[] }) => {
       await withRepository(globals(), "none", async ({ repo, out }) => {
-        const list = (await loadAllSnapshots(repo)).filter((s) =>
+        const list = (await loadAllSnapshots(repo, warnDamagedSnapshot)).filter((s) =>
           matchesFilter(s, { hosts: flags.host, tags: flags.tag, paths: flags.path }),
         );
         out.emitJson(list);
@@ -43,7 +43,7 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
     .action(async (ref: string, path: string | undefined, flags: { long?: boolean }) => {
       await withRepository(globals(), "none", async ({ repo, out }) => {
         await repo.loadIndex();
-        const snapshot = await findSnapshot(repo, ref);
+        const snapshot = await findSnapshot(repo, ref, {}, warnDamagedSnapshot);
         const prefix = path ? "/" + path.split("/").filter(Boolean).join("/") : "/";
         const entries: { path: string; type: string; size?: number; mode: number; mtime: string }[] = [];
         for await (const { path: p, node } of walkTree(repo, snapshot.tree)) {
@@ -74,8 +74,8 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
     .action(async (a: string, b: string) => {
       await withRepository(globals(), "none", async ({ repo, out }) => {
         await repo.loadIndex();
-        const sa = await findSnapshot(repo, a);
-        const sb = await findSnapshot(repo, b);
+        const sa = await findSnapshot(repo, a, {}, warnDamagedSnapshot);
+        const sb = await findSnapshot(repo, b, {}, warnDamagedSnapshot);
         const before = new Map<string, Node>();
         for await (const { path, node } of walkTree(repo, sa.tree)) before.set(path, node);
         const changes: { path: string; change: "+" | "-" | "M" | "T" }[] = [];
@@ -110,8 +110,8 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
       await withRepository(globals(), "none", async ({ repo, out }) => {
         await repo.loadIndex();
         const snapshots = refs.length
-          ? await Promise.all(refs.map((r) => findSnapshot(repo, r)))
-          : await loadAllSnapshots(repo);
+          ? await Promise.all(refs.map((r) => findSnapshot(repo, r, {}, warnDamagedSnapshot)))
+          : await loadAllSnapshots(repo, warnDamagedSnapshot);
         const stats = await computeStats(repo, snapshots, "all");
         out.emitJson(stats);
         out.result(`Snapshots:            ${formatCount(stats.snapshots)}`);
