@@ -17,7 +17,7 @@
 #
 # Under CI=true nothing is skipped silently: every step runs, vitest refuses `.only` (its CI default),
 # tests that skip themselves when their build prerequisite is missing fail instead (they read CI), and
-# every skipped test is listed by name at the end with the reason its name or guard gives.
+# every skipped test is listed by name at the end (always, not only in CI), so a skip is never invisible.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

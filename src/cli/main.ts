@@ -13,6 +13,7 @@ import { registerRestore } from "./commands/restore.js";
 import { registerSnapshotCommands } from "./commands/snapshots.js";
 import { registerUnlock } from "./commands/unlock.js";
 import type { GlobalOptions } from "./context.js";
+import { releaseAllLocks } from "../repository/lock.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
 
 const program = new Command();
@@ -62,6 +63,25 @@ registerKey(program, globals);
 registerUnlock(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
+
+// `bulwark ls latest | head` closes our stdout early: that is the reader's choice, not an error.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(EXIT.OK);
+  throw err;
+});
+
+// Ctrl-C or a service stop: remove our repository locks, so nobody has to wait for them to go stale.
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    if (interrupted) process.exit(EXIT.CANCELLED);
+    interrupted = true;
+    process.stderr.write(
+      `\ninterrupted (${signal}): releasing locks; repository data already written stays consistent\n`,
+    );
+    void releaseAllLocks().finally(() => process.exit(EXIT.CANCELLED));
+  });
+}
 
 try {
   await program.parseAsync(process.argv);

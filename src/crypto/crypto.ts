@@ -1,18 +1,17 @@
 /**
  * Cryptographic primitives of the repository format (docs/design.md, "Encryption").
  *
- * - Envelope: AES-256-GCM with a unique 96-bit nonce per message (a random 64-bit prefix per thread and a
- *   32-bit counter; the prefix is renewed before the counter wraps):
+ * - Envelope: AES-256-GCM with a unique 96-bit nonce per message (each thread starts at a random 96-bit
+ *   value and counts up from it):
  *   `version (1 byte, 0x01) || nonce (12) || ciphertext || tag (16)`. Any change to a stored byte fails
  *   authentication, so corruption is always detected, never silently decrypted.
- * - Blob ids: keyed BLAKE3 under the repository's id key, so an observer of the stored names cannot confirm
- *   that a repository holds a known file (and 4x faster than HMAC-SHA256 here: every byte backed up is hashed).
+ * - Blob ids: HMAC-SHA256 under the repository's id key, so someone who can read the (decrypted) index but
+ *   not the id key cannot confirm that a repository holds a file they know.
  * - Password-derived keys: scrypt (memory-hard), parameters stored with each key file.
  *
  * Pure functions over buffers: no I/O, safe to call from worker threads.
  */
-import { createCipheriv, createDecipheriv, createHash, randomBytes, scrypt } from "node:crypto";
-import { Blake3Hasher } from "@napi-rs/blake-hash";
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, scrypt } from "node:crypto";
 import { BulwarkError } from "../core/errors.js";
 
 export const ENVELOPE_VERSION = 0x01;
@@ -22,19 +21,17 @@ export const TAG_BYTES = 16;
 export const ENVELOPE_OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES;
 export const KEY_BYTES = 32;
 
-// Drawing 12 random bytes per blob cost more than encrypting small blobs; a counter under a random prefix
-// is as unique (prefixes collide only after ~2^32 threads) and free.
-let noncePrefix = randomBytes(8);
-let nonceCounter = 0;
+// Drawing 12 random bytes per blob cost more than encrypting small blobs. Counting up from a random 96-bit
+// start is as safe: two threads collide only if their ranges of (at most billions of) nonces overlap in a
+// 2^96 space, about as likely as two random nonces colliding.
+const nonceState = randomBytes(NONCE_BYTES);
 
 function nextNonce(): Buffer {
-  if (nonceCounter === 0xffffffff) {
-    noncePrefix = randomBytes(8);
-    nonceCounter = 0;
+  const nonce = Buffer.from(nonceState);
+  for (let i = NONCE_BYTES - 1; i >= 0; i--) {
+    nonceState[i] = (nonceState[i]! + 1) & 0xff;
+    if (nonceState[i] !== 0) break;
   }
-  const nonce = Buffer.allocUnsafe(NONCE_BYTES);
-  noncePrefix.copy(nonce, 0);
-  nonce.writeUInt32BE(nonceCounter++, 8);
   return nonce;
 }
 
@@ -91,9 +88,7 @@ export function open(key: Uint8Array, envelope: Uint8Array, what: string): Buffe
 }
 
 export function blobId(idKey: Uint8Array, data: Uint8Array): string {
-  return Blake3Hasher.newKeyed(Buffer.from(idKey.buffer, idKey.byteOffset, idKey.byteLength))
-    .update(Buffer.from(data.buffer, data.byteOffset, data.byteLength))
-    .digest("hex");
+  return createHmac("sha256", idKey).update(data).digest("hex");
 }
 
 export function sha256Hex(data: Uint8Array): string {

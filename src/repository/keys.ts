@@ -63,8 +63,16 @@ export function parseKeyFile(bytes: Buffer, what: string): KeyFile {
     throw new BulwarkError("INVALID_DATA", `${what}: not a Bulwark key file`);
   }
   const { N, r, p } = file.kdf;
-  // Bound the parameters so a planted key file cannot make us allocate gigabytes.
-  if (![N, r, p].every(Number.isInteger) || N < 2 || N > 2 ** 22 || r < 1 || r > 32 || p < 1 || p > 16) {
+  // Bound the parameters so a planted key file cannot make us allocate more than 1 GiB or spin for minutes.
+  if (
+    ![N, r, p].every(Number.isInteger) ||
+    N < 2 ||
+    (N & (N - 1)) !== 0 ||
+    r < 1 ||
+    p < 1 ||
+    p > 16 ||
+    128 * N * r > 2 ** 30
+  ) {
     throw new BulwarkError("INVALID_DATA", `${what}: KDF parameters out of range`);
   }
   return file;

@@ -52,6 +52,14 @@ export async function listLocks(
   return out;
 }
 
+/** Locks this process holds, so an interrupted command can remove them before it exits. */
+const held = new Set<RepoLock>();
+
+/** Releases every lock of this process (for signal handlers); never throws. */
+export async function releaseAllLocks(): Promise<void> {
+  await Promise.all([...held].map((lock) => lock.release().catch(() => undefined)));
+}
+
 export class RepoLock {
   private timer: NodeJS.Timeout | undefined;
   private released = false;
@@ -90,6 +98,7 @@ export class RepoLock {
     }
     lock.timer = setInterval(() => void lock.refresh(), REFRESH_EVERY_MS);
     lock.timer.unref();
+    held.add(lock);
     return lock;
   }
 
@@ -106,6 +115,7 @@ export class RepoLock {
 
   async release(): Promise<void> {
     this.released = true;
+    held.delete(this);
     if (this.timer) clearInterval(this.timer);
     try {
       await this.repo.backend.remove({ type: "lock", name: this.name });

@@ -119,22 +119,44 @@ export class Repository {
       throw err;
     }
     const indexPrefetch = prefetch(backend, "index");
+    // A damaged key file, or the key of an interrupted `init` whose config was never written, must not stop
+    // the other keys from opening the repository: each problem is remembered and reported only if no key works.
+    const problems: string[] = [];
     for await (const info of backend.list("key")) {
       const what = `key/${info.name.slice(0, 12)}`;
       let file: KeyFile;
       try {
         file = parseKeyFile(await backend.load({ type: "key", name: info.name }), what);
       } catch (err) {
-        if (isNotFound(err)) continue; // removed while we listed
-        throw err;
+        if (!isNotFound(err)) problems.push(errorMessage(err)); // not found: removed while we listed
+        continue;
       }
       const master = await unwrapKeyFile(file, password);
       if (master === undefined) continue;
-      const config = parseConfig(new BlobCodec(master.encrypt, 0).decode(configBytes, undefined, "config"));
+      let config: RepoConfig;
+      try {
+        config = parseConfig(new BlobCodec(master.encrypt, 0).decode(configBytes, undefined, "config"));
+      } catch (err) {
+        problems.push(
+          `${what} opens with this password but does not decrypt the config: ${errorMessage(err)}`,
+        );
+        continue;
+      }
       return new Repository(backend, master, config, info.name, indexPrefetch);
     }
+    if (problems.some((p) => p.includes("does not decrypt the config"))) {
+      throw new BulwarkError(
+        "INVALID_DATA",
+        `the config of ${backend.location} cannot be read: ${problems.join("; ")}`,
+        {
+          hint: "the config file is damaged, or belongs to another repository; restore it from a copy",
+        },
+      );
+    }
     throw new BulwarkError("WRONG_PASSWORD", `wrong password: no key in ${backend.location} opens with it`, {
-      hint: "check BULWARK_PASSWORD, BULWARK_PASSWORD_FILE or --password-file",
+      hint:
+        "check BULWARK_PASSWORD, BULWARK_PASSWORD_FILE or --password-file" +
+        (problems.length > 0 ? ` (also: ${problems.join("; ")})` : ""),
     });
   }
 

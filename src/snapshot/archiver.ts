@@ -50,7 +50,9 @@ const SMALL_FILE = 1024 * 1024;
 const BATCH_BYTES = 8 * 1024 * 1024;
 const BATCH_FILES = 256;
 /** How far the walk may run ahead of the workers, in bytes of file data. */
-const IN_FLIGHT_BYTES = 256 * 1024 * 1024;
+const IN_FLIGHT_BYTES = 96 * 1024 * 1024;
+/** A large file streams through a worker's buffer: it holds about this much memory, whatever its size. */
+const STREAMED_FILE_WEIGHT = 16 * 1024 * 1024;
 const FILE_OVERHEAD = 4096;
 
 export async function backup(
@@ -291,7 +293,7 @@ class Archiver {
       this.options.reporter?.fileDone?.(path, size, true);
       return pendingOf(node);
     }
-    const weight = size + FILE_OVERHEAD;
+    const weight = Math.min(size, STREAMED_FILE_WEIGHT) + FILE_OVERHEAD;
     if (this.limiter.inUse + Math.min(weight, this.limiter.capacity) > this.limiter.capacity) {
       await this.flushBatch(); // the batch must go out, or the bytes we wait for are never released
     }

@@ -1,16 +1,17 @@
 /**
  * Crash safety, end to end: `bulwark backup` and `bulwark prune` are killed with SIGKILL at 20+
- * pseudo-random moments each (deterministic, spread from 0 to 1.1x the measured duration of an
- * uninterrupted run). After every kill the repository must pass `check --read-data` (warnings such as
- * unreferenced packs are allowed, errors are not), every earlier snapshot must restore byte-identically,
- * and the stale lock the dead process may leave must not block the next command.
+ * pseudo-random moments each: deterministic fractions from 0 to 1.1 of the duration of an uninterrupted
+ * run (measured first, updated by the runs that end before their kill). After every kill the repository
+ * must pass `check --read-data` (unreferenced packs are allowed as warnings, errors are not), every
+ * earlier snapshot must restore byte-identically, and the stale lock the dead process may leave must not
+ * block the next command.
  *
  * The repositories are created through the library with 1 MiB packs and 256 KiB average chunks, so a
  * backup writes hundreds of packs and a kill lands between pack writes, index writes and the snapshot
  * write (and, for prune, between repacking, the index swap and the deletions).
  *
- * Runs the built CLI (dist/): `npm run build` first. Knobs: BULWARK_CRASH_KILLS (kills per command, default 20),
- * BULWARK_CRASH_SEED varies the kill moments, BULWARK_CRASH_KEEP=1 keeps the work directory for inspection.
+ * Runs the built CLI (dist/): `npm run build` first. Knobs: BULWARK_CRASH_KILLS (kills per command,
+ * default 20), BULWARK_CRASH_SEED varies the kill moments, BULWARK_CRASH_KEEP=1 keeps the work directory.
  */
 import { spawn } from "node:child_process";
 import { createCipheriv, createHash } from "node:crypto";
@@ -379,21 +380,22 @@ function sameNames(a: string[], b: string[]): boolean {
 }
 
 /**
- * Kill moments for `count` runs: one per stratum of [0, 1.1 x duration] in random order, the first
- * immediate and one at 1.1 x (after the end). `more(limit)` gives a further moment below `limit`, for when
- * runs ended before their kill and more kills are needed.
+ * Kill moments for `count` runs as fractions of a run's duration: one per stratum of [0, 1.1] in random
+ * order, the first immediate (0) and one after the end (1.1). `more()` gives a further fraction below 1,
+ * for when runs ended before their kill and more kills are needed.
  */
-function killDelays(
-  rng: Rng,
-  count: number,
-  durationMs: number,
-): { first: number[]; more(limit: number): number } {
-  const span = 1.1 * durationMs;
-  const delays = Array.from({ length: count }, (_, i) => Math.round(((i + rng.next()) / count) * span));
-  delays[0] = 0;
-  delays[count - 1] = Math.round(span);
-  const [first, ...rest] = delays;
-  return { first: [first, ...rng.shuffle(rest)], more: (limit) => Math.round(rng.next() * limit) };
+function killFractions(rng: Rng, count: number): { first: number[]; more(): number } {
+  const fractions = Array.from({ length: count }, (_, i) => ((i + rng.next()) / count) * 1.1);
+  fractions[0] = 0;
+  fractions[count - 1] = 1.1;
+  const [first, ...rest] = fractions;
+  return { first: [first, ...rng.shuffle(rest)], more: () => rng.next() };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 async function createRepository(dir: string): Promise<void> {
@@ -436,20 +438,19 @@ const PRUNE_TREE: TreeSpec = {
   maxSmall: 48 * KiB,
 };
 
-/**
- * The longer of two uninterrupted runs of `args`, each on a fresh copy of `pristine` (the longer, so that
- * the kill at 1.1x lands after the end even when runs vary).
- */
-async function measure(pristine: string, args: string[]): Promise<{ ms: number; stdout: string }> {
+/** Two uninterrupted runs of `args`, each on a fresh copy of `pristine`: their durations and output. */
+async function measure(pristine: string, args: string[]): Promise<{ durations: number[]; stdout: string }> {
   const copy = join(work, "measure");
-  let longest: CliResult | undefined;
+  const durations: number[] = [];
+  let stdout = "";
   for (let i = 0; i < 2; i++) {
     copyRepository(pristine, copy);
     const r = await cliOk(copy, args);
-    if (!longest || r.ms > longest.ms) longest = r;
+    durations.push(r.ms);
+    stdout = r.stdout;
   }
   rmSync(copy, { recursive: true, force: true });
-  return { ms: longest!.ms, stdout: longest!.stdout };
+  return { durations, stdout };
 }
 
 interface Attempt {
@@ -459,31 +460,35 @@ interface Attempt {
 }
 
 /**
- * Runs `args` killed at the scheduled moments, then more random moments until KILLS runs were really
- * killed (a run may end before its kill); `after` verifies the repository after each run.
+ * Runs `args` killed at the scheduled moments, then at more random moments until KILLS runs were really
+ * killed (a run may end before its kill); `after` verifies the repository after each run. A moment is a
+ * fraction of the expected duration: the median of the measured runs and of the runs that ended by
+ * themselves, so the schedule follows the machine's speed when other work slows it down or stops doing so.
  */
 async function killRepeatedly(
   what: string,
   repo: string,
   args: string[],
-  duration: number,
+  measured: number[],
   after: (attempt: Attempt) => Promise<string>,
 ): Promise<{ runs: number; killed: number }> {
-  const schedule = killDelays(new Rng(`${what}-kills-${SEED}`), KILLS, duration);
+  const schedule = killFractions(new Rng(`${what}-kills-${SEED}`), KILLS);
   const queue = [...schedule.first];
+  const completed = [...measured];
   let runs = 0;
   let killed = 0;
-  let fastest = duration;
   while (queue.length > 0 || killed < KILLS) {
     expect(runs, `${what}: too many runs ended before their kill`).toBeLessThan(3 * KILLS);
-    const delay = queue.shift() ?? schedule.more(fastest);
+    const fraction = queue.shift() ?? schedule.more();
+    const expected = median(completed);
+    const delay = Math.round(fraction * expected);
     runs++;
     const label = `[${what} run ${runs}]`;
     const result = await runCli(repo, args, { killAfterMs: delay });
     if (result.signal === "SIGKILL") killed++;
     else {
       expect(result.code, `${label} ${what} exited by itself with ${result.code}:\n${result.stderr}`).toBe(0);
-      fastest = Math.min(fastest, result.ms);
+      completed.push(result.ms);
     }
     const started = performance.now();
     const note = await after({ label, delay, result });
@@ -492,7 +497,8 @@ async function killRepeatedly(
         ? `killed at ${Math.round(result.ms)} ms`
         : `exited by itself before the kill (code ${result.code}, ${Math.round(result.ms)} ms)`;
     console.log(
-      `${label} delay ${delay} ms (${(delay / duration).toFixed(2)}x): ${how}; ${note}; verified in ${Math.round(performance.now() - started)} ms`,
+      `${label} delay ${delay} ms (${fraction.toFixed(2)}x of ${Math.round(expected)} ms): ${how}; ${note}; ` +
+        `verified in ${Math.round(performance.now() - started)} ms`,
     );
   }
   return { runs, killed };
@@ -531,9 +537,9 @@ describe.sequential("SIGKILL at random moments", () => {
 
     mutateTree(source, "tree-B", BACKUP_TREE, 4);
     const hashesB = hashTree(source);
-    const duration = (await measure(pristine, ["backup", source])).ms;
+    const { durations } = await measure(pristine, ["backup", source]);
     console.log(
-      `[backup] tree B: ${(treeBytes(source) / MiB).toFixed(0)} MiB; uninterrupted backup ${Math.round(duration)} ms; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      `[backup] tree B: ${(treeBytes(source) / MiB).toFixed(0)} MiB; uninterrupted backups ${durations.map(Math.round).join(" and ")} ms; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
 
     const rng = new Rng(`backup-samples-${SEED}`);
@@ -545,7 +551,7 @@ describe.sequential("SIGKILL at random moments", () => {
       "backup",
       repo,
       ["backup", source],
-      duration,
+      durations,
       async ({ label, result }) => {
         const locks = names(repo, "locks").length;
         if (result.signal === "SIGKILL" && locks > 0) staleLocksSeen++;
@@ -624,10 +630,9 @@ describe.sequential("SIGKILL at random moments", () => {
       packsToRepack: string[];
       packsWritten: number;
     };
-    const duration = measured.ms;
     console.log(
       `[prune] ${order.length} snapshots of a ${(treeBytes(source) / MiB).toFixed(0)} MiB tree, 2 forgotten; ` +
-        `uninterrupted prune ${Math.round(duration)} ms: deletes ${plan.packsToDelete.length} packs, ` +
+        `uninterrupted prunes ${measured.durations.map(Math.round).join(" and ")} ms: deletes ${plan.packsToDelete.length} packs, ` +
         `repacks ${plan.packsToRepack.length} into ${plan.packsWritten}; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
     expect(plan.packsToRepack.length, "the scenario must repack").toBeGreaterThan(0);
@@ -640,7 +645,7 @@ describe.sequential("SIGKILL at random moments", () => {
       "prune",
       repo,
       pruneArgs,
-      duration,
+      measured.durations,
       async ({ label, result }) => {
         const locks = names(repo, "locks").length;
         // A killed prune leaves its exclusive lock: the check and restores below must not be blocked by it.

@@ -165,7 +165,9 @@ export class LocalBackend implements Backend {
     const file = await this.openForReading(path, what);
     try {
       const { start, end } = clampRange(range, (await file.stat()).size);
-      const buffer = Buffer.alloc(end - start);
+      // Unpooled and not zero-filled: every byte is read over, and a buffer of its own can be handed to a
+      // worker thread without a copy.
+      const buffer = Buffer.allocUnsafeSlow(end - start);
       const filled = await readFully(file, buffer, start);
       return filled === buffer.length ? buffer : buffer.subarray(0, filled);
     } catch (err) {
