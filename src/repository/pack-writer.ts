@@ -94,6 +94,11 @@ export class PackWriter {
     this.throwIfFailed();
   }
 
+  /** How many saved packs await an index file. */
+  get unindexedPacks(): number {
+    return this.finishedPacks.length;
+  }
+
   /** Packs saved since the last call, for an index file. */
   takeNewPacks(): { id: string; blobs: PackedBlob[] }[] {
     const packs = this.finishedPacks;

@@ -54,6 +54,8 @@ const IN_FLIGHT_BYTES = 96 * 1024 * 1024;
 /** A large file streams through a worker's buffer: it holds about this much memory, whatever its size. */
 const STREAMED_FILE_WEIGHT = 16 * 1024 * 1024;
 const FILE_OVERHEAD = 4096;
+/** Packs between two index checkpoints (about 1 GiB of stored data with the default pack size). */
+const CHECKPOINT_PACKS = 64;
 
 export async function backup(
   repo: Repository,
@@ -142,6 +144,7 @@ class Archiver {
     }
 
     await this.packer.flush();
+    await Promise.all(this.checkpoints);
     const newPacks = this.packer.takeNewPacks();
     if (newPacks.length > 0) await this.repo.saveDocument("index", { version: 1, packs: newPacks });
 
@@ -357,8 +360,22 @@ class Archiver {
         const envelope = Buffer.from(b.envelope.buffer, b.envelope.byteOffset, b.envelope.byteLength);
         await this.packer.add("data", b.id, envelope, b.rawLength);
       }
+      this.checkpointIndex();
     },
   };
+
+  /** Index files written during the backup. */
+  private readonly checkpoints: Promise<unknown>[] = [];
+
+  /**
+   * Indexes saved packs every CHECKPOINT_PACKS packs, so an interrupted backup leaves its data usable: the
+   * next backup finds those blobs in the index and does not send them again.
+   */
+  private checkpointIndex(): void {
+    if (this.packer.unindexedPacks < CHECKPOINT_PACKS) return;
+    const packs = this.packer.takeNewPacks();
+    this.checkpoints.push(handledLater(this.repo.saveDocument("index", { version: 1, packs })));
+  }
 
   private async loadTreeMap(treeId: string): Promise<PrevTree | undefined> {
     try {
