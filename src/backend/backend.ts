@@ -107,3 +107,24 @@ export function bufferSource(data: Uint8Array): SaveSource {
 export function handleToString(h: FileHandle): string {
   return h.type === "config" ? "config" : `${h.type}/${h.name}`;
 }
+
+/** Names of every file but `config`: 64 lowercase hex digits. */
+export const FILE_NAME_PATTERN = /^[0-9a-f]{64}$/;
+
+/** Throws (a programming error, not a user's) on a negative or fractional range. */
+export function checkRange(range: ByteRange | undefined): void {
+  if (range === undefined) return;
+  if (!Number.isSafeInteger(range.offset) || range.offset < 0) {
+    throw new Error(`invalid range offset ${range.offset}`);
+  }
+  if (range.length !== undefined && (!Number.isSafeInteger(range.length) || range.length < 0)) {
+    throw new Error(`invalid range length ${range.length}`);
+  }
+}
+
+/** The byte span a range covers in a file of `size` bytes; past the end it is short or empty, never an error. */
+export function clampRange(range: ByteRange | undefined, size: number): { start: number; end: number } {
+  const start = Math.min(range?.offset ?? 0, size);
+  const end = range?.length === undefined ? size : Math.min(size, start + range.length);
+  return { start, end };
+}

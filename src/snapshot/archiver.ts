@@ -20,7 +20,7 @@ import { PackWriter } from "../repository/pack-writer.js";
 import type { Repository } from "../repository/repository.js";
 import type { ChunkedFile, WorkerPool } from "../repository/worker-pool.js";
 import type { FileToChunk } from "../repository/worker-protocol.js";
-import { decodeTree, encodeTree, type Node, type NodeType } from "./tree.js";
+import { decodeTree, encodeTree, sameNode, type Node, type NodeType } from "./tree.js";
 import type { SkippedEntry, Snapshot, SnapshotSummary, SnapshotWithId } from "./snapshot.js";
 
 export const PROGRAM = "bulwark 0.1.0";
@@ -408,32 +408,6 @@ class Archiver {
 interface PrevTree {
   id: string;
   nodes: Map<string, Node>;
-}
-
-const NODE_FIELDS: (keyof Node)[] = [
-  "type",
-  "mode",
-  "uid",
-  "gid",
-  "mtime",
-  "ctime",
-  "size",
-  "inode",
-  "device",
-  "links",
-  "subtree",
-  "linkTarget",
-  "rdev",
-];
-
-function sameNode(a: Node, b: Node | undefined): boolean {
-  if (!b) return false;
-  for (const f of NODE_FIELDS) if (a[f] !== b[f]) return false;
-  const ca = a.content;
-  const cb = b.content;
-  if (ca === cb) return true;
-  if (!ca || !cb || ca.length !== cb.length) return false;
-  return ca.every((id, i) => id === cb[i]);
 }
 
 function isUnchanged(prev: Node, now: Node): boolean {

@@ -59,6 +59,20 @@ export function compareNames(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** True when two nodes encode to the same bytes (content lists compared element by element). */
+export function sameNode(a: Node, b: Node | undefined): boolean {
+  if (!b) return false;
+  for (const key of KEY_ORDER) {
+    if (key === "content") continue;
+    if (a[key] !== b[key]) return false;
+  }
+  const ca = a.content;
+  const cb = b.content;
+  if (ca === cb) return true;
+  if (!ca || !cb || ca.length !== cb.length) return false;
+  return ca.every((id, i) => id === cb[i]);
+}
+
 export function encodeTree(nodes: Node[]): Buffer {
   const sorted = [...nodes].sort((a, b) => compareNames(a.name, b.name));
   const canonical = sorted.map((node) => {

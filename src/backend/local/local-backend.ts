@@ -26,6 +26,9 @@ import {
 import { dirname, join, resolve } from "node:path";
 
 import {
+  checkRange,
+  clampRange,
+  FILE_NAME_PATTERN,
   handleToString,
   type Backend,
   type BackendCapabilities,
@@ -45,7 +48,6 @@ export interface LocalBackendOptions {
 
 /** openRead's piece size: large enough to amortise a syscall, small enough to stream. */
 const READ_PIECE_BYTES = 1024 * 1024;
-const NAME_PATTERN = /^[0-9a-f]{64}$/;
 const TEMP_PREFIX = ".tmp-";
 /** How many stat calls list keeps in flight: a directory of 10 000 packs should not take 10 000 round trips. */
 const LIST_STAT_BATCH = 32;
@@ -274,7 +276,7 @@ export class LocalBackend implements Backend {
       return join(this.location, "config");
     }
     const directory = directoryOf(h.type);
-    if (!NAME_PATTERN.test(h.name)) {
+    if (!FILE_NAME_PATTERN.test(h.name)) {
       throw new Error(`invalid ${h.type} name "${h.name}": expected 64 lowercase hex digits`);
     }
     return h.type === "pack"
@@ -354,7 +356,7 @@ async function* listDirectory(
     throw fsError(err, "list", directory, location);
   }
   // A pack in the wrong subdirectory could not be loaded by name, so listing it would break the contract.
-  const candidates = names.filter((n) => NAME_PATTERN.test(n) && n.startsWith(requiredPrefix));
+  const candidates = names.filter((n) => FILE_NAME_PATTERN.test(n) && n.startsWith(requiredPrefix));
   for (let i = 0; i < candidates.length; i += LIST_STAT_BATCH) {
     signal?.throwIfAborted();
     const batch = candidates.slice(i, i + LIST_STAT_BATCH);
@@ -448,23 +450,6 @@ async function syncDirectory(directory: string): Promise<void> {
   } finally {
     await handle.close().catch(ignore);
   }
-}
-
-function checkRange(range: ByteRange | undefined): void {
-  if (range === undefined) return;
-  if (!Number.isSafeInteger(range.offset) || range.offset < 0) {
-    throw new Error(`invalid range offset ${range.offset}`);
-  }
-  if (range.length !== undefined && (!Number.isSafeInteger(range.length) || range.length < 0)) {
-    throw new Error(`invalid range length ${range.length}`);
-  }
-}
-
-/** The byte span a range covers in a file of `size` bytes; past the end it is short or empty, never an error. */
-function clampRange(range: ByteRange | undefined, size: number): { start: number; end: number } {
-  const start = Math.min(range?.offset ?? 0, size);
-  const end = range?.length === undefined ? size : Math.min(size, start + range.length);
-  return { start, end };
 }
 
 type FsAction = "open" | "create" | "read" | "save" | "remove" | "list" | "clean";

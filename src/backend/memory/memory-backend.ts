@@ -13,6 +13,9 @@ import {
   handleToString,
   type Backend,
   type BackendCapabilities,
+  checkRange,
+  clampRange,
+  FILE_NAME_PATTERN,
   type ByteRange,
   type FileHandle,
   type FileInfo,
@@ -32,7 +35,6 @@ export interface MemoryBackendOptions {
   readonly now?: () => number;
 }
 
-const NAME_PATTERN = /^[0-9a-f]{64}$/;
 const FILE_TYPE_SET: ReadonlySet<string> = new Set<string>(FILE_TYPES);
 /** openRead's piece size, the same as the local backend's so consumers see realistic chunking. */
 const READ_PIECE_BYTES = 1024 * 1024;
@@ -219,7 +221,7 @@ export class MemoryBackend implements Backend {
     if (!FILE_TYPE_SET.has(h.type)) throw new Error(`unknown file type "${h.type}"`);
     if (h.type === "config") {
       if (h.name !== "") throw new Error(`invalid config name "${h.name}": the config file's name is ""`);
-    } else if (!NAME_PATTERN.test(h.name)) {
+    } else if (!FILE_NAME_PATTERN.test(h.name)) {
       throw new Error(`invalid ${h.type} name "${h.name}": expected 64 lowercase hex digits`);
     }
     return `${h.type}/${h.name}`;
@@ -237,20 +239,4 @@ function settle<T>(body: () => T): Promise<T> {
   } catch (err) {
     return Promise.reject(err instanceof Error ? err : new Error(String(err)));
   }
-}
-
-function checkRange(range: ByteRange | undefined): void {
-  if (range === undefined) return;
-  if (!Number.isSafeInteger(range.offset) || range.offset < 0) {
-    throw new Error(`invalid range offset ${range.offset}`);
-  }
-  if (range.length !== undefined && (!Number.isSafeInteger(range.length) || range.length < 0)) {
-    throw new Error(`invalid range length ${range.length}`);
-  }
-}
-
-function clampRange(range: ByteRange | undefined, size: number): { start: number; end: number } {
-  const start = Math.min(range?.offset ?? 0, size);
-  const end = range?.length === undefined ? size : Math.min(size, start + range.length);
-  return { start, end };
 }
