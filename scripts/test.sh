@@ -41,7 +41,7 @@ node -e '
 ' || exit 1
 
 # 2. dependencies
-# Imports every runtime dependency of package.json: native addons (zstd, BLAKE3) fail here when they were
+# Imports every runtime dependency of package.json: native addons (zstd, ssh2's optional crypto) fail here when they were
 # built for another Node version or platform, or never built.
 deps_load() {
   node --input-type=module -e '

@@ -71,7 +71,8 @@ export function parseKeyFile(bytes: Buffer, what: string): KeyFile {
     r < 1 ||
     p < 1 ||
     p > 16 ||
-    128 * N * r > 2 ** 30
+    128 * N * r > 2 ** 30 ||
+    128 * r * p > 2 ** 28
   ) {
     throw new BulwarkError("INVALID_DATA", `${what}: KDF parameters out of range`);
   }

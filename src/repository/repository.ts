@@ -131,7 +131,13 @@ export class Repository {
         if (!isNotFound(err)) problems.push(errorMessage(err)); // not found: removed while we listed
         continue;
       }
-      const master = await unwrapKeyFile(file, password);
+      let master;
+      try {
+        master = await unwrapKeyFile(file, password);
+      } catch (err) {
+        problems.push(`${what}: ${errorMessage(err)}`);
+        continue;
+      }
       if (master === undefined) continue;
       let config: RepoConfig;
       try {

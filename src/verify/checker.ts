@@ -5,8 +5,8 @@
  * 1. Index: every index file authenticates; every indexed pack exists with the size its blobs need.
  * 2. Snapshots: every snapshot file authenticates; every tree of every snapshot loads and parses; every
  *    data blob a file needs is indexed.
- * 3. With read-data (all packs or a subset): every pack hashes to its name, its header authenticates and
- *    matches the index, every blob decrypts and hashes to its id.
+ * 3. With read-data (all packs or a subset): every pack's header authenticates, accounts for every byte
+ *    before it and matches the index; every blob decrypts and hashes to its id.
  * 4. Each damaged or missing blob is traced to the snapshots and files (or directories) that need it.
  * Packs no index mentions are leftovers of an interrupted backup or prune: a warning, removed by prune.
  */
