@@ -34,7 +34,7 @@ export interface BlobToRestore {
   offset: number;
   length: number;
   rawLength: number;
-  writes: { path: string; offset: number }[];
+  writes: BlobWrite[];
 }
 
 export interface PackVerification {
@@ -44,10 +44,28 @@ export interface PackVerification {
   blobErrors: { id: string; error: string }[];
 }
 
+export interface FileMetadata {
+  mode: number;
+  /** Seconds since the epoch, as utimes takes them. */
+  mtime: number;
+  /** Set only when running as root. */
+  owner?: { uid: number; gid: number };
+}
+
+export interface BlobWrite {
+  path: string;
+  offset: number;
+  /**
+   * The file is this one blob: the worker creates it, writes, sizes it and sets its metadata with a single
+   * open, instead of three (create, write, finish) spread over the restore.
+   */
+  whole?: { size: number; meta: FileMetadata };
+}
+
 /** Restore's file-system work, spread over the workers: creating pre-sized files, then setting metadata. */
 export type FileOp =
-  | { kind: "create"; path: string; size: number }
-  | { kind: "finish"; path: string; mode: number; mtime: number; owner?: { uid: number; gid: number } };
+  | { kind: "create"; path: string; size: number; meta?: FileMetadata }
+  | ({ kind: "finish"; path: string } & FileMetadata);
 
 export type ToWorker =
   | { op: "files"; job: number; ops: FileOp[] }

@@ -28,6 +28,7 @@ import { decodePackHeader } from "./pack.js";
 import type {
   BlobToRestore,
   EncodedBlob,
+  FileMetadata,
   FileOp,
   FileToChunk,
   FromWorker,
@@ -265,16 +266,23 @@ function restoreBlobs(
       errors.push({ id: blob.id, error: errorMessage(err) });
       continue;
     }
-    // Restored files are pre-sized with ftruncate: zero blocks stay holes, keeping sparse files sparse.
+    // Restored files are sized with ftruncate: zero blocks stay holes, keeping sparse files sparse.
     const segments = skipZeroWrites ? nonZeroSegments(plain) : [[0, plain.length] as const];
-    if (segments.length === 0) continue;
+    if (segments.length === 0 && !blob.writes.some((w) => w.whole)) continue;
     for (const w of blob.writes) {
       try {
-        const fd = openSync(w.path, constants.O_WRONLY | constants.O_NOFOLLOW);
+        const flags = w.whole
+          ? constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW
+          : constants.O_WRONLY | constants.O_NOFOLLOW;
+        const fd = openSync(w.path, flags, 0o600);
         try {
           for (const [from, to] of segments) {
             let done = from;
             while (done < to) done += writeSync(fd, plain, done, to - done, w.offset + done);
+          }
+          if (w.whole) {
+            ftruncateSync(fd, w.whole.size);
+            setMetadata(fd, w.whole.meta);
           }
         } finally {
           closeSync(fd);
@@ -305,6 +313,13 @@ function nonZeroSegments(data: Buffer): (readonly [number, number])[] {
   return segments;
 }
 
+function setMetadata(fd: number, meta: FileMetadata): void {
+  if (meta.owner) fchownSync(fd, meta.owner.uid, meta.owner.gid);
+  // chown clears setuid bits, so the mode comes after it.
+  fchmodSync(fd, meta.mode);
+  futimesSync(fd, meta.mtime, meta.mtime);
+}
+
 function fileOps(ops: FileOp[]): { index: number; error: string; code?: string }[] {
   const errors: { index: number; error: string; code?: string }[] = [];
   ops.forEach((op, index) => {
@@ -317,6 +332,7 @@ function fileOps(ops: FileOp[]): { index: number; error: string; code?: string }
         );
         try {
           ftruncateSync(fd, op.size);
+          if (op.meta) setMetadata(fd, op.meta);
         } finally {
           closeSync(fd);
         }
@@ -324,10 +340,7 @@ function fileOps(ops: FileOp[]): { index: number; error: string; code?: string }
         // Through a descriptor opened without following links: metadata lands on our file, never elsewhere.
         const fd = openSync(op.path, constants.O_RDONLY | constants.O_NOFOLLOW);
         try {
-          if (op.owner) fchownSync(fd, op.owner.uid, op.owner.gid);
-          // chown clears setuid bits, so the mode comes after it.
-          fchmodSync(fd, op.mode);
-          futimesSync(fd, op.mtime, op.mtime);
+          setMetadata(fd, op);
         } finally {
           closeSync(fd);
         }

@@ -27,7 +27,7 @@ import { join } from "node:path";
 import { BulwarkError, errnoCode, errorMessage } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
-import type { BlobToRestore, FileOp } from "../repository/worker-protocol.js";
+import type { BlobToRestore, FileMetadata, FileOp } from "../repository/worker-protocol.js";
 import type { Node } from "./tree.js";
 import { walkTree } from "./walker.js";
 
@@ -142,12 +142,25 @@ export async function restore(
     f.failed = true;
     return false;
   });
-  // Creating thousands of files is system-call bound: the workers do it in parallel.
+  const root = process.getuid?.() === 0;
+  const metaOf = (node: Node): FileMetadata => ({
+    mode: node.mode,
+    mtime: utimesSeconds(node.mtime),
+    ...(root ? { owner: { uid: node.uid, gid: node.gid } } : {}),
+  });
+  // Creating thousands of files is system-call bound: the workers do it in parallel. A file of one blob is
+  // created by the worker that writes it, with its metadata, in one open; an empty file is done right here.
+  const precreated = creatable.filter((f) => (f.node.content?.length ?? 0) !== 1);
   await runFileOps(
     pool,
-    creatable.map((f) => ({ kind: "create", path: join(target, f.rel), size: f.node.size ?? 0 })),
+    precreated.map((f) => ({
+      kind: "create",
+      path: join(target, f.rel),
+      size: f.node.size ?? 0,
+      ...((f.node.content?.length ?? 0) === 0 ? { meta: metaOf(f.node) } : {}),
+    })),
     (index, error, code) => {
-      const f = creatable[index]!;
+      const f = precreated[index]!;
       f.failed = true;
       fail(f.rel, code === "ELOOP" ? "a symlink is in the way in the target" : error);
     },
@@ -158,6 +171,7 @@ export async function restore(
     if (f.failed) continue;
     const abs = join(target, f.rel);
     filesByPath.set(abs, f);
+    const whole = f.node.content?.length === 1 ? { size: f.node.size ?? 0, meta: metaOf(f.node) } : undefined;
     let offset = 0;
     for (const id of f.node.content ?? []) {
       const entry = repo.index.get(id);
@@ -173,7 +187,7 @@ export async function restore(
         blob = { id, offset: entry.offset, length: entry.length, rawLength: entry.rawLength, writes: [] };
         blobs.set(id, blob);
       }
-      blob.writes.push({ path: abs, offset });
+      blob.writes.push(whole ? { path: abs, offset, whole } : { path: abs, offset });
       offset += entry.rawLength;
     }
   }
@@ -239,32 +253,27 @@ export async function restore(
   await Promise.all(Array.from({ length: IN_FLIGHT_RANGES }, runRanges));
 
   // 4. damaged files go; 5. metadata
-  const root = process.getuid?.() === 0;
   const finished: PlannedFile[] = [];
   for (const f of files) {
     if (!f.failed) finished.push(f);
     else if (okDirs.has(f.rel.slice(0, f.rel.lastIndexOf("/")))) rmSync(join(target, f.rel), { force: true });
   }
-  const metadataFailed = new Set<number>();
+  // Files of several blobs get their metadata now that all their data is written.
+  const multiBlob = finished.filter((f) => (f.node.content?.length ?? 0) > 1);
+  const metadataFailed = new Set<PlannedFile>();
   await runFileOps(
     pool,
-    finished.map((f) => ({
-      kind: "finish",
-      path: join(target, f.rel),
-      mode: f.node.mode,
-      mtime: utimesSeconds(f.node.mtime),
-      ...(root ? { owner: { uid: f.node.uid, gid: f.node.gid } } : {}),
-    })),
+    multiBlob.map((f) => ({ kind: "finish", path: join(target, f.rel), ...metaOf(f.node) })),
     (index, error) => {
-      metadataFailed.add(index);
-      fail(finished[index]!.rel, `metadata: ${error}`);
+      metadataFailed.add(multiBlob[index]!);
+      fail(multiBlob[index]!.rel, `metadata: ${error}`);
     },
   );
-  finished.forEach((f, i) => {
-    if (metadataFailed.has(i)) return;
+  for (const f of finished) {
+    if (metadataFailed.has(f)) continue;
     result.files++;
     reporter.fileDone?.(f.rel);
-  });
+  }
   for (const h of hardlinks) {
     if (h.first.failed) {
       fail(h.rel, `hard link to ${h.first.rel}, which could not be restored`);
