@@ -7,7 +7,7 @@
  * Used on the main thread and in worker threads; each thread keeps its own zstd contexts.
  */
 import zstd from "zstd-napi/binding.js";
-import { ENVELOPE_OVERHEAD, open, sealParts } from "../crypto/crypto.js";
+import { ENVELOPE_OVERHEAD, open, sealParts, sealPieces } from "../crypto/crypto.js";
 import { BulwarkError } from "../core/errors.js";
 
 const FLAG_RAW = new Uint8Array([0]);
@@ -37,15 +37,25 @@ export class BlobCodec {
 
   /** Returns the envelope to store for a blob. */
   encode(data: Uint8Array): Buffer {
+    const [flag, payload] = this.compress(data);
+    return sealParts(this.key, flag, payload);
+  }
+
+  /** The envelope as pieces in order (see sealPieces): for the hot path, where joining would copy. */
+  encodePieces(data: Uint8Array): Buffer[] {
+    const [flag, payload] = this.compress(data);
+    return sealPieces(this.key, flag, payload);
+  }
+
+  /** The flag and payload to seal; the payload may live in the scratch buffer until the next call. */
+  private compress(data: Uint8Array): [Uint8Array, Uint8Array] {
     if (this.compressionLevel > 0 && data.length >= 64 && this.looksCompressible(data)) {
       const bound = zstd.compressBound(data.length);
       if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
       const length = this.compressor.compress2(this.scratch, data);
-      if (length <= data.length * (1 - MIN_SAVING)) {
-        return sealParts(this.key, FLAG_ZSTD, this.scratch.subarray(0, length));
-      }
+      if (length <= data.length * (1 - MIN_SAVING)) return [FLAG_ZSTD, this.scratch.subarray(0, length)];
     }
-    return sealParts(this.key, FLAG_RAW, data);
+    return [FLAG_RAW, data];
   }
 
   /** Decrypts and decompresses; throws INVALID_DATA naming `what` on any inconsistency. */

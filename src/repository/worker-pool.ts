@@ -109,7 +109,8 @@ export class WorkerPool {
               return;
             }
             case "blobs": {
-              const bytes = msg.blobs.reduce((sum, b) => sum + b.envelope.length, 0);
+              let bytes = 0;
+              for (const b of msg.blobs) for (const piece of b.pieces) bytes += piece.length;
               const stored = handlers
                 .store(msg.blobs)
                 .then(() => this.send(worker, { op: "ack", job, bytes }));

@@ -24,7 +24,8 @@ export interface FileToChunk {
 
 export interface EncodedBlob {
   id: string;
-  envelope: Uint8Array;
+  /** The envelope in pieces, in order (see sealPieces). */
+  pieces: Uint8Array[];
   rawLength: number;
 }
 

@@ -211,15 +211,17 @@ class ChunkJob {
     const buf = this.buffer!;
     pending.forEach((chunk, i) => {
       if (reply.store[i] !== 1) return;
-      const envelope = codec.encode(buf.subarray(chunk.start, chunk.start + chunk.length));
-      blobs.push({ id: chunk.id, envelope, rawLength: chunk.length });
-      // Only whole, unpooled buffers can be transferred without detaching memory others use.
-      const ab = envelope.buffer as ArrayBuffer;
-      if (envelope.byteOffset === 0 && envelope.byteLength === ab.byteLength) transfer.push(ab);
+      const pieces = codec.encodePieces(buf.subarray(chunk.start, chunk.start + chunk.length));
+      blobs.push({ id: chunk.id, pieces, rawLength: chunk.length });
+      for (const piece of pieces) {
+        // Only whole, unpooled buffers can be transferred without detaching memory others use.
+        const ab = piece.buffer as ArrayBuffer;
+        if (piece.byteOffset === 0 && piece.byteLength === ab.byteLength) transfer.push(ab);
+      }
     });
     if (blobs.length === 0) return;
     let bytes = 0;
-    for (const b of blobs) bytes += b.envelope.length;
+    for (const b of blobs) for (const piece of b.pieces) bytes += piece.length;
     unacknowledged += bytes;
     post({ op: "blobs", job: this.job, blobs }, transfer);
     while (unacknowledged > maxUnacknowledged)

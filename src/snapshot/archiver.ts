@@ -19,7 +19,7 @@ import { WeightedLimiter, handledLater } from "../core/limiter.js";
 import { PackWriter } from "../repository/pack-writer.js";
 import type { Repository } from "../repository/repository.js";
 import type { ChunkedFile, WorkerPool } from "../repository/worker-pool.js";
-import type { FileToChunk } from "../repository/worker-protocol.js";
+import type { EncodedBlob, FileToChunk } from "../repository/worker-protocol.js";
 import { decodeTree, encodeTree, sameNode, type Node, type NodeType } from "./tree.js";
 import type { SkippedEntry, Snapshot, SnapshotSummary, SnapshotWithId } from "./snapshot.js";
 
@@ -355,10 +355,10 @@ class Archiver {
 
   private readonly handlers = {
     decide: (ids: string[]): boolean[] => ids.map((id) => this.packer.claim(id)),
-    store: async (blobs: { id: string; envelope: Uint8Array; rawLength: number }[]): Promise<void> => {
+    store: async (blobs: EncodedBlob[]): Promise<void> => {
       for (const b of blobs) {
-        const envelope = Buffer.from(b.envelope.buffer, b.envelope.byteOffset, b.envelope.byteLength);
-        await this.packer.add("data", b.id, envelope, b.rawLength);
+        const pieces = b.pieces.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+        await this.packer.add("data", b.id, pieces, b.rawLength);
       }
       this.checkpointIndex();
     },

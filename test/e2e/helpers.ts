@@ -27,9 +27,14 @@ export const NOBODY = 65534;
 
 const tempDirs: string[] = [];
 
-/** A new empty directory under os.tmpdir(), removed by removeTempDirs(). */
-export async function makeTempDir(label: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `bulwark-e2e-${label}-`));
+/**
+ * A new empty directory, removed by removeTempDirs(): under os.tmpdir(), or under `parent` when a test needs
+ * ancestors that other processes leave alone (a snapshot records its ancestors' metadata, and /tmp changes
+ * whenever anyone creates a file there).
+ */
+export async function makeTempDir(label: string, parent = tmpdir()): Promise<string> {
+  await mkdir(parent, { recursive: true });
+  const dir = await mkdtemp(join(parent, `bulwark-e2e-${label}-`));
   tempDirs.push(dir);
   return dir;
 }

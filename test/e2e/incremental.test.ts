@@ -27,7 +27,9 @@ import {
 let base: string;
 
 beforeAll(async () => {
-  base = await makeTempDir("incremental");
+  // Not under /tmp: the other test files create directories there all the time, which changes /tmp's
+  // mtime, so the snapshot's ancestor trees, while this test needs an unchanged second backup.
+  base = await makeTempDir("incremental", "/var/tmp");
 });
 afterAll(removeTempDirs);
 

@@ -1,0 +1,540 @@
+/**
+ * The vault: an HTTP(S) repository server meant to run on a separate host, storing with a LocalBackend.
+ * Protocol: src/backend/rest/protocol.ts. Tokens and roles: ./tokens.ts. Immutable files: ./immutable.ts.
+ *
+ * A request is handled in these steps:
+ *   1. Authenticate the bearer token (hash, constant-time compare); no match is 401.
+ *   2. Parse the route (type directory, 64-hex name); anything else is 400 or 404.
+ *   3. Check the role: append-only may read, list and create; it may replace or delete lock files only.
+ *   4. Reads stream from the backend with back-pressure. A save streams the body into LocalBackend.save
+ *      (temp file, fsync, rename/link), hashing as it goes; the digest is checked after the last byte and
+ *      before the file becomes visible, so a mismatched or truncated upload leaves nothing behind.
+ *   5. Stored files other than locks are made immutable right after the save; an admin delete or replace
+ *      clears the flag first and, if the replace fails, sets it back on the old file.
+ * Logs go through the injected logger and never contain a token or a server path.
+ */
+
+import { createHash } from "node:crypto";
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import { readFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+
+import {
+  FILE_NAME_PATTERN,
+  handleToString,
+  type FileHandle,
+  type FileType,
+  type SaveSource,
+} from "../backend/backend.js";
+import { LocalBackend } from "../backend/local/local-backend.js";
+import { DIGEST_HEADER, LENGTH_HEADER, TYPE_PATHS, typeOfPath } from "../backend/rest/protocol.js";
+import { BulwarkError, errnoCode, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
+import { detectImmutability, type Immutability, type ImmutabilityMode } from "./immutable.js";
+import { findToken, loadTokens, type VaultToken } from "./tokens.js";
+
+export interface VaultLogger {
+  info(message: string): void;
+  warn(message: string): void;
+}
+
+export interface VaultServerOptions {
+  /** The repository directory. */
+  readonly path: string;
+  /** Create the directory layout when missing (an existing repository is kept). */
+  readonly init?: boolean;
+  /** Default 127.0.0.1; port 0 picks a free port. */
+  readonly host?: string;
+  readonly port?: number;
+  /** Tokens, or the file holding them (read once, at start). */
+  readonly tokens: readonly VaultToken[] | string;
+  /** PEM certificate and key files: HTTPS when both are given. */
+  readonly tlsCert?: string;
+  readonly tlsKey?: string;
+  /** Largest body a POST may carry; default 1 GiB. */
+  readonly maxBodyBytes?: number;
+  /** Whether stored files are made immutable (chattr +i); "auto" by default. */
+  readonly immutable?: ImmutabilityMode;
+  readonly logger?: VaultLogger;
+}
+
+export interface VaultServer {
+  /** http(s)://host:port/ as clients reach it (the listen address). */
+  readonly url: string;
+  /** Whether stored files are being made immutable. */
+  readonly immutable: boolean;
+  close(): Promise<void>;
+}
+
+const DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024;
+/** A connection that sends or accepts nothing for this long is dropped (a stalled client holds a temp file). */
+const IDLE_TIMEOUT_MS = 120_000;
+const READ_HIGH_WATER_MARK = 256 * 1024;
+
+const SILENT: VaultLogger = { info: () => undefined, warn: () => undefined };
+
+/** An error with the status it is answered with; its message is sent to the client. */
+class HttpProblem extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    super(message);
+    this.name = "HttpProblem";
+  }
+}
+
+interface Route {
+  /** Undefined: the listing of `type`. */
+  readonly handle?: FileHandle;
+  readonly type: FileType;
+}
+
+export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
+  const logger = options.logger ?? SILENT;
+  const tokens = typeof options.tokens === "string" ? await loadTokens(options.tokens) : [...options.tokens];
+  if (tokens.length === 0) {
+    throw new BulwarkError("CONFIG_INVALID", "the vault has no tokens: nobody could use it", {
+      hint: "add one with `bulwark serve-repo token add --tokens FILE --name NAME --role append-only`",
+    });
+  }
+  const backend = await openRepositoryDirectory(options.path, options.init === true);
+  const immutability = await detectImmutability(backend.location, options.immutable ?? "auto");
+  if (!immutability.enabled) logger.warn(`stored files will not be made immutable: ${immutability.reason}`);
+
+  const vault = new Vault(
+    backend,
+    tokens,
+    immutability,
+    options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
+    logger,
+  );
+  const tls = options.tlsCert !== undefined && options.tlsKey !== undefined;
+  if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
+    throw new BulwarkError("USAGE", "TLS needs both a certificate and a key (--tls-cert and --tls-key)");
+  }
+  const listener = (req: IncomingMessage, res: ServerResponse): void => vault.serve(req, res);
+  const server = tls
+    ? createHttpsServer(
+        { cert: await readPem(options.tlsCert ?? ""), key: await readPem(options.tlsKey ?? "") },
+        listener,
+      )
+    : createHttpServer(listener);
+  // Large uploads over slow links may take longer than Node's default 5 minutes; idleness is what matters.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.setTimeout(IDLE_TIMEOUT_MS, (socket) => socket.destroy());
+
+  const host = options.host ?? "127.0.0.1";
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err) =>
+      reject(
+        new BulwarkError("USAGE", `cannot listen on ${host}:${options.port ?? 0}: ${errorMessage(err)}`, {
+          cause: err,
+        }),
+      ),
+    );
+    server.listen(options.port ?? 0, host, () => resolve());
+  });
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const url = `${tls ? "https" : "http"}://${shownHost}:${address.port}/`;
+  logger.info(`vault serving ${url} (${tokens.length} tokens, immutable files: ${immutability.enabled})`);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    immutable: immutability.enabled,
+    close: () =>
+      (closing ??= (async () => {
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeAllConnections();
+        await closed;
+        while (vault.inFlight.size > 0) await Promise.allSettled([...vault.inFlight]);
+        await backend.close();
+      })()),
+  };
+}
+
+async function openRepositoryDirectory(path: string, init: boolean): Promise<LocalBackend> {
+  if (!init) return LocalBackend.open(path);
+  try {
+    return await LocalBackend.create(path);
+  } catch (err) {
+    if (hasCode(err, "ALREADY_EXISTS")) return LocalBackend.open(path);
+    throw err;
+  }
+}
+
+async function readPem(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new BulwarkError("CONFIG_INVALID", `cannot read ${path}: ${errorMessage(err)}`, { cause: err });
+  }
+}
+
+class Vault {
+  /** Admin replaces and deletes of one path run one at a time: clear flag, change, set flag. */
+  private readonly busy = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly backend: LocalBackend,
+    private readonly tokens: readonly VaultToken[],
+    private readonly immutability: Immutability,
+    private readonly maxBodyBytes: number,
+    private readonly logger: VaultLogger,
+  ) {}
+
+  /** Handlers still running: close waits for them, so nothing touches the directory afterwards. */
+  readonly inFlight = new Set<Promise<void>>();
+
+  serve(req: IncomingMessage, res: ServerResponse): void {
+    // handle answers every failure itself; the catch only keeps a bug from becoming an unhandled rejection.
+    const handling = this.handle(req, res)
+      .catch((err: unknown) => this.logger.warn(`request failed: ${describe(err)}`))
+      .finally(() => this.inFlight.delete(handling));
+    this.inFlight.add(handling);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = Date.now();
+    let who = "-";
+    let path = "?";
+    try {
+      path = new URL(req.url ?? "/", "http://vault").pathname;
+      const token = this.authenticate(req);
+      who = token.name;
+      const route = parseRoute(path);
+      await this.dispatch(req, res, route, token);
+    } catch (err) {
+      this.fail(req, res, err, path, who);
+    } finally {
+      const ms = Date.now() - started;
+      // The path holds only a type and a file name; the Authorization header is never logged.
+      this.logger.info(`${req.method ?? "?"} ${path} ${res.statusCode} ${ms}ms token=${who}`);
+    }
+  }
+
+  private authenticate(req: IncomingMessage): VaultToken {
+    const header = req.headers.authorization ?? "";
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    const token = match?.[1] === undefined ? undefined : findToken(this.tokens, match[1]);
+    if (token === undefined) {
+      throw new HttpProblem(401, match ? "unknown token" : "a bearer token is required", {
+        "WWW-Authenticate": 'Bearer realm="bulwark vault"',
+      });
+    }
+    return token;
+  }
+
+  private async dispatch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    route: Route,
+    token: VaultToken,
+  ): Promise<void> {
+    const method = req.method ?? "";
+    const h = route.handle;
+    if (h === undefined) {
+      if (method !== "GET") throw new HttpProblem(405, "a listing is read with GET", { Allow: "GET" });
+      return this.list(res, route.type);
+    }
+    switch (method) {
+      case "HEAD":
+      case "GET":
+        return this.read(req, res, h, method === "HEAD");
+      case "POST":
+        return this.save(req, res, h, token);
+      case "DELETE":
+        return this.remove(res, h, token);
+      default:
+        throw new HttpProblem(405, `${method} is not supported`, { Allow: "HEAD, GET, POST, DELETE" });
+    }
+  }
+
+  private async list(res: ServerResponse, type: FileType): Promise<void> {
+    const files: { name: string; size: number }[] = [];
+    for await (const info of this.backend.list(type)) files.push({ name: info.name, size: info.size });
+    const body = Buffer.from(JSON.stringify(files));
+    res.writeHead(200, { "Content-Type": "application/json", "Content-Length": body.length });
+    res.end(body);
+  }
+
+  private async read(
+    req: IncomingMessage,
+    res: ServerResponse,
+    h: FileHandle,
+    headOnly: boolean,
+  ): Promise<void> {
+    const { size } = await this.backend.stat(h);
+    const range = headOnly ? undefined : parseRange(req.headers.range, size);
+    if (range === "unsatisfiable") {
+      throw new HttpProblem(416, "the range starts at or past the end of the file", {
+        "Content-Range": `bytes */${size}`,
+      });
+    }
+    const common = { "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes" };
+    if (headOnly) {
+      res.writeHead(200, { ...common, "Content-Length": size });
+      res.end();
+      return;
+    }
+    const start = range?.start ?? 0;
+    const end = range?.end ?? size;
+    const pieces = this.backend.openRead(h, { offset: start, length: end - start });
+    res.writeHead(range === undefined ? 200 : 206, {
+      ...common,
+      "Content-Length": end - start,
+      ...(range === undefined ? {} : { "Content-Range": `bytes ${start}-${end - 1}/${size}` }),
+    });
+    try {
+      await pipeline(Readable.from(pieces, { objectMode: false, highWaterMark: READ_HIGH_WATER_MARK }), res);
+    } catch (err) {
+      // Headers are gone: all that is left is to cut the connection so the client sees a short body.
+      res.destroy();
+      if (!req.destroyed && !res.writableFinished) {
+        this.logger.warn(`reading ${handleToString(h)} failed: ${describe(err)}`);
+      }
+    }
+  }
+
+  private async save(
+    req: IncomingMessage,
+    res: ServerResponse,
+    h: FileHandle,
+    token: VaultToken,
+  ): Promise<void> {
+    const length = declaredLength(req);
+    if (length > this.maxBodyBytes) {
+      throw new HttpProblem(
+        413,
+        `the body is ${length} bytes; this vault accepts at most ${this.maxBodyBytes}`,
+      );
+    }
+    const ifAbsent = req.headers["if-none-match"] === "*";
+    const mayReplace = token.role === "admin" || h.type === "lock";
+    if (!ifAbsent && !mayReplace && (await this.exists(h))) {
+      throw refused(`replacing ${handleToString(h)}`);
+    }
+    const source = bodySource(req, length, req.headers[DIGEST_HEADER]);
+    // Files a role may not replace are saved with ifAbsent, so a racing create cannot replace them either.
+    const saveIfAbsent = ifAbsent || !mayReplace;
+    const immutable = this.immutability.enabled && h.type !== "lock";
+    try {
+      if (immutable && !saveIfAbsent) {
+        await this.exclusively(h, async () => {
+          const path = this.pathOf(h);
+          const existed = await this.exists(h);
+          if (existed) await this.immutability.clear(path);
+          try {
+            await this.backend.save(h, source);
+          } finally {
+            // The new file on success, the old one on failure: whichever is there stays protected.
+            if (existed || (await this.exists(h))) await this.immutability.set(path);
+          }
+        });
+      } else {
+        await this.backend.save(h, source, { ifAbsent: saveIfAbsent });
+        if (immutable) await this.immutability.set(this.pathOf(h));
+      }
+    } catch (err) {
+      if (hasCode(err, "ALREADY_EXISTS") && !ifAbsent) throw refused(`replacing ${handleToString(h)}`);
+      throw err;
+    }
+    res.writeHead(200, { "Content-Length": 0 });
+    res.end();
+  }
+
+  private async remove(res: ServerResponse, h: FileHandle, token: VaultToken): Promise<void> {
+    if (token.role !== "admin" && h.type !== "lock") throw refused(`deleting ${handleToString(h)}`);
+    if (this.immutability.enabled && h.type !== "lock") {
+      await this.exclusively(h, async () => {
+        await this.backend.stat(h);
+        await this.immutability.clear(this.pathOf(h));
+        await this.backend.remove(h);
+      });
+    } else {
+      await this.backend.remove(h);
+    }
+    res.writeHead(200, { "Content-Length": 0 });
+    res.end();
+  }
+
+  private async exists(h: FileHandle): Promise<boolean> {
+    try {
+      await this.backend.stat(h);
+      return true;
+    } catch (err) {
+      if (hasCode(err, "NOT_FOUND")) return false;
+      throw err;
+    }
+  }
+
+  /** The file's path in the LocalBackend layout, for chattr. */
+  private pathOf(h: FileHandle): string {
+    const root = this.backend.location;
+    if (h.type === "config") return join(root, "config");
+    const directory = TYPE_PATHS[h.type];
+    return h.type === "pack"
+      ? join(root, directory, h.name.slice(0, 2), h.name)
+      : join(root, directory, h.name);
+  }
+
+  private async exclusively(h: FileHandle, fn: () => Promise<void>): Promise<void> {
+    const key = handleToString(h);
+    for (let current = this.busy.get(key); current !== undefined; current = this.busy.get(key)) {
+      await current.catch(() => undefined);
+    }
+    const run = fn();
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.busy.set(key, settled);
+    try {
+      await run;
+    } finally {
+      if (this.busy.get(key) === settled) this.busy.delete(key);
+    }
+  }
+
+  private fail(req: IncomingMessage, res: ServerResponse, err: unknown, path: string, who: string): void {
+    const { status, message, headers } = problemOf(err);
+    if (status >= 500) this.logger.warn(`${req.method ?? "?"} ${path} token=${who}: ${describe(err)}`);
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const body = Buffer.from(message + "\n");
+    res.writeHead(status, {
+      ...headers,
+      "Content-Type": "text/plain; charset=utf-8",
+      "Content-Length": body.length,
+      // An unread request body would otherwise have to be drained before the connection can be reused.
+      ...(req.complete ? {} : { Connection: "close" }),
+    });
+    res.end(body);
+  }
+}
+
+function refused(what: string): HttpProblem {
+  return new HttpProblem(403, `${what} is refused: this token is append-only`);
+}
+
+/** Maps an error to what the client is told; server paths and internals stay in the log. */
+function problemOf(err: unknown): { status: number; message: string; headers: Record<string, string> } {
+  if (err instanceof HttpProblem)
+    return { status: err.status, message: err.message, headers: { ...err.headers } };
+  const known = findBulwarkError(err);
+  if (known?.code === "NOT_FOUND") return { status: 404, message: "not found", headers: {} };
+  if (known?.code === "ALREADY_EXISTS")
+    return { status: 409, message: "the file already exists", headers: {} };
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 16; depth++) {
+    if (e instanceof HttpProblem) return { status: e.status, message: e.message, headers: { ...e.headers } };
+    const code = errnoCode(e);
+    if (code === "ENOSPC" || code === "EDQUOT") {
+      return {
+        status: 507,
+        message: "the vault's disk is full; nothing already stored is lost",
+        headers: {},
+      };
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return { status: 500, message: "the vault failed to handle the request (see its log)", headers: {} };
+}
+
+function describe(err: unknown): string {
+  const known = findBulwarkError(err);
+  return known ? `${known.code}: ${known.message}` : errorMessage(err);
+}
+
+function parseRoute(path: string): Route {
+  if (path === "/config") return { type: "config", handle: { type: "config", name: "" } };
+  const match = /^\/([a-z]+)\/([^/]*)$/.exec(path);
+  const type = match?.[1] === undefined ? undefined : typeOfPath(match[1]);
+  if (match === null || type === undefined) throw new HttpProblem(404, "no such resource");
+  const name = match[2] ?? "";
+  if (name === "") return { type };
+  if (!FILE_NAME_PATTERN.test(name)) throw new HttpProblem(400, "a file name is 64 lowercase hex digits");
+  return { type, handle: { type, name } };
+}
+
+/** A single byte range, clamped to the file; undefined means the whole file (no or unsupported header). */
+function parseRange(
+  header: string | undefined,
+  size: number,
+): { start: number; end: number } | "unsatisfiable" | undefined {
+  if (header === undefined) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (match === null) return undefined; // several ranges or another unit: answered with the whole file
+  const [, first = "", last = ""] = match;
+  if (first === "") {
+    const suffix = Number(last);
+    if (last === "" || !Number.isSafeInteger(suffix)) return undefined;
+    if (suffix === 0 || size === 0) return "unsatisfiable";
+    return { start: Math.max(0, size - suffix), end: size };
+  }
+  const start = Number(first);
+  const end = last === "" ? size : Number(last) + 1;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end <= start) return undefined;
+  if (start >= size) return "unsatisfiable";
+  return { start, end: Math.min(end, size) };
+}
+
+function declaredLength(req: IncomingMessage): number {
+  const text = req.headers["content-length"] ?? headerValue(req.headers[LENGTH_HEADER]);
+  if (text === undefined) {
+    throw new HttpProblem(411, `a POST needs Content-Length, or ${LENGTH_HEADER} with chunked encoding`);
+  }
+  const length = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(length)) throw new HttpProblem(400, "invalid body length");
+  return length;
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * The request body as a SaveSource, read once. It hashes while it streams and checks length and digest
+ * after the last byte, before LocalBackend makes the file visible; any failure aborts the save.
+ */
+function bodySource(
+  req: IncomingMessage,
+  length: number,
+  headerDigest: string | string[] | undefined,
+): SaveSource {
+  let opened = false;
+  return {
+    length,
+    async *open() {
+      if (opened) throw new HttpProblem(500, "the request body cannot be read twice");
+      opened = true;
+      const hash = createHash("sha256");
+      let received = 0;
+      for await (const piece of req as AsyncIterable<Buffer>) {
+        received += piece.length;
+        if (received > length)
+          throw new HttpProblem(400, `the body is longer than its declared ${length} bytes`);
+        hash.update(piece);
+        yield piece;
+      }
+      if (received !== length) {
+        throw new HttpProblem(400, `the body ended after ${received} of its declared ${length} bytes`);
+      }
+      const expected = (headerValue(headerDigest) ?? headerValue(req.trailers[DIGEST_HEADER]))?.toLowerCase();
+      if (expected === undefined) {
+        throw new HttpProblem(400, `a POST needs ${DIGEST_HEADER} (a header or a trailer)`);
+      }
+      if (hash.digest("hex") !== expected) {
+        throw new HttpProblem(400, "the body does not match its SHA-256: it was damaged in transit");
+      }
+    },
+  };
+}

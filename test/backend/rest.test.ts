@@ -1,0 +1,384 @@
+/**
+ * The `rest:` backend against the vault server, both in this process on 127.0.0.1: the conformance suite
+ * with an admin token, then what the vault adds (roles, immutable files, digests, limits, errors).
+ * test/e2e/vault.test.ts runs the built server in its own network namespace.
+ */
+
+import { execFileSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm, stat, unlink } from "node:fs/promises";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+
+import { bufferSource, type FileHandle } from "../../src/backend/backend.js";
+import { openRestBackend, RestBackend } from "../../src/backend/rest/rest-backend.js";
+import { describeBackend } from "../../src/backend/testing/conformance.js";
+import { hasCode, isNotFound, type ErrorCode } from "../../src/core/errors.js";
+import { PackWriter } from "../../src/repository/pack-writer.js";
+import { RepoLock } from "../../src/repository/lock.js";
+import { Repository } from "../../src/repository/repository.js";
+import { isImmutable } from "../../src/vault/immutable.js";
+import { startVaultServer, type VaultServer, type VaultServerOptions } from "../../src/vault/server.js";
+import { parseListen } from "../../src/vault/serve-command.js";
+import { addToken, generateToken, hashToken, loadTokens, type VaultToken } from "../../src/vault/tokens.js";
+
+const isRoot = process.getuid?.() === 0;
+const WEAK_KDF = { N: 2 ** 10, r: 8, p: 1 };
+
+interface Vault {
+  readonly dir: string;
+  readonly repoDir: string;
+  readonly server: VaultServer;
+  readonly admin: string;
+  readonly appendOnly: string;
+  readonly logs: string[];
+  stop(): Promise<void>;
+}
+
+async function startVault(options: Partial<VaultServerOptions> = {}): Promise<Vault> {
+  const dir = await mkdtemp(join(tmpdir(), "bulwark-rest-"));
+  const repoDir = join(dir, "repo");
+  const admin = generateToken();
+  const appendOnly = generateToken();
+  const tokens: VaultToken[] = [
+    { name: "ops", sha256: hashToken(admin), role: "admin" },
+    { name: "web1", sha256: hashToken(appendOnly), role: "append-only" },
+  ];
+  const logs: string[] = [];
+  const server = await startVaultServer({
+    path: repoDir,
+    init: true,
+    port: 0,
+    tokens,
+    logger: { info: (l) => logs.push(l), warn: (l) => logs.push(`warning: ${l}`) },
+    ...options,
+  });
+  return {
+    dir,
+    repoDir,
+    server,
+    admin,
+    appendOnly,
+    logs,
+    stop: async () => {
+      await server.close();
+      await removeDir(dir);
+    },
+  };
+}
+
+/** Immutable files survive `rm -rf`, even as root: clear the flag first. */
+async function removeDir(dir: string): Promise<void> {
+  if (isRoot) {
+    try {
+      execFileSync("chattr", ["-R", "-i", dir], { stdio: "ignore" });
+    } catch {
+      // no chattr, or a file system without the flag: nothing was made immutable
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+async function expectCode(promise: Promise<unknown>, code: ErrorCode): Promise<Error> {
+  const err: unknown = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}, but it succeeded`).toBeInstanceOf(Error);
+  expect(hasCode(err, code), `expected ${code}, got ${String(err)}`).toBe(true);
+  return err as Error;
+}
+
+const hex = (): string => randomBytes(32).toString("hex");
+
+describeBackend("rest (vault server, admin token)", async () => {
+  const vault = await startVault();
+  const backend = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+  return { backend, cleanup: () => vault.stop() };
+});
+
+describe("vault server and rest backend", () => {
+  let vault: Vault;
+  let admin: RestBackend;
+  let appendOnly: RestBackend;
+
+  beforeEach(async () => {
+    vault = await startVault();
+    admin = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+    appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+  });
+
+  afterEach(async () => {
+    await admin.close();
+    await appendOnly.close();
+    await vault.stop();
+  });
+
+  it("an append-only token creates and reads files, but may not replace or delete them", async () => {
+    const originals = new Map<FileHandle, Buffer>();
+    for (const type of ["pack", "index", "snapshot", "key", "config"] as const) {
+      const h: FileHandle = { type, name: type === "config" ? "" : hex() };
+      const data = randomBytes(1000);
+      await appendOnly.save(h, bufferSource(data));
+      originals.set(h, data);
+      expect((await appendOnly.load(h)).equals(data)).toBe(true);
+
+      const replace = await expectCode(appendOnly.save(h, bufferSource(randomBytes(10))), "RETENTION_LOCKED");
+      expect(replace.message).toContain("refused by the vault (append-only)");
+      await expectCode(appendOnly.remove(h), "RETENTION_LOCKED");
+      // ifAbsent keeps its meaning: the file exists.
+      await expectCode(
+        appendOnly.save(h, bufferSource(randomBytes(10)), { ifAbsent: true }),
+        "ALREADY_EXISTS",
+      );
+    }
+    for (const [h, data] of originals) {
+      expect((await admin.load(h)).equals(data), h.type).toBe(true);
+    }
+    expect(vault.logs.some((l) => l.includes("403") && l.includes("token=web1"))).toBe(true);
+  });
+
+  it("an append-only token replaces and deletes lock files", async () => {
+    const h: FileHandle = { type: "lock", name: hex() };
+    await appendOnly.save(h, bufferSource(randomBytes(100)));
+    const replacement = randomBytes(50);
+    await appendOnly.save(h, bufferSource(replacement));
+    expect((await appendOnly.load(h)).equals(replacement)).toBe(true);
+    await appendOnly.remove(h);
+    await expectCode(appendOnly.stat(h), "NOT_FOUND");
+  });
+
+  it("an admin token deletes and replaces what append-only may not", async () => {
+    const h: FileHandle = { type: "snapshot", name: hex() };
+    await appendOnly.save(h, bufferSource(randomBytes(100)));
+    const replacement = randomBytes(70);
+    await admin.save(h, bufferSource(replacement));
+    expect((await appendOnly.load(h)).equals(replacement)).toBe(true);
+    await admin.remove(h);
+    await expectCode(appendOnly.stat(h), "NOT_FOUND");
+  });
+
+  it.skipIf(!isRoot)(
+    "as root, stored files except locks are immutable until an admin deletes them",
+    async () => {
+      expect(vault.server.immutable).toBe(true);
+      const pack: FileHandle = { type: "pack", name: hex() };
+      const lock: FileHandle = { type: "lock", name: hex() };
+      await appendOnly.save(pack, bufferSource(randomBytes(100)));
+      await appendOnly.save(lock, bufferSource(randomBytes(100)));
+      const packPath = join(vault.repoDir, "data", pack.name.slice(0, 2), pack.name);
+      expect(await isImmutable(packPath)).toBe(true);
+      expect(await isImmutable(join(vault.repoDir, "locks", lock.name))).toBe(false);
+      // Not even root can remove it behind the vault's back.
+      await expect(unlink(packPath)).rejects.toThrow(/EPERM|operation not permitted/i);
+      // An admin replace keeps the new file immutable.
+      await admin.save(pack, bufferSource(randomBytes(30)));
+      expect(await isImmutable(packPath)).toBe(true);
+      expect((await stat(packPath)).size).toBe(30);
+      await admin.remove(pack);
+      await expectCode(admin.stat(pack), "NOT_FOUND");
+    },
+  );
+
+  it("a wrong or missing token is AUTH, and no message or log line shows a token", async () => {
+    const wrong = generateToken();
+    const err = await expectCode(openRestBackend(`rest:${vault.server.url}`, { token: wrong }), "AUTH");
+    expect(err.message).toContain(vault.server.url);
+    expect(err.message).not.toContain(wrong);
+    const unchecked = new RestBackend(`rest:${vault.server.url}`, { token: wrong });
+    await expectCode(unchecked.save({ type: "pack", name: hex() }, bufferSource(randomBytes(10))), "AUTH");
+    await expectCode(collect(unchecked.list("pack")), "AUTH");
+    await unchecked.close();
+    expect(() => new RestBackend(`rest:${vault.server.url}`, { env: {} })).toThrow(/BULWARK_REST_TOKEN/);
+    const fromEnv = await openRestBackend(`rest:${vault.server.url}`, {
+      env: { BULWARK_REST_TOKEN: vault.appendOnly },
+    });
+    await fromEnv.close();
+    for (const line of vault.logs) {
+      for (const secret of [wrong, vault.admin, vault.appendOnly]) expect(line).not.toContain(secret);
+    }
+  });
+
+  it("an unreachable vault is TRANSIENT and named, without the token", async () => {
+    const url = vault.server.url;
+    await vault.server.close();
+    const err = await expectCode(openRestBackend(`rest:${url}`, { token: vault.admin }), "TRANSIENT");
+    expect(err.message).toContain(`rest:${url}`);
+    expect(err.message).not.toContain(vault.admin);
+  });
+
+  it("refuses a body whose digest does not match, and stores nothing", async () => {
+    const name = hex();
+    const body = randomBytes(5000);
+    const status = await rawPost(vault.server.url, `data/${name}`, vault.admin, body, {
+      "x-content-sha256": createHash("sha256").update("something else").digest("hex"),
+    });
+    expect(status).toBe(400);
+    await expectCode(admin.stat({ type: "pack", name }), "NOT_FOUND");
+    const missing = await rawPost(vault.server.url, `data/${name}`, vault.admin, body, {});
+    expect(missing).toBe(400);
+    const good = await rawPost(vault.server.url, `data/${name}`, vault.admin, body, {
+      "x-content-sha256": createHash("sha256").update(body).digest("hex"),
+    });
+    expect(good).toBe(200);
+    expect((await admin.load({ type: "pack", name })).equals(body)).toBe(true);
+  });
+
+  it("refuses a body over the size limit", async () => {
+    const small = await startVault({ maxBodyBytes: 1024 });
+    const backend = await openRestBackend(`rest:${small.server.url}`, { token: small.admin });
+    try {
+      const h: FileHandle = { type: "pack", name: hex() };
+      const err = await expectCode(backend.save(h, bufferSource(randomBytes(4096))), "IO");
+      expect(err.message).toContain("larger than the vault accepts");
+      await backend.save(h, bufferSource(randomBytes(1024)));
+      expect((await backend.stat(h)).size).toBe(1024);
+    } finally {
+      await backend.close();
+      await small.stop();
+    }
+  });
+
+  it("answers only the routes of the protocol", async () => {
+    const url = vault.server.url;
+    expect(await rawGet(url, "config", vault.admin)).toBe(404);
+    expect(await rawGet(url, "nothing/", vault.admin)).toBe(404);
+    expect(await rawGet(url, "data/../../etc/passwd", vault.admin)).toBe(404);
+    expect(await rawGet(url, `data/${hex().toUpperCase()}`, vault.admin)).toBe(400);
+    expect(await rawGet(url, "keys/", undefined)).toBe(401);
+    expect(await rawGet(url, "keys/", vault.appendOnly)).toBe(200);
+  });
+
+  it("round-trips a repository with an append-only token: init, packs, index, locks, reopen", async () => {
+    const repo = await Repository.init(appendOnly, "vault password", { kdf: WEAK_KDF, packSize: 64 * 1024 });
+    const lock = await RepoLock.acquire(repo, false);
+    const writer = new PackWriter(repo);
+    const blobs = new Map<string, Buffer>();
+    for (let i = 0; i < 40; i++) {
+      const data = randomBytes(1000 + i * 997);
+      blobs.set(await writer.addPlain("data", data), data);
+    }
+    await writer.flush();
+    await repo.saveDocument("index", { version: 1, packs: writer.takeNewPacks() });
+    await lock.release(); // deleting a lock is what append-only allows
+    expect(await collect(appendOnly.list("lock"))).toEqual([]);
+
+    const reader = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+    try {
+      const reopened = await Repository.open(reader, "vault password");
+      await reopened.loadIndex();
+      for (const [id, data] of blobs) expect((await reopened.loadBlob(id)).equals(data)).toBe(true);
+      const [someIndex] = await reopened.listNames("index");
+      await expectCode(reader.remove({ type: "index", name: someIndex ?? "" }), "RETENTION_LOCKED");
+    } finally {
+      await reader.close();
+    }
+  });
+});
+
+describe("vault tokens", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "bulwark-tokens-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("token add stores only a hash, in a 0600 file, and refuses a repeated name", async () => {
+    const file = join(dir, "tokens.json");
+    const token = await addToken(file, "web1", "append-only");
+    const text = await readFile(file, "utf8");
+    expect(text).not.toContain(token);
+    expect(await loadTokens(file)).toEqual([{ name: "web1", sha256: hashToken(token), role: "append-only" }]);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    await expect(addToken(file, "web1", "admin")).rejects.toSatisfy((e) => hasCode(e, "ALREADY_EXISTS"));
+    await addToken(file, "ops", "admin");
+    expect((await loadTokens(file)).map((t) => t.role)).toEqual(["append-only", "admin"]);
+  });
+
+  it("a vault started from a tokens file accepts its tokens", async () => {
+    const file = join(dir, "served.json");
+    const token = await addToken(file, "web2", "append-only");
+    const vault = await startVault({ tokens: file });
+    try {
+      const backend = await openRestBackend(`rest:${vault.server.url}`, { token });
+      await backend.save({ type: "key", name: hex() }, bufferSource(randomBytes(10)));
+      await backend.close();
+    } finally {
+      await vault.stop();
+    }
+  });
+
+  it("rejects malformed tokens files naming the entry", async () => {
+    const { parseTokens } = await import("../../src/vault/tokens.js");
+    expect(() => parseTokens([{ name: "a", sha256: "xyz", role: "admin" }], "t.json")).toThrow(/entry 0/);
+    expect(() => parseTokens([{ name: "a", sha256: "a".repeat(64), role: "root" }], "t.json")).toThrow(
+      /role/,
+    );
+    expect(() => parseTokens({}, "t.json")).toThrow(/array/);
+  });
+
+  it("parses listen addresses", () => {
+    expect(parseListen("127.0.0.1:8000")).toEqual({ host: "127.0.0.1", port: 8000 });
+    expect(parseListen("[::1]:9")).toEqual({ host: "::1", port: 9 });
+    expect(parseListen("8000")).toEqual({ host: "127.0.0.1", port: 8000 });
+    expect(() => parseListen("host")).toThrow(/HOST:PORT/);
+  });
+
+  it("NOT_FOUND is what a missing file gives through the predicates", async () => {
+    const vault = await startVault();
+    const backend = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+    try {
+      const err: unknown = await backend.load({ type: "index", name: hex() }).catch((e: unknown) => e);
+      expect(isNotFound(err)).toBe(true);
+    } finally {
+      await backend.close();
+      await vault.stop();
+    }
+  });
+});
+
+async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const items: T[] = [];
+  for await (const item of iterable) items.push(item);
+  return items;
+}
+
+function rawPost(
+  base: string,
+  path: string,
+  token: string,
+  body: Buffer,
+  headers: Record<string, string>,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(new URL(path, base), {
+      method: "POST",
+      headers: { ...headers, Authorization: `Bearer ${token}`, "Content-Length": body.length },
+    });
+    req.on("response", (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+function rawGet(base: string, path: string, token: string | undefined): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${base}${path}`, {
+      headers: token === undefined ? {} : { Authorization: `Bearer ${token}` },
+    });
+    req.on("response", (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
