@@ -3,7 +3,7 @@
  * Commands stay thin: parse options, call the library, render the result.
  */
 import type { Backend } from "../backend/backend.js";
-import { LocalBackend } from "../backend/local/local-backend.js";
+import { openBackendAt } from "../backend/registry.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
 import { RepoLock } from "../repository/lock.js";
 import { Repository } from "../repository/repository.js";
@@ -63,19 +63,9 @@ export function repositoryLocation(opts: GlobalOptions): string {
   return location;
 }
 
-/** Parses a location: a path, or `local:PATH`. Remote backends are added here as they land. */
-export async function openBackend(location: string, create: boolean): Promise<Backend> {
-  const scheme = /^([a-z0-9]+):(.*)$/.exec(location);
-  let path = location;
-  if (scheme && scheme[1] !== undefined && scheme[1].length > 1) {
-    if (scheme[1] !== "local") {
-      throw new BulwarkError("USAGE", `unknown repository type ${JSON.stringify(scheme[1])} in ${location}`, {
-        hint: "use a path or local:PATH",
-      });
-    }
-    path = scheme[2] ?? "";
-  }
-  return create ? LocalBackend.create(path) : LocalBackend.open(path);
+/** Opens the backend of a location (see src/backend/registry.ts for the schemes). */
+export function openBackend(location: string, create: boolean): Promise<Backend> {
+  return openBackendAt(location, { create });
 }
 
 export async function getPassword(

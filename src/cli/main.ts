@@ -12,6 +12,7 @@ import { registerKey } from "./commands/key.js";
 import { registerRestore } from "./commands/restore.js";
 import { registerSnapshotCommands } from "./commands/snapshots.js";
 import { registerUnlock } from "./commands/unlock.js";
+import { registerServeRepo } from "../vault/serve-command.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
@@ -21,7 +22,10 @@ program
   .name("bulwark")
   .description("Encrypted, deduplicating backups that prove the 3-2-1-1-0 rule holds.")
   .version("0.1.0")
-  .option("-r, --repo <location>", "repository location: a path or local:PATH (env BULWARK_REPOSITORY)")
+  .option(
+    "-r, --repo <location>",
+    "repository: PATH, sftp:user@host/path, s3:https://host/bucket/prefix or rest:https://host:port/ (env BULWARK_REPOSITORY)",
+  )
   .option(
     "-p, --password-file <file>",
     "read the repository password from a file (env BULWARK_PASSWORD_FILE, BULWARK_PASSWORD)",
@@ -61,6 +65,7 @@ registerCheck(program, globals);
 registerForget(program, globals);
 registerKey(program, globals);
 registerUnlock(program, globals);
+registerServeRepo(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
 
