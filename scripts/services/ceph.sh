@@ -37,9 +37,14 @@ die() {
   exit 1
 }
 
+# Alive and not a zombie: daemons are reparented to PID 1, which may reap them late.
+running() {
+  kill -0 "$1" 2>/dev/null && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat" 2>/dev/null
+}
+
 pid_alive() {
   local f="$D/run/$1.pid"
-  [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+  [ -f "$f" ] && running "$(cat "$f")"
 }
 
 rgw_answers() {
@@ -59,17 +64,24 @@ EOF
 }
 
 stop() {
+  # Graceful shutdown takes 2-3 s per daemon. A memstore cluster keeps nothing worth it (its data is in
+  # RAM and goes anyway), so it gets KILL; bluestore gets TERM to all three at once, then KILL stragglers.
+  local signal=TERM
+  grep -q '^osd_objectstore = memstore' "$D/ceph.conf" 2>/dev/null && signal=KILL
+  local pids=()
   for n in "${DAEMONS[@]}"; do
     local f="$D/run/$n.pid"
     [ -f "$f" ] || continue
     local p
     p=$(cat "$f")
-    kill "$p" 2>/dev/null || continue
+    kill -s "$signal" "$p" 2>/dev/null && pids+=("$p")
+  done
+  for p in "${pids[@]}"; do
     for _ in $(seq 1 50); do
-      kill -0 "$p" 2>/dev/null || break
+      running "$p" || break
       sleep 0.1
     done
-    if kill -0 "$p" 2>/dev/null; then kill -9 "$p" 2>/dev/null || true; fi
+    if running "$p"; then kill -9 "$p" 2>/dev/null || true; fi
   done
 }
 

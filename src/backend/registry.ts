@@ -43,6 +43,8 @@ export async function openBackendAt(location: string, options: OpenBackendOption
       );
     }
     case "s3": {
+      // The SDK version is pinned for Node 20 on purpose; its notice about later versions is not for our users.
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
       const { openS3Backend } = await import("./s3/s3-backend.js");
       const immutability = parseImmutability(env.BULWARK_S3_IMMUTABLE);
       return withRetry(await openS3Backend(location, immutability ? { immutability } : {}));

@@ -5,7 +5,9 @@
  * the throughput of a 256 MiB object.
  *
  * With S3_ENDPOINT (and AWS_* credentials) set, that server is used instead of starting Ceph. When Ceph
- * cannot be started the tests are skipped with the reason, except under CI=true, where that fails.
+ * cannot be started the tests are skipped with the reason, except under CI=true, where that fails. A
+ * cluster this run started is stopped at the end (BULWARK_KEEP_SERVICES=1 keeps it for the next run); one
+ * that was already running is reused and left running.
  */
 
 import { execFile } from "node:child_process";
@@ -42,12 +44,14 @@ const weakKdf = { N: 1024, r: 8, p: 1 };
 let endpoint = "";
 let unavailable: string | undefined;
 let admin: S3Client | undefined;
+/** Whether this run started the cluster (then it stops it, unless BULWARK_KEEP_SERVICES=1). */
+let startedHere = false;
 const createdBuckets = new Set<string>();
 
 /** Starts Ceph (unless S3_ENDPOINT is set) and copies its export lines into process.env. */
 async function startService(): Promise<void> {
   if ((process.env.S3_ENDPOINT ?? "") === "") {
-    const { stdout } = await promisify(execFile)("bash", [CEPH_SCRIPT, "up"], {
+    const { stdout, stderr } = await promisify(execFile)("bash", [CEPH_SCRIPT, "up"], {
       timeout: 280_000,
       maxBuffer: 16 * MiB,
     });
@@ -55,6 +59,7 @@ async function startService(): Promise<void> {
       const match = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
       if (match?.[1] !== undefined && match[2] !== undefined) process.env[match[1]] = match[2];
     }
+    startedHere = !stderr.includes("already running");
   }
   endpoint = process.env.S3_ENDPOINT ?? "";
   if (endpoint === "") throw new Error("ceph.sh up printed no S3_ENDPOINT");
@@ -188,6 +193,9 @@ describe("S3Backend on Ceph RadosGW", () => {
   afterAll(async () => {
     for (const bucket of [...createdBuckets]) await deleteBucket(bucket).catch(() => undefined);
     admin?.destroy();
+    if (startedHere && process.env.BULWARK_KEEP_SERVICES !== "1") {
+      await promisify(execFile)("bash", [CEPH_SCRIPT, "down"], { timeout: 60_000 });
+    }
   }, 120_000);
 
   beforeEach((ctx) => {
@@ -621,6 +629,33 @@ describe("S3Backend on Ceph RadosGW", () => {
     });
   });
 
+  it("a Repository round trip: init, pack blobs, index, reopen, load", async () => {
+    const bucket = await createBucket(false);
+    const location = locationOf(bucket, "backups/host1");
+    const blobs = Array.from({ length: 30 }, (_, i) => randomBytes(5000 + i * 100));
+    const ids: string[] = [];
+    const backend = await openS3Backend(location, {});
+    try {
+      const repo = await Repository.init(backend, "pw", { kdf: weakKdf, packSize: 32 * 1024 });
+      const writer = new PackWriter(repo);
+      for (const b of blobs) ids.push(await writer.addPlain("data", b));
+      await writer.flush();
+      await repo.saveDocument("index", { version: 1, packs: writer.takeNewPacks() });
+      expectCode(await errorOf(Repository.init(backend, "pw", { kdf: weakKdf })), "ALREADY_EXISTS");
+    } finally {
+      await backend.close();
+    }
+    const reopened = await openS3Backend(location, {});
+    try {
+      const repo = await Repository.open(reopened, "pw");
+      expect((await repo.loadIndex()).damaged).toEqual([]);
+      for (const [i, id] of ids.entries()) expect((await repo.loadBlob(id)).equals(blobs[i]!)).toBe(true);
+      expect((await listNames(reopened, "pack")).length).toBeGreaterThan(1);
+    } finally {
+      await reopened.close();
+    }
+  });
+
   it("throughput of a 256 MiB object (save with multipart, then openRead)", async () => {
     const bucket = await createBucket(false);
     const backend = await openS3Backend(locationOf(bucket), {});
@@ -645,4 +680,39 @@ describe("S3Backend on Ceph RadosGW", () => {
       await backend.close();
     }
   }, 600_000);
+});
+
+describe("S3 error classification (no server needed)", () => {
+  const target = "s3:http://example.invalid/b/p";
+  const sdkError = (name: string, status: number | undefined, message = "UnknownError", extra = {}) =>
+    Object.assign(new Error(message), { name, $metadata: { httpStatusCode: status }, ...extra });
+  const cases: [string, unknown, ErrorCode][] = [
+    ["NoSuchKey", sdkError("NoSuchKey", 404), "NOT_FOUND"],
+    ["HEAD 404", sdkError("NotFound", 404), "NOT_FOUND"],
+    ["NoSuchBucket", sdkError("NoSuchBucket", 404), "NO_REPOSITORY"],
+    ["object lock", sdkError("AccessDenied", 403, "forbidden by object lock"), "RETENTION_LOCKED"],
+    [
+      "shorten",
+      sdkError("AccessDenied", 403, "proposed retain-until date shortens an existing retention period"),
+      "RETENTION_LOCKED",
+    ],
+    ["AccessDenied", sdkError("AccessDenied", 403), "AUTH"],
+    ["InvalidAccessKeyId", sdkError("InvalidAccessKeyId", 403), "AUTH"],
+    ["SignatureDoesNotMatch", sdkError("SignatureDoesNotMatch", 403), "AUTH"],
+    ["HEAD 403", sdkError("Unknown", 403), "AUTH"],
+    ["SlowDown", sdkError("SlowDown", 503), "TRANSIENT"],
+    ["InternalError", sdkError("InternalError", 500), "TRANSIENT"],
+    ["502", sdkError("Unknown", 502), "TRANSIENT"],
+    ["BadDigest", sdkError("BadDigest", 400), "TRANSIENT"],
+    ["ECONNRESET", Object.assign(new Error("socket hang up"), { code: "ECONNRESET" }), "TRANSIENT"],
+    ["AbortError", sdkError("AbortError", undefined), "CANCELLED"],
+    ["other", sdkError("InvalidArgument", 400), "IO"],
+  ];
+  for (const [label, err, code] of cases) {
+    it(`${label} -> ${code}`, () => {
+      const classified = s3Error(err, "read", "pack/ab", target, "b");
+      expectCode(classified, code);
+      expect((classified as Error).message).toContain(code === "NO_REPOSITORY" ? '"b"' : target);
+    });
+  }
 });

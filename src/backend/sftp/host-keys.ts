@@ -91,6 +91,33 @@ export function verifyHostKey(
   return { ok: false, reason: "unknown" };
 }
 
+/**
+ * The host-key algorithms for the key types known_hosts holds for a host. Offering these
+ * first makes the server present a key we can check, as ssh does (a server with ed25519 and RSA keys, known
+ * here by its RSA key, would otherwise present ed25519 and look unknown).
+ */
+export function knownKeyAlgorithms(entries: readonly KnownHostEntry[], host: string, port: number): string[] {
+  const name = knownHostsName(host, port);
+  const types = new Set(
+    entries.filter((e) => e.marker === "" && hostMatches(e.patterns, name)).map((e) => keyTypeOf(e.key)),
+  );
+  const algorithms = [...types].flatMap((type) =>
+    type === "ssh-rsa" ? ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] : [type],
+  );
+  return algorithms.filter((a) => SSH2_HOST_KEY_ALGORITHMS.includes(a));
+}
+
+/** The host-key algorithms ssh2 1.x supports; naming another one makes it throw. */
+export const SSH2_HOST_KEY_ALGORITHMS: readonly string[] = [
+  "ssh-ed25519",
+  "ecdsa-sha2-nistp256",
+  "ecdsa-sha2-nistp384",
+  "ecdsa-sha2-nistp521",
+  "rsa-sha2-512",
+  "rsa-sha2-256",
+  "ssh-rsa",
+];
+
 function hostMatches(patterns: readonly string[], name: string): boolean {
   let matched = false;
   for (const pattern of patterns) {

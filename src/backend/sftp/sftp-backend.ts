@@ -408,6 +408,45 @@ export class SftpBackend implements Backend {
     });
   }
 
+  /**
+   * Deletes `.tmp-*` files that interrupted saves left behind, if not modified for `olderThanMs` (as
+   * LocalBackend's removeStaleTempFiles: a live writer touches its temp file with every piece, so a generous
+   * age keeps this from pulling a file from under a slow but healthy save). Returns how many it removed.
+   */
+  async removeStaleTempFiles(olderThanMs: number): Promise<number> {
+    const directories = [
+      this.root,
+      ...Object.values(TYPE_DIRECTORIES).map((sub) => posix.join(this.root, sub)),
+      ...PACK_PREFIXES.map((prefix) => posix.join(this.root, "data", prefix)),
+    ];
+    // SFTP times are whole seconds.
+    const cutoffSeconds = (Date.now() - olderThanMs) / 1000;
+    let removed = 0;
+    await forEachLimit(directories, this.capabilities.connections, async (directory) => {
+      let entries: { filename: string; attrs: Stats }[];
+      try {
+        entries = await this.withChannel((ch) =>
+          call<{ filename: string; attrs: Stats }[]>(ch, (cb) => ch.sftp.readdir(directory, cb)),
+        );
+      } catch (err) {
+        if (sftpStatus(err) === SSH_FX.NO_SUCH_FILE) return;
+        throw this.classify(err, "list", posix.relative(this.root, directory) || ".");
+      }
+      for (const e of entries) {
+        if (!e.filename.startsWith(TEMP_PREFIX) || e.attrs.mtime > cutoffSeconds) continue;
+        const path = posix.join(directory, e.filename);
+        try {
+          await this.withChannel((ch) => call(ch, (cb) => ch.sftp.unlink(path, cb)));
+          removed++;
+        } catch (err) {
+          // Gone already: its writer finished or another cleaner got there first.
+          if (sftpStatus(err) !== SSH_FX.NO_SUCH_FILE) throw this.classify(err, "remove", path);
+        }
+      }
+    });
+    return removed;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     await this.connection.close();

@@ -21,6 +21,7 @@ import {
   fingerprintOf,
   keyTypeOf,
   knownHostsName,
+  knownKeyAlgorithms,
   verifyHostKey,
   type HostKeyVerdict,
   type KnownHostEntry,
@@ -216,6 +217,11 @@ export class SftpConnection {
       },
     };
     if (p.passphrase !== undefined) config.passphrase = p.passphrase;
+    const known = p.pinnedFingerprint === undefined ? knownKeyAlgorithms(p.knownHosts, p.host, p.port) : [];
+    if (known.length > 0) {
+      // Offered first (removed, then prepended: ssh2's prepend alone does not move a listed algorithm).
+      config.algorithms = { serverHostKey: { remove: known, prepend: known } } as ConnectConfig["algorithms"];
+    }
 
     return new Promise<Session>((resolve, reject) => {
       let settled = false;
@@ -298,7 +304,7 @@ export class SftpConnection {
           {
             hint:
               `if ${fingerprintOf(key)} is the server's key (on the server: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), ` +
-              `pin it with the host key fingerprint option ("${fingerprintOf(key)}") or add it to known_hosts: ${keyscan}`,
+              `pin it (hostKeyFingerprint "${fingerprintOf(key)}") or add it to known_hosts: ${keyscan}`,
           },
         );
       case "mismatch":
