@@ -94,8 +94,28 @@ run_step() {
 run_step "npm run typecheck" npm run typecheck
 run_step "npm run lint" npm run lint
 
+# 4. the real servers the tests run against, on 127.0.0.1: started once here (each script installs its Debian
+# packages when they are missing) and stopped on exit. A test file run on its own starts what it needs itself.
+started_services=()
+stop_services() {
+  for svc in "${started_services[@]}"; do bash "scripts/services/$svc.sh" down >/dev/null 2>&1 || true; done
+}
+for svc in ${BULWARK_TEST_SERVICES-ceph sshd postgres}; do
+  [ -f "scripts/services/$svc.sh" ] || continue
+  log "starting test service: $svc"
+  if exports=$(bash "scripts/services/$svc.sh" up); then
+    eval "$exports"
+    started_services+=("$svc")
+  elif [ "${CI:-}" = true ]; then
+    stop_services
+    die "the $svc test service did not start (see above): under CI the tests that need it would test nothing"
+  else
+    printf 'test.sh: %s did not start; the tests that need it will start it themselves or skip\n' "$svc" >&2
+  fi
+done
+
 report=$(mktemp "${TMPDIR:-/tmp}/bulwark-vitest.XXXXXX.json")
-trap 'rm -f "$report"' EXIT
+trap 'rm -f "$report"; stop_services' EXIT
 run_step "npx vitest run" npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@"
 
 # Skipped and failed tests by name: a skip is a decision someone should be able to see.
