@@ -13,6 +13,7 @@ import { registerRestore } from "./commands/restore.js";
 import { registerSnapshotCommands } from "./commands/snapshots.js";
 import { registerUnlock } from "./commands/unlock.js";
 import { registerServeRepo } from "../vault/serve-command.js";
+import { registerRetention } from "./commands/retention.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
@@ -65,6 +66,7 @@ registerCheck(program, globals);
 registerForget(program, globals);
 registerKey(program, globals);
 registerUnlock(program, globals);
+registerRetention(program, globals);
 registerServeRepo(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();

@@ -11,7 +11,7 @@
  * A crash before 4 leaves new packs unindexed (warned by check, removed by the next prune); a crash in 4 or
  * 5 leaves a complete index of existing packs. Every earlier snapshot stays restorable at every step.
  */
-import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
+import { BulwarkError, errorMessage, hasCode, isNotFound } from "../core/errors.js";
 import { loadAllSnapshots } from "../snapshot/snapshot.js";
 import { loadTree } from "../snapshot/walker.js";
 import type { IndexFile } from "./master-index.js";
@@ -26,6 +26,8 @@ export interface PruneOptions {
   /** Repack a partly used pack when at least this fraction of its bytes is unused. */
   repackThreshold?: number;
   reporter?: { phase?(message: string): void };
+  /** The clock retention is judged by (tests inject one). */
+  now?: () => number;
 }
 
 export interface PrunePlan {
@@ -42,17 +44,24 @@ export interface PruneResult extends PrunePlan {
   indexFilesWritten: number;
   indexFilesRemoved: number;
   packsWritten: number;
+  /**
+   * Files left in place because the target still holds them under retention (Object Lock, a vault): they
+   * are freed by a later prune once their locks expire.
+   */
+  locked: { file: string; until?: string }[];
 }
 
 const INDEX_FILE_MAX_BLOBS = 50_000;
 
 export async function prune(repo: Repository, options: PruneOptions = {}): Promise<PruneResult> {
   const threshold = options.repackThreshold ?? 0.2;
+  const now = options.now ?? Date.now;
   const phase = (m: string): void => options.reporter?.phase?.(m);
 
   phase("reading index files");
   const indexNames = await repo.listNames("index");
   const packs = new Map<string, PackedBlob[]>();
+  const packsOfIndex = new Map<string, string[]>();
   await forEachLimit(indexNames, 8, async (name) => {
     const file = await repo.loadDocument<IndexFile>("index", name).catch((err: unknown) => {
       throw new BulwarkError(
@@ -64,6 +73,10 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
       );
     });
     for (const p of file.packs) packs.set(p.id, p.blobs);
+    packsOfIndex.set(
+      name,
+      file.packs.map((p) => p.id),
+    );
     repo.index.addFile(file);
   });
   const stored = new Map<string, number>();
@@ -150,7 +163,13 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
       plan.bytesFreed += size;
     }
   }
-  const result: PruneResult = { ...plan, indexFilesWritten: 0, indexFilesRemoved: 0, packsWritten: 0 };
+  const result: PruneResult = {
+    ...plan,
+    indexFilesWritten: 0,
+    indexFilesRemoved: 0,
+    packsWritten: 0,
+    locked: [],
+  };
   if (options.dryRun) return result;
   const nothingToDo =
     plan.packsToDelete.length === 0 && plan.packsToRepack.length === 0 && plan.unreferencedPacks.length === 0;
@@ -210,21 +229,52 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     if (batchBlobs >= INDEX_FILE_MAX_BLOBS) await writeBatch();
   }
   await writeBatch();
+  // An old index file the target will not let go of still names its packs: those packs must stay too, or
+  // the repository would index data that is gone.
+  const stillIndexed = new Set<string>();
   for (const name of indexNames) {
-    await removeIfPresent(repo, "index", name);
-    result.indexFilesRemoved++;
+    if (await removeUnlessLocked(repo, "index", name, result, now)) result.indexFilesRemoved++;
+    else for (const pack of packsOfIndex.get(name) ?? []) stillIndexed.add(pack);
   }
 
   phase("deleting unused packs");
-  const toDelete = [...plan.packsToDelete, ...plan.packsToRepack, ...plan.unreferencedPacks];
-  await forEachLimit(toDelete, 8, (pack) => removeIfPresent(repo, "pack", pack));
+  const toDelete = [...plan.packsToDelete, ...plan.packsToRepack, ...plan.unreferencedPacks].filter(
+    (pack) => !stillIndexed.has(pack),
+  );
+  await forEachLimit(toDelete, 8, async (pack) => {
+    await removeUnlessLocked(repo, "pack", pack, result, now);
+  });
+  result.locked.sort((a, b) => (a.file < b.file ? -1 : 1));
   return result;
 }
 
-async function removeIfPresent(repo: Repository, type: "index" | "pack", name: string): Promise<void> {
+/**
+ * Removes a file unless the target holds it under retention: prune never tries to delete a locked object
+ * (on S3 that would only add a delete marker or an error); it reports it instead. Returns whether removed.
+ */
+async function removeUnlessLocked(
+  repo: Repository,
+  type: "index" | "pack",
+  name: string,
+  result: PruneResult,
+  now: () => number,
+): Promise<boolean> {
+  const file = `${type}/${name.slice(0, 12)}`;
+  const h = { type, name };
   try {
-    await repo.backend.remove({ type, name });
+    const retention = await repo.backend.getRetention?.(h);
+    if (retention && retention.until.getTime() > now()) {
+      result.locked.push({ file, until: retention.until.toISOString() });
+      return false;
+    }
+    await repo.backend.remove(h);
+    return true;
   } catch (err) {
-    if (!isNotFound(err)) throw err;
+    if (isNotFound(err)) return true;
+    if (hasCode(err, "RETENTION_LOCKED")) {
+      result.locked.push({ file });
+      return false;
+    }
+    throw err;
   }
 }

@@ -219,5 +219,20 @@ describe("CLI against S3 with Object Lock (s3:)", () => {
     expect(forget.stderr).toMatch(/retention|lock/i);
     const still = await repo.json<{ id: string }[]>(["snapshots"], { env });
     expect(still.map((s) => s.id)).toContain(first.snapshot);
+
+    // Retention follows the data: everything kept snapshots need is extended to the new period.
+    type Report = { checked: number; drift: unknown[]; extended: number; errors: unknown[] };
+    const drift = await repo.json<Report>(["retention", "--days", "2", "--mode", "governance", "--dry-run"], {
+      env,
+    });
+    expect(drift.checked).toBeGreaterThan(3);
+    expect(drift.drift.length).toBe(drift.checked);
+    const extended = await repo.json<Report>(["retention", "--days", "2", "--mode", "governance"], { env });
+    expect(extended.extended).toBe(drift.drift.length);
+    expect(extended.errors).toEqual([]);
+    const settled = await repo.json<Report>(["retention", "--days", "2", "--mode", "governance", "--dry-run"], {
+      env,
+    });
+    expect(settled.drift).toEqual([]);
   });
 });

@@ -225,5 +225,16 @@ async function runPrune(
   out.info(
     `${verb} delete ${formatCount(result.packsToDelete.length + result.unreferencedPacks.length)} packs and repack ${formatCount(result.packsToRepack.length)}, freeing ${formatBytes(result.bytesFreed)}; ${formatCount(result.packsKept)} packs kept`,
   );
+  if (result.locked.length > 0) {
+    const until = result.locked
+      .map((l) => l.until)
+      .filter((u): u is string => u !== undefined)
+      .sort()
+      .at(-1);
+    out.info(
+      `${formatCount(result.locked.length)} files are under retention on ${repo.backend.location} and were left in place` +
+        (until ? `; they can be freed by a prune after ${until}` : ""),
+    );
+  }
   return result;
 }
