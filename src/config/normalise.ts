@@ -1,0 +1,177 @@
+/**
+ * Normalisation: the written config (shapes already checked by the schema) becomes the resolved config the
+ * core sees. Defaults are filled in, rule presets expanded into counts, durations parsed, retention options
+ * mapped onto `forget`'s policy and checked by the same code `forget` uses. Problems are diagnostics, not
+ * exceptions, so one run reports all of them.
+ */
+
+import { BulwarkError } from "../core/errors.js";
+import { isEmptyPolicy, type RetentionPolicy } from "../policy/retention.js";
+import { presetCounts } from "../policy/rule-presets.js";
+import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
+import { parseFixedDuration } from "./duration.js";
+import type { BulwarkConfig, Dataset, Job, Policy, RuleCounts, Target } from "./types.js";
+import type { WrittenConfig, WrittenRetention } from "./written.js";
+
+export function normalise(
+  written: WrittenConfig,
+  ctx: { file: string; locate: Locate },
+): { config: BulwarkConfig; diagnostics: Diagnostic[] } {
+  const { error, warning } = diagnosticsFor(ctx.file, ctx.locate);
+  const diagnostics: Diagnostic[] = [];
+
+  const duration = (path: Array<string | number>, text: string): number => {
+    const r = parseFixedDuration(text);
+    if ("error" in r) {
+      diagnostics.push(
+        error(
+          path,
+          `invalid duration ${JSON.stringify(text)}: ${r.error}`,
+          'write it like "30m", "24h", "1d12h" or "2w"',
+        ),
+      );
+      return 0;
+    }
+    if (r.ms === 0)
+      diagnostics.push(error(path, "the duration is zero", "give a positive duration such as 24h"));
+    return r.ms;
+  };
+
+  const targets: Record<string, Target> = {};
+  for (const [name, t] of Object.entries(written.targets)) {
+    targets[name] = {
+      name,
+      location: t.location,
+      labels: {
+        medium: t.labels.medium,
+        site: t.labels.site,
+        offsite: t.labels.offsite ?? false,
+        failureDomain: t.labels.failureDomain,
+        isolation: t.labels.isolation ?? "none",
+        network: t.labels.network ?? t.labels.site,
+      },
+      credentials: t.credentials ?? {},
+      ...(t.password ? { password: t.password } : {}),
+      ...(t.immutability
+        ? { immutability: { mode: t.immutability.mode ?? "compliance", days: t.immutability.days } }
+        : {}),
+    };
+  }
+
+  const datasets: Record<string, Dataset> = {};
+  for (const [name, d] of Object.entries(written.datasets)) {
+    datasets[name] = {
+      name,
+      sources: d.sources.map((s) => (s.type === "files" ? { ...s, excludes: s.excludes ?? [] } : s)),
+      ...(d.site !== undefined ? { site: d.site } : {}),
+      ...(d.network !== undefined ? { network: d.network } : {}),
+    };
+  }
+
+  const policies: Record<string, Policy> = {};
+  for (const [name, p] of Object.entries(written.policies)) {
+    const at = ["policies", name];
+    let counts: RuleCounts;
+    if (typeof p.rule === "string") {
+      counts = presetCounts(p.rule);
+    } else {
+      counts = {
+        copies: p.rule.copies ?? 0,
+        media: p.rule.media ?? 0,
+        offsite: p.rule.offsite ?? 0,
+        immutableOrIsolated: p.rule.immutableOrIsolated ?? 0,
+        isolatedNetworks: p.rule.isolatedNetworks ?? 0,
+        sites: p.rule.sites ?? 0,
+        zeroErrors: p.rule.zeroErrors ?? false,
+        disasterRecovery: p.rule.disasterRecovery ?? false,
+      };
+      if (counts.copies === 0) {
+        diagnostics.push(
+          warning(
+            [...at, "rule"],
+            "the rule asks for no copies",
+            "set rule.copies, or use a preset such as 3-2-1-1-0",
+          ),
+        );
+      }
+    }
+    const retention: Record<string, RetentionPolicy> = {};
+    for (const [target, r] of Object.entries(p.retention ?? {})) {
+      const policy = retentionPolicy(r);
+      const path = [...at, "retention", target];
+      try {
+        if (isEmptyPolicy(policy)) {
+          diagnostics.push(
+            error(
+              path,
+              "the retention keeps nothing",
+              "give at least one keep option (e.g. keepDaily: 7) or remove it",
+            ),
+          );
+        }
+      } catch (err) {
+        if (!(err instanceof BulwarkError)) throw err;
+        // forget's messages name its own fields (within); the file says keepWithin.
+        const message = err.message.replace(
+          /^(invalid retention count for )?(last|hourly|daily|weekly|monthly|yearly|within\w*)\b/,
+          (_m: string, prefix: string | undefined, f: string) =>
+            `${prefix ?? ""}keep${f[0]?.toUpperCase() ?? ""}${f.slice(1)}`,
+        );
+        diagnostics.push(error(path, message, "fix the keep option as `bulwark forget --help` describes it"));
+      }
+      retention[target] = policy;
+    }
+    policies[name] = {
+      name,
+      ...(typeof p.rule === "string" ? { preset: p.rule } : {}),
+      counts,
+      productionCounts: p.productionCounts ?? true,
+      rpo: p.rpo,
+      rpoMs: duration([...at, "rpo"], p.rpo),
+      ...(p.verification
+        ? {
+            verification: {
+              cadence: p.verification.cadence,
+              cadenceMs: duration([...at, "verification", "cadence"], p.verification.cadence),
+            },
+          }
+        : {}),
+      retention,
+      ...(p.immutabilityDays !== undefined ? { immutabilityDays: p.immutabilityDays } : {}),
+    };
+  }
+
+  const jobs: Record<string, Job> = {};
+  for (const [name, j] of Object.entries(written.jobs)) {
+    jobs[name] = {
+      name,
+      dataset: j.dataset,
+      policy: j.policy,
+      primary: j.primary,
+      copies: j.copies ?? [],
+      ...(j.schedule !== undefined ? { schedule: j.schedule } : {}),
+      dependsOn: j.dependsOn ?? [],
+    };
+  }
+
+  return { config: { version: 1, targets, datasets, policies, jobs }, diagnostics };
+}
+
+function retentionPolicy(r: WrittenRetention): RetentionPolicy {
+  const p: RetentionPolicy = {};
+  if (r.keepLast !== undefined) p.last = r.keepLast;
+  if (r.keepHourly !== undefined) p.hourly = r.keepHourly;
+  if (r.keepDaily !== undefined) p.daily = r.keepDaily;
+  if (r.keepWeekly !== undefined) p.weekly = r.keepWeekly;
+  if (r.keepMonthly !== undefined) p.monthly = r.keepMonthly;
+  if (r.keepYearly !== undefined) p.yearly = r.keepYearly;
+  if (r.keepWithin !== undefined) p.within = r.keepWithin;
+  if (r.keepWithinHourly !== undefined) p.withinHourly = r.keepWithinHourly;
+  if (r.keepWithinDaily !== undefined) p.withinDaily = r.keepWithinDaily;
+  if (r.keepWithinWeekly !== undefined) p.withinWeekly = r.keepWithinWeekly;
+  if (r.keepWithinMonthly !== undefined) p.withinMonthly = r.keepWithinMonthly;
+  if (r.keepWithinYearly !== undefined) p.withinYearly = r.keepWithinYearly;
+  if (r.keepTags !== undefined)
+    p.keepTags = r.keepTags.map((t) => (t === "" ? [""] : t.split(",").map((x) => x.trim())));
+  return p;
+}

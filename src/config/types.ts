@@ -1,0 +1,119 @@
+/**
+ * The resolved configuration: the one type the core sees once a `bulwark.yaml` has been parsed, validated
+ * against the written schema, normalised (defaults filled in, presets expanded, durations parsed) and
+ * checked by the cross-field rules (./rules.ts).
+ *
+ * Glossary (docs/config.md): a Target is a place a repository lives, labelled with what the policy engine
+ * counts; a Dataset is what is protected; a Policy is the rule a dataset must meet; a Job ties a dataset to a
+ * policy, a primary target and the copy targets its snapshots are copied to.
+ *
+ * Secrets never appear here: credentials and passwords are references (an environment variable or a file)
+ * that the code needing the secret reads at the moment it needs it.
+ */
+
+import type { RetentionPolicy } from "../policy/retention.js";
+
+export const MEDIA = ["disk", "nas", "object", "tape", "vault", "cloud"] as const;
+export type Medium = (typeof MEDIA)[number];
+
+/** none: deletable with the host's credentials; append-only: the server refuses deletes (a hardened vault);
+ * immutable: retention-locked (S3 Object Lock, WORM); offline: air-gapped, not reachable from the host. */
+export const ISOLATIONS = ["none", "append-only", "immutable", "offline"] as const;
+export type Isolation = (typeof ISOLATIONS)[number];
+
+export type SecretRef = { env: string } | { file: string };
+
+/** "env:NAME" or "file:PATH": how a secret reference is printed (never its value). */
+export function describeSecretRef(ref: SecretRef): string {
+  return "env" in ref ? `env:${ref.env}` : `file:${ref.file}`;
+}
+
+export interface TargetLabels {
+  medium: Medium;
+  site: string;
+  offsite: boolean;
+  /** Targets sharing a failure domain (two disks in one rack) count as one copy. */
+  failureDomain: string;
+  isolation: Isolation;
+  /** The network the target sits on, for rules that count isolated networks (4-3-2). Defaults to the site. */
+  network: string;
+}
+
+export interface Target {
+  name: string;
+  /** A location string as the backends accept it: a path, `sftp:user@host:/path`, `s3:https://host/bucket/prefix`. */
+  location: string;
+  labels: TargetLabels;
+  /** Backend credentials by name (e.g. accessKeyId, secretAccessKey), each a reference. */
+  credentials: Record<string, SecretRef>;
+  /** The repository password of this target (a copy re-encrypts when it differs from the primary's). */
+  password?: SecretRef;
+  /** Retention applied to what is written there (S3 Object Lock). */
+  immutability?: { mode: "governance" | "compliance"; days: number };
+}
+
+export type Source =
+  | { type: "files"; paths: string[]; excludes: string[] }
+  | { type: "sqlite"; path: string }
+  | { type: "postgres"; database: string; host?: string; port?: number; user?: string; password?: SecretRef }
+  | { type: "command"; command: string[]; filename: string };
+
+export interface Dataset {
+  name: string;
+  sources: Source[];
+  /** Where the production data lives: counted as a site and network when the policy counts production. */
+  site?: string;
+  network?: string;
+}
+
+export const RULE_PRESETS = ["3-2-1", "3-2-1-1-0", "4-3-2"] as const;
+export type RulePreset = (typeof RULE_PRESETS)[number];
+
+/** What a rule requires. A count of 0 (or 1 for media, sites and networks) means the rule does not ask for it. */
+export interface RuleCounts {
+  copies: number;
+  media: number;
+  offsite: number;
+  immutableOrIsolated: number;
+  isolatedNetworks: number;
+  sites: number;
+  /** Automated recovery validation with zero errors (the trailing 0 of 3-2-1-1-0). */
+  zeroErrors: boolean;
+  /** Orchestrated DR that restores the full service. */
+  disasterRecovery: boolean;
+}
+
+export interface Policy {
+  name: string;
+  /** The preset the counts came from, when one was used. */
+  preset?: RulePreset;
+  counts: RuleCounts;
+  /** Production data counts as one of the copies, as practitioners count it (default true). */
+  productionCounts: boolean;
+  /** A copy counts only if its newest snapshot is at most this old. */
+  rpo: string;
+  rpoMs: number;
+  verification?: { cadence: string; cadenceMs: number };
+  /** Per-target retention (`forget` per target), keyed by target name. */
+  retention: Record<string, RetentionPolicy>;
+  /** Each snapshot must stay retention-locked at least this long on the immutable targets. */
+  immutabilityDays?: number;
+}
+
+export interface Job {
+  name: string;
+  dataset: string;
+  policy: string;
+  primary: string;
+  copies: string[];
+  schedule?: string;
+  dependsOn: string[];
+}
+
+export interface BulwarkConfig {
+  version: 1;
+  targets: Record<string, Target>;
+  datasets: Record<string, Dataset>;
+  policies: Record<string, Policy>;
+  jobs: Record<string, Job>;
+}

@@ -1,0 +1,95 @@
+/**
+ * What users write in `bulwark.yaml`, after the schema has checked the shapes and before normalisation
+ * (./normalise.ts) fills in defaults, expands presets and parses durations. The zod schema (./schema.ts,
+ * pending the `zod` dependency) must produce exactly this type: declare it `satisfies z.ZodType<WrittenConfig>`.
+ */
+
+import type { Isolation, Medium, RulePreset, SecretRef, Source } from "./types.js";
+
+export interface WrittenTarget {
+  location: string;
+  labels: {
+    medium: Medium;
+    site: string;
+    /** Default false. */
+    offsite?: boolean;
+    /** Required: defaulting it would silently count two disks in one rack as two copies. */
+    failureDomain: string;
+    /** Default "none". */
+    isolation?: Isolation;
+    /** Default: the site. */
+    network?: string;
+  };
+  credentials?: Record<string, SecretRef>;
+  password?: SecretRef;
+  /** mode defaults to "compliance". */
+  immutability?: { mode?: "governance" | "compliance"; days: number };
+}
+
+/** Sources as written: `excludes` may be left out. */
+export type WrittenSource =
+  | { type: "files"; paths: string[]; excludes?: string[] }
+  | Exclude<Source, { type: "files" }>;
+
+export interface WrittenDataset {
+  sources: WrittenSource[];
+  site?: string;
+  network?: string;
+}
+
+/** Custom rule counts; every field defaults to 0 / false. */
+export interface WrittenRuleCounts {
+  copies?: number;
+  media?: number;
+  offsite?: number;
+  immutableOrIsolated?: number;
+  isolatedNetworks?: number;
+  sites?: number;
+  zeroErrors?: boolean;
+  disasterRecovery?: boolean;
+}
+
+/** The `forget --keep-*` options, camel-cased. */
+export interface WrittenRetention {
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  keepYearly?: number;
+  keepWithin?: string;
+  keepWithinHourly?: string;
+  keepWithinDaily?: string;
+  keepWithinWeekly?: string;
+  keepWithinMonthly?: string;
+  keepWithinYearly?: string;
+  /** Each entry a comma-separated tag set, as `forget --keep-tag`. */
+  keepTags?: string[];
+}
+
+export interface WrittenPolicy {
+  rule: RulePreset | WrittenRuleCounts;
+  /** Default true. */
+  productionCounts?: boolean;
+  rpo: string;
+  verification?: { cadence: string };
+  retention?: Record<string, WrittenRetention>;
+  immutabilityDays?: number;
+}
+
+export interface WrittenJob {
+  dataset: string;
+  policy: string;
+  primary: string;
+  copies?: string[];
+  schedule?: string;
+  dependsOn?: string[];
+}
+
+export interface WrittenConfig {
+  version: 1;
+  targets: Record<string, WrittenTarget>;
+  datasets: Record<string, WrittenDataset>;
+  policies: Record<string, WrittenPolicy>;
+  jobs: Record<string, WrittenJob>;
+}

@@ -1,0 +1,60 @@
+/**
+ * examples/bulwark.yaml as the schema hands it over (comments dropped). Once the `yaml` package is a
+ * dependency, test/config/normalise.test.ts should also parse the example and compare it with this.
+ */
+
+import type { WrittenConfig } from "../../src/config/written.js";
+
+export const EXAMPLE_WRITTEN: WrittenConfig = {
+  version: 1,
+  targets: {
+    local: {
+      location: "/var/backups/bulwark",
+      labels: { medium: "disk", site: "home", failureDomain: "server-1" },
+      password: { env: "BULWARK_PASSWORD" },
+    },
+    nas: {
+      location: "sftp:backup@nas.lan:/volume1/bulwark",
+      labels: { medium: "nas", site: "home", failureDomain: "nas-1" },
+      password: { env: "BULWARK_PASSWORD" },
+    },
+    offsite: {
+      location: "s3:https://s3.eu-central-1.amazonaws.com/acme-bulwark/app",
+      labels: {
+        medium: "object",
+        site: "aws-eu-central-1",
+        offsite: true,
+        failureDomain: "aws-eu-central-1",
+        isolation: "immutable",
+      },
+      credentials: {
+        accessKeyId: { env: "AWS_ACCESS_KEY_ID" },
+        secretAccessKey: { env: "AWS_SECRET_ACCESS_KEY" },
+      },
+      password: { file: "/etc/bulwark/offsite.password" },
+      immutability: { mode: "compliance", days: 30 },
+    },
+  },
+  datasets: {
+    app: { sources: [{ type: "files", paths: ["/srv/app"], excludes: ["*.tmp"] }] },
+  },
+  policies: {
+    standard: {
+      rule: "3-2-1-1-0",
+      productionCounts: false,
+      rpo: "24h",
+      verification: { cadence: "7d" },
+      retention: { local: { keepDaily: 7 }, nas: { keepDaily: 30 }, offsite: { keepMonthly: 12 } },
+      immutabilityDays: 30,
+    },
+  },
+  jobs: {
+    "app-nightly": {
+      dataset: "app",
+      policy: "standard",
+      primary: "local",
+      copies: ["nas", "offsite"],
+      schedule: "0 2 * * *",
+    },
+  },
+};

@@ -1,0 +1,132 @@
+/**
+ * The resolved config of examples/bulwark.yaml (a local primary, an SFTP NAS in another failure domain, an
+ * immutable S3 bucket offsite) and evidence for it, shared by the posture tests.
+ */
+
+import type { BulwarkConfig, Target } from "../../src/config/types.js";
+import type { CopyEvidence, DatasetEvidence } from "../../src/policy/posture.js";
+import { presetCounts } from "../../src/policy/rule-presets.js";
+
+export const NOW = new Date("2026-11-26T06:00:00Z");
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+
+export const SNAPSHOT = {
+  id: "4f1c9a07d2e3b5a6978c0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c",
+  time: new Date(NOW.getTime() - 2 * HOUR),
+};
+export const OLD_SNAPSHOT = {
+  id: "9e8d7c6b5a4938271605f4e3d2c1b0a99887766554433221100ffeeddccbbaa9",
+  time: new Date(NOW.getTime() - 3 * DAY - 5 * HOUR),
+};
+
+function target(
+  name: string,
+  location: string,
+  labels: Partial<Target["labels"]>,
+  extra: Partial<Target> = {},
+): Target {
+  const l = {
+    medium: "disk" as const,
+    site: "home",
+    offsite: false,
+    failureDomain: name,
+    isolation: "none" as const,
+    ...labels,
+  };
+  return { name, location, labels: { ...l, network: labels.network ?? l.site }, credentials: {}, ...extra };
+}
+
+export function exampleConfig(): BulwarkConfig {
+  return {
+    version: 1,
+    targets: {
+      local: target(
+        "local",
+        "/var/backups/bulwark",
+        { medium: "disk", failureDomain: "server-1" },
+        {
+          password: { env: "BULWARK_PASSWORD" },
+        },
+      ),
+      nas: target(
+        "nas",
+        "sftp:backup@nas.lan:/volume1/bulwark",
+        { medium: "nas", failureDomain: "nas-1" },
+        {
+          password: { env: "BULWARK_PASSWORD" },
+        },
+      ),
+      offsite: target(
+        "offsite",
+        "s3:https://s3.eu-central-1.amazonaws.com/acme-bulwark/app",
+        {
+          medium: "object",
+          site: "aws-eu-central-1",
+          offsite: true,
+          failureDomain: "aws-eu-central-1",
+          isolation: "immutable",
+        },
+        {
+          credentials: {
+            accessKeyId: { env: "AWS_ACCESS_KEY_ID" },
+            secretAccessKey: { env: "AWS_SECRET_ACCESS_KEY" },
+          },
+          password: { file: "/etc/bulwark/offsite.password" },
+          immutability: { mode: "compliance", days: 30 },
+        },
+      ),
+    },
+    datasets: {
+      app: { name: "app", sources: [{ type: "files", paths: ["/srv/app"], excludes: ["*.tmp"] }] },
+    },
+    policies: {
+      standard: {
+        name: "standard",
+        preset: "3-2-1-1-0",
+        counts: presetCounts("3-2-1-1-0"),
+        productionCounts: false,
+        rpo: "24h",
+        rpoMs: DAY,
+        verification: { cadence: "7d", cadenceMs: 7 * DAY },
+        retention: { local: { daily: 7 }, nas: { daily: 30 }, offsite: { monthly: 12 } },
+        immutabilityDays: 30,
+      },
+    },
+    jobs: {
+      "app-nightly": {
+        name: "app-nightly",
+        dataset: "app",
+        policy: "standard",
+        primary: "local",
+        copies: ["nas", "offsite"],
+        schedule: "0 2 * * *",
+        dependsOn: [],
+      },
+    },
+  };
+}
+
+export function healthyCopy(locked = false): CopyEvidence {
+  return {
+    reachable: true,
+    snapshot: SNAPSHOT,
+    ...(locked
+      ? {
+          lock: {
+            kind: "retention" as const,
+            readBack: true,
+            mode: "COMPLIANCE",
+            retainUntil: new Date(SNAPSHOT.time.getTime() + 30 * DAY + 60_000),
+          },
+        }
+      : {}),
+  };
+}
+
+export function healthyEvidence(): DatasetEvidence {
+  return {
+    copies: { local: healthyCopy(), nas: healthyCopy(), offsite: healthyCopy(true) },
+    verification: { time: new Date(NOW.getTime() - DAY), errors: 0, description: "check --read-data on nas" },
+  };
+}
