@@ -10,7 +10,8 @@
 # Steps of `up`:
 #   1. If sshd from this state directory is alive (pid file + process + port answering), print the env and stop.
 #   2. Install openssh-server when /usr/sbin/sshd is missing (apt-get update only if the first try fails).
-#   3. Generate a host key and a client ed25519 key (ssh-keygen: ssh2 cannot read PKCS#8 ed25519 keys).
+#   3. Generate host keys (ed25519, ecdsa) and a client ed25519 key (ssh-keygen: ssh2 cannot read PKCS#8
+#      ed25519 keys).
 #   4. As root, create the test user with password field '*' (not '!', which sshd treats as locked with
 #      UsePAM no, refusing even key logins) and a home under the state directory. As another user, sshd can
 #      only log that same user in, so the test user is the current user.
@@ -58,15 +59,26 @@ install_sshd() {
   command -v apt-get >/dev/null || die "$SSHD is missing and there is no apt-get to install openssh-server"
   log "installing openssh-server"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-get install -y --no-install-recommends openssh-server >&2; then
+  # Wait for another apt-get (say, a parallel service script) instead of failing on its lock.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  if ! apt-get "${wait[@]}" install -y --no-install-recommends openssh-server >&2; then
     log "install failed; running apt-get update and trying again"
-    apt-get update >&2 || die "apt-get update failed"
-    apt-get install -y --no-install-recommends openssh-server >&2 || die "installing openssh-server failed"
+    apt-get "${wait[@]}" update >&2 || die "apt-get update failed"
+    apt-get "${wait[@]}" install -y --no-install-recommends openssh-server >&2 ||
+      die "installing openssh-server failed"
   fi
   [ -x "$SSHD" ] || die "openssh-server is installed but $SSHD is missing"
 }
 
+# Serialises `up` and `down` between callers (a test run and a bench may both start the server at once).
+lock() {
+  mkdir -p "$(dirname "$STATE")"
+  exec 9>"$STATE.lock"
+  if command -v flock >/dev/null; then flock -w 900 9 || die "timed out waiting for $STATE.lock"; fi
+}
+
 up() {
+  lock
   if pid=$(running_pid) && port_open && [ -f "$STATE/env" ]; then
     print_env
     return 0
@@ -80,12 +92,15 @@ up() {
   rm -rf "$STATE"
   mkdir -p "$STATE/etc" "$STATE/home"
   ssh-keygen -q -t ed25519 -N '' -C bulwark-test-host -f "$STATE/etc/host_ed25519"
+  # A second host key, so tests can check that a client knowing only this one still gets to use it.
+  ssh-keygen -q -t ecdsa -b 256 -N '' -C bulwark-test-host -f "$STATE/etc/host_ecdsa"
   ssh-keygen -q -t ed25519 -N '' -C bulwark-test-client -f "$STATE/client_ed25519"
   cp "$STATE/client_ed25519.pub" "$STATE/etc/authorized_keys"
 
   local home root_dir
   if is_root; then
     home="$STATE/home/$SUSER"
+    root_dir="$home/repos"
     id "$SUSER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$SUSER"
     usermod -d "$home" -p '*' "$SUSER"
     mkdir -p "$home/repos"
@@ -94,15 +109,15 @@ up() {
     chmod 0755 "$STATE" "$STATE/home"
     mkdir -p /run/sshd && chmod 0755 /run/sshd
   else
-    home=$(getent passwd "$SUSER" | cut -d: -f6)
-    mkdir -p "$STATE/home/repos"
+    root_dir="$STATE/home/repos"
+    mkdir -p "$root_dir"
   fi
-  root_dir=$([ -n "${home:-}" ] && is_root && echo "$home/repos" || echo "$STATE/home/repos")
 
   cat >"$STATE/etc/sshd_config" <<EOF
 ListenAddress $HOST
 Port $PORT
 HostKey $STATE/etc/host_ed25519
+HostKey $STATE/etc/host_ecdsa
 PidFile $STATE/sshd.pid
 AuthorizedKeysFile $STATE/etc/authorized_keys
 # $STATE lies under /tmp (mode 1777), which StrictModes rejects for any key file below it.
@@ -129,7 +144,10 @@ EOF
   port_open || die "sshd is not listening on $HOST:$PORT after 10 s (see $STATE/sshd.log)"
 
   # known_hosts names a non-standard port as [host]:port, as ssh and the SFTP backend expect.
-  printf '[%s]:%s %s\n' "$HOST" "$PORT" "$(cut -d' ' -f1-2 "$STATE/etc/host_ed25519.pub")" >"$STATE/known_hosts"
+  local key
+  for key in host_ed25519 host_ecdsa; do
+    printf '[%s]:%s %s\n' "$HOST" "$PORT" "$(cut -d' ' -f1-2 "$STATE/etc/$key.pub")"
+  done >"$STATE/known_hosts"
   cat >"$STATE/env" <<EOF
 export SFTP_HOST=$HOST
 export SFTP_PORT=$PORT
@@ -143,6 +161,7 @@ EOF
 }
 
 down() {
+  lock
   local pid
   if pid=$(running_pid); then
     kill "$pid"

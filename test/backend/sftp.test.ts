@@ -7,9 +7,9 @@
  */
 
 import { execFile } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, posix } from "node:path";
@@ -20,7 +20,12 @@ import ssh2, { type SFTPWrapper } from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { bufferSource, type FileHandle } from "../../src/backend/backend.js";
-import { fingerprintOf, parseKnownHosts } from "../../src/backend/sftp/host-keys.js";
+import {
+  fingerprintOf,
+  normaliseFingerprint,
+  parseKnownHosts,
+  verifyHostKey,
+} from "../../src/backend/sftp/host-keys.js";
 import { openSftpBackend, type SftpOptions } from "../../src/backend/sftp/sftp-backend.js";
 import { parseSftpLocation } from "../../src/backend/sftp/sftp-location.js";
 import { deterministicSource, describeBackend } from "../../src/backend/testing/conformance.js";
@@ -211,6 +216,55 @@ describe("SFTP locations", () => {
   });
 });
 
+describe("known_hosts", () => {
+  const key = (seed: string): Buffer => {
+    const type = Buffer.from("ssh-ed25519");
+    const body = createHash("sha256").update(seed).digest();
+    const length = (n: number): Buffer => Buffer.from([0, 0, 0, n]);
+    return Buffer.concat([length(type.length), type, length(body.length), body]);
+  };
+  const line = (hosts: string, k: Buffer, marker = ""): string =>
+    `${marker}${marker === "" ? "" : " "}${hosts} ssh-ed25519 ${k.toString("base64")}`;
+  const hashed = (name: string): string => {
+    const salt = randomBytes(20);
+    return `|1|${salt.toString("base64")}|${createHmac("sha1", salt).update(name).digest("base64")}`;
+  };
+
+  it("matches plain, [host]:port, hashed and wildcard names", () => {
+    const k = key("a");
+    const entries = parseKnownHosts(
+      [
+        "# comment",
+        line("alpha,beta.example", k),
+        line("[gamma]:2222", k),
+        line(hashed("[delta]:2200"), k),
+        line("*.wild.example,!bad.wild.example", k),
+      ].join("\n"),
+    );
+    expect(verifyHostKey(entries, "alpha", 22, k)).toEqual({ ok: true });
+    expect(verifyHostKey(entries, "beta.example", 22, k)).toEqual({ ok: true });
+    expect(verifyHostKey(entries, "gamma", 2222, k)).toEqual({ ok: true });
+    expect(verifyHostKey(entries, "gamma", 22, k)).toEqual({ ok: false, reason: "unknown" });
+    expect(verifyHostKey(entries, "delta", 2200, k)).toEqual({ ok: true });
+    expect(verifyHostKey(entries, "x.wild.example", 22, k)).toEqual({ ok: true });
+    expect(verifyHostKey(entries, "bad.wild.example", 22, k)).toEqual({ ok: false, reason: "unknown" });
+  });
+
+  it("tells a changed key from an unknown host, and honours @revoked", () => {
+    const entries = parseKnownHosts([line("alpha", key("a")), line("*", key("r"), "@revoked")].join("\n"));
+    expect(verifyHostKey(entries, "alpha", 22, key("b"))).toEqual({ ok: false, reason: "changed" });
+    expect(verifyHostKey(entries, "other", 22, key("b"))).toEqual({ ok: false, reason: "unknown" });
+    expect(verifyHostKey(entries, "other", 22, key("r"))).toEqual({ ok: false, reason: "revoked" });
+  });
+
+  it("normalises fingerprints as ssh-keygen prints them", () => {
+    const fp = fingerprintOf(key("a"));
+    expect(fp).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
+    expect(normaliseFingerprint(fp.slice("SHA256:".length) + "=")).toBe(fp);
+    expect(normaliseFingerprint("MD5:aa:bb")).toBeUndefined();
+  });
+});
+
 describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
   const s = server as SftpServer;
   let helper: Helper;
@@ -267,6 +321,37 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
         for (const type of ["key", "pack", "index"] as const) {
           expect(await collect(backend.list(type)), type).toEqual([]);
         }
+      } finally {
+        await backend.close();
+      }
+    });
+
+    it("removeStaleTempFiles deletes old .tmp- leftovers and nothing else", async () => {
+      const path = freshPath(s, "stale");
+      cleanups.push(path);
+      const backend = await openSftpBackend(locationOf(s, path), optionsOf(s, { create: true }));
+      try {
+        const key: FileHandle = { type: "key", name: hexName() };
+        await backend.save(key, bufferSource(randomBytes(10)));
+        const old = Math.floor(Date.now() / 1000) - 2 * 3600;
+        const leftovers = [
+          posix.join(path, ".tmp-config"),
+          posix.join(path, "keys", ".tmp-a"),
+          posix.join(path, "data", "9a", ".tmp-b"),
+        ];
+        for (const leftover of leftovers) {
+          await helper.writeFile(leftover, "partial");
+          await new Promise<void>((resolve, reject) =>
+            helper.sftp.utimes(leftover, old, old, (err) => (err ? reject(err) : resolve())),
+          );
+        }
+        await helper.writeFile(posix.join(path, "locks", ".tmp-writer-still-running"), "partial");
+
+        expect(await backend.removeStaleTempFiles(3600_000)).toBe(3);
+        expect(await helper.readdir(posix.join(path, "keys"))).toEqual([key.name]);
+        expect(await helper.readdir(posix.join(path, "data", "9a"))).toEqual([]);
+        expect(await helper.readdir(posix.join(path, "locks"))).toEqual([".tmp-writer-still-running"]);
+        expect((await backend.stat(key)).size).toBe(10);
       } finally {
         await backend.close();
       }
@@ -430,6 +515,21 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
       expect(err.message).toContain(serverFingerprint);
     });
 
+    it("known_hosts holding only another key type of the host still verifies it", async (ctx) => {
+      const ecdsaPub = join(dirname(s.key), "etc", "host_ecdsa.pub");
+      ctx.skip(!existsSync(ecdsaPub), "the server has no ECDSA host key at " + ecdsaPub);
+      const onlyEcdsa = join(dir, "known_hosts_ecdsa");
+      const keyLine = (await readFile(ecdsaPub, "utf8")).split(" ").slice(0, 2).join(" ");
+      await writeFile(onlyEcdsa, `[${s.host}]:${s.port} ${keyLine}\n`);
+      const path = freshPath(s, "ecdsa");
+      cleanups.push(path);
+      const backend = await openSftpBackend(
+        locationOf(s, path),
+        optionsOf(s, { knownHosts: onlyEcdsa, create: true }),
+      );
+      await backend.close();
+    });
+
     it("acceptUnknownHost connects to a host known_hosts does not list", async () => {
       const path = freshPath(s, "accept");
       cleanups.push(path);
@@ -532,9 +632,18 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
           expect(ours).toHaveLength(1);
           // The per-connection sshd process serving the backend, started by our own sshd: ending it drops
           // the connection exactly as a server restart or a network reset would.
-          process.kill(ours[0] ?? 0, "SIGTERM");
-          const first: unknown = await backend.stat(h).catch((e: unknown) => e);
-          if (first instanceof Error) expect(hasCode(first, "TRANSIENT"), first.message).toBe(true);
+          const victim = ours[0] ?? 0;
+          process.kill(victim, "SIGTERM");
+          for (let i = 0; i < 100 && existsSync(`/proc/${victim}`); i++) await sleep(50);
+          // Requests that meet the dying connection fail as TRANSIENT (what a retry wrapper retries);
+          // once the client has seen it close, the next request reconnects.
+          for (let attempt = 0; ; attempt++) {
+            const result: unknown = await backend.stat(h).catch((e: unknown) => e);
+            if (!(result instanceof Error)) break;
+            expect(hasCode(result, "TRANSIENT"), result.message).toBe(true);
+            expect(attempt, "still failing after several attempts").toBeLessThan(5);
+            await sleep(100);
+          }
           expect(await backend.stat(h)).toEqual({ name: h.name, size: 1000 });
           await backend.save({ type: "snapshot", name: hexName() }, bufferSource(randomBytes(10)));
           expect(await collect(backend.list("snapshot"))).toHaveLength(2);
@@ -595,12 +704,21 @@ describe.skipIf(server !== undefined)("SftpBackend (skipped)", () => {
   it.skip(`no sshd: ${skipReason}`, () => {});
 });
 
+/** Child processes of `pid`, read from /proc (no procps needed). */
 async function childrenOf(pid: number): Promise<number[]> {
-  const { stdout } = await run("ps", ["-o", "pid=", "--ppid", String(pid)]).catch(() => ({ stdout: "" }));
-  return stdout
-    .split("\n")
-    .map((line) => Number(line.trim()))
-    .filter((n) => Number.isInteger(n) && n > 0);
+  const children: number[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, "utf8").catch(() => "");
+    // Fields after the command name, which is in parentheses and may contain spaces: state, ppid, ...
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid === pid) children.push(Number(entry));
+  }
+  return children;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function freePort(): Promise<number> {

@@ -10,8 +10,10 @@
  *
  * Speed: SFTP is request/response, so one request at a time is bound by round trips (SERVICES.md measured a
  * stream with 64 KiB pieces ~30x slower than pipelined transfers). Every transfer here keeps many requests
- * of the server's maximum size (limits@openssh.com) in flight on its channel, with a bounded number of bytes
- * outstanding, so memory stays flat for files of any size.
+ * of the server's maximum size (limits@openssh.com) in flight, with a bounded number of bytes outstanding,
+ * so memory stays flat for files of any size. Reads of 8 MiB or more are also striped over up to three
+ * channels, because one channel's flow-control window caps a download (about 2x faster, measured); writes
+ * are not (measured no faster).
  *
  * Save, in numbered steps (crash safety as in the local backend):
  *   1. Open `.tmp-<random>` beside the destination with O_CREAT|O_EXCL, mode 0444 (a missing data/xx
@@ -81,6 +83,9 @@ const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 const DEFAULT_CONNECTIONS = 6;
 /** Bytes of WRITE / READ requests one transfer keeps in flight: deep enough to hide the round trip. */
 const BYTES_IN_FLIGHT = 8 * 1024 * 1024;
+/** Channels one large openRead is striped over, and the size from which it is worth it. */
+const READ_STRIPES = 3;
+const STRIPE_MIN_BYTES = 8 * 1024 * 1024;
 /** How many data/xx directories list reads at once. */
 const LIST_DIRECTORY_BATCH = 16;
 /** SFTP status codes (draft-ietf-secsh-filexfer-02), as ssh2 puts them in `err.code`. */
@@ -282,35 +287,32 @@ export class SftpBackend implements Backend {
     checkRange(range);
     signal?.throwIfAborted();
     const what = handleToString(h);
-    return this.withChannel(async (ch) => {
-      const handle = await openFile(ch, path, "r");
-      try {
-        const size = (await call<Stats>(ch, (cb) => ch.sftp.fstat(handle, cb))).size;
-        const { start, end } = clampRange(range, size);
-        const buffer = Buffer.allocUnsafeSlow(end - start);
-        const chunk = ch.maxRead;
-        const offsets: number[] = [];
-        for (let o = 0; o < buffer.length; o += chunk) offsets.push(o);
-        const filled = new Map<number, number>();
-        await forEachLimit(offsets, maxRequests(chunk), async (o) => {
-          signal?.throwIfAborted();
-          const n = Math.min(chunk, buffer.length - o);
-          filled.set(o, await readFully(ch, handle, buffer.subarray(o, o + n), start + o));
-        });
-        // The file may have shrunk since fstat: keep only the bytes read without a gap.
-        let total = 0;
-        for (const o of offsets) {
-          const n = filled.get(o) ?? 0;
-          total += n;
-          if (n < Math.min(chunk, buffer.length - o)) break;
-        }
-        return total === buffer.length ? buffer : buffer.subarray(0, total);
-      } finally {
-        await closeHandle(ch, handle).catch(ignore);
+    const lanes: Lane[] = [];
+    try {
+      const { start, end, chunk } = await this.openLanes(lanes, path, range);
+      const buffer = Buffer.allocUnsafeSlow(end - start);
+      const offsets: number[] = [];
+      for (let o = 0; o < buffer.length; o += chunk) offsets.push(o);
+      const filled = new Map<number, number>();
+      await forEachLimit(offsets, maxRequests(chunk) * lanes.length, async (o) => {
+        signal?.throwIfAborted();
+        const lane = laneFor(lanes, o / chunk);
+        const n = Math.min(chunk, buffer.length - o);
+        filled.set(o, await readFully(lane.ch, lane.handle, buffer.subarray(o, o + n), start + o));
+      });
+      // The file may have shrunk since fstat: keep only the bytes read without a gap.
+      let total = 0;
+      for (const o of offsets) {
+        const n = filled.get(o) ?? 0;
+        total += n;
+        if (n < Math.min(chunk, buffer.length - o)) break;
       }
-    }).catch((err: unknown) => {
+      return total === buffer.length ? buffer : buffer.subarray(0, total);
+    } catch (err) {
       throw this.classify(err, "read", what);
-    });
+    } finally {
+      await this.closeLanes(lanes);
+    }
   }
 
   async *openRead(h: FileHandle, range?: ByteRange, signal?: AbortSignal): AsyncIterable<Uint8Array> {
@@ -318,23 +320,22 @@ export class SftpBackend implements Backend {
     checkRange(range);
     signal?.throwIfAborted();
     const what = handleToString(h);
-    const ch = await this.connection.lease();
-    let handle: Buffer | undefined;
+    const lanes: Lane[] = [];
     const pending: { reading: Promise<Buffer>; requested: number }[] = [];
     try {
-      handle = await openFile(ch, path, "r");
-      const opened = handle;
-      const size = (await call<Stats>(ch, (cb) => ch.sftp.fstat(opened, cb))).size;
-      const { start, end } = clampRange(range, size);
-      const chunk = ch.maxRead;
-      const depth = maxRequests(chunk);
+      const { start, end, chunk } = await this.openLanes(lanes, path, range);
+      const depth = maxRequests(chunk) * lanes.length;
       let next = start;
+      let requests = 0;
       const refill = (): void => {
         while (pending.length < depth && next < end) {
+          const lane = laneFor(lanes, requests++);
           const n = Math.min(chunk, end - next);
           // A fresh buffer per piece: the consumer may keep it after asking for the next one.
           const piece = Buffer.allocUnsafe(n);
-          const reading = readFully(ch, opened, piece, next).then((filled) => piece.subarray(0, filled));
+          const reading = readFully(lane.ch, lane.handle, piece, next).then((filled) =>
+            piece.subarray(0, filled),
+          );
           reading.catch(ignore); // awaited in order below
           pending.push({ reading, requested: n });
           next += n;
@@ -351,10 +352,9 @@ export class SftpBackend implements Backend {
     } catch (err) {
       throw this.classify(err, "read", what);
     } finally {
-      // A consumer that stopped early leaves requests in flight: let them land before closing the handle.
+      // A consumer that stopped early leaves requests in flight: let them land before closing the handles.
       await Promise.allSettled(pending.map((p) => p.reading));
-      if (handle !== undefined) await closeHandle(ch, handle).catch(ignore);
-      this.connection.release(ch);
+      await this.closeLanes(lanes);
     }
   }
 
@@ -368,6 +368,8 @@ export class SftpBackend implements Backend {
     await this.withChannel(async (ch) => {
       let tempExists = false;
       try {
+        // One channel: unlike reads, striping writes over channels measured no faster (the server's
+        // window is not what limits them), and it would need the temp file writable by other handles.
         const handle = await createTempFile(ch, tempPath, directory);
         tempExists = true;
         try {
@@ -494,6 +496,44 @@ export class SftpBackend implements Backend {
       .filter((e) => FILE_NAME_PATTERN.test(e.filename) && e.filename.startsWith(requiredPrefix))
       .filter((e) => e.attrs.isFile())
       .map((e) => ({ name: e.filename, size: e.attrs.size }));
+  }
+
+  /**
+   * Opens a file for reading on one channel, and for a large range on up to READ_STRIPES channels: each
+   * channel has its own flow-control window (2 MiB in ssh2) and server process, and one window caps a
+   * transfer (measured: one channel 60-80 MB/s, three 130-330 MB/s on loopback). Lanes are pushed to
+   * `lanes` as they open, so the caller's closeLanes frees them whatever fails.
+   */
+  private async openLanes(
+    lanes: Lane[],
+    path: string,
+    range: ByteRange | undefined,
+  ): Promise<{ start: number; end: number; chunk: number }> {
+    this.assertOpen();
+    const first = await this.connection.lease();
+    lanes.push({ ch: first, handle: EMPTY_HANDLE });
+    const handle = await openFile(first, path, "r");
+    lanes[0] = { ch: first, handle };
+    const size = (await call<Stats>(first, (cb) => first.sftp.fstat(handle, cb))).size;
+    const { start, end } = clampRange(range, size);
+    const stripes = Math.min(READ_STRIPES, this.capabilities.connections);
+    while (end - start >= STRIPE_MIN_BYTES && lanes.length < stripes) {
+      const ch = await this.connection.lease();
+      if (lanes.some((l) => l.ch === ch)) {
+        this.connection.release(ch); // no other channel free right now
+        break;
+      }
+      const index = lanes.push({ ch, handle: EMPTY_HANDLE }) - 1;
+      lanes[index] = { ch, handle: await openFile(ch, path, "r") };
+    }
+    return { start, end, chunk: Math.min(...lanes.map((l) => l.ch.maxRead)) };
+  }
+
+  private async closeLanes(lanes: readonly Lane[]): Promise<void> {
+    for (const lane of lanes) {
+      if (lane.handle !== EMPTY_HANDLE) await closeHandle(lane.ch, lane.handle).catch(ignore);
+      this.connection.release(lane.ch);
+    }
   }
 
   private async withChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T> {
@@ -664,6 +704,21 @@ async function resolveRoot(ch: Channel, path: string, location: string): Promise
     );
   }
   return path === "~" ? home : posix.join(home, path.slice(2));
+}
+
+/** One channel with the file open on it. */
+interface Lane {
+  readonly ch: Channel;
+  readonly handle: Buffer;
+}
+
+/** Marks a lane whose file is not open (yet): closeLanes only releases its channel. */
+const EMPTY_HANDLE = Buffer.alloc(0);
+
+function laneFor(lanes: readonly Lane[], request: number): Lane {
+  const lane = lanes[request % lanes.length];
+  if (lane === undefined) throw new Error("no lane to read on");
+  return lane;
 }
 
 type Callback<T> = (err: Error | undefined | null, value: T) => void;
