@@ -230,9 +230,66 @@ describe("CLI against S3 with Object Lock (s3:)", () => {
     const extended = await repo.json<Report>(["retention", "--days", "2", "--mode", "governance"], { env });
     expect(extended.extended).toBe(drift.drift.length);
     expect(extended.errors).toEqual([]);
-    const settled = await repo.json<Report>(["retention", "--days", "2", "--mode", "governance", "--dry-run"], {
-      env,
-    });
+    const settled = await repo.json<Report>(
+      ["retention", "--days", "2", "--mode", "governance", "--dry-run"],
+      {
+        env,
+      },
+    );
     expect(settled.drift).toEqual([]);
+  });
+});
+
+describe("CLI against an SFTP server (sftp:)", () => {
+  let base: string;
+  let env: Record<string, string>;
+  let location: string;
+  const SSHD = join(ROOT, "scripts", "services", "sshd.sh");
+
+  beforeAll(async () => {
+    base = await makeTempDir("remote-cli-sftp");
+    if (!process.env.SFTP_KEY) {
+      const { execFile } = await import("node:child_process");
+      const { promisify } = await import("node:util");
+      const { stdout } = await promisify(execFile)("bash", [SSHD, "up"], { timeout: 280_000 });
+      for (const line of stdout.split("\n")) {
+        const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+        if (m?.[1] && m[2] !== undefined) process.env[m[1]] = m[2];
+      }
+    }
+    env = {
+      BULWARK_SFTP_KEY: process.env.SFTP_KEY ?? "",
+      BULWARK_SFTP_KNOWN_HOSTS: process.env.SFTP_KNOWN_HOSTS ?? "",
+    };
+    location = `sftp:${process.env.SFTP_USER}@127.0.0.1:${process.env.SFTP_PORT}${process.env.SFTP_ROOT}/cli-${Date.now().toString(36)}`;
+  }, 300_000);
+
+  afterAll(removeTempDirs);
+
+  it("init, backup, restore byte-identically and check over SFTP", async () => {
+    const src = join(base, "src");
+    await mkdir(src, { recursive: true });
+    await writeFiles(src, { "a.txt": "over ssh\n", "big.bin": randomData(5 * 1024 * 1024) });
+    const repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: { env } });
+    await repo.json(["backup", src], { env });
+    const target = join(base, "restore");
+    const restore = await repo.run(["restore", "latest", "--target", target], { env });
+    expect(restore.code, describeRun(["restore"], restore)).toBe(0);
+    const before = await scanTree(src, { hash: true });
+    const after = await scanTree(join(target, src), { hash: true });
+    for (const [path, entry] of before) expect(after.get(path)?.sha256, path).toBe(entry.sha256);
+    expect((await repo.json<{ ok: boolean }>(["check", "--read-data"], { env })).ok).toBe(true);
+  });
+
+  it("refuses a server whose host key is not known, naming the fingerprint", async () => {
+    const r = await runCli(["-r", location, "snapshots"], {
+      env: {
+        BULWARK_SFTP_KEY: env.BULWARK_SFTP_KEY,
+        BULWARK_SFTP_KNOWN_HOSTS: "/dev/null",
+        BULWARK_PASSWORD: "x",
+      },
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/SHA256:/);
   });
 });
