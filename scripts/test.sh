@@ -98,6 +98,7 @@ run_step "npm run lint" npm run lint
 # packages when they are missing) and stopped on exit. A test file run on its own starts what it needs itself.
 started_services=()
 stop_services() {
+  [ "${BULWARK_KEEP_SERVICES:-}" = 1 ] && return 0 # keep them for the next run (and for others using them)
   for svc in "${started_services[@]}"; do bash "scripts/services/$svc.sh" down >/dev/null 2>&1 || true; done
 }
 for svc in ${BULWARK_TEST_SERVICES-ceph sshd postgres}; do
