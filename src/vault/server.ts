@@ -411,15 +411,32 @@ class Vault {
       return;
     }
     const body = Buffer.from(message + "\n");
+    const unread = !req.complete;
     res.writeHead(status, {
       ...headers,
       "Content-Type": "text/plain; charset=utf-8",
       "Content-Length": body.length,
-      // An unread request body would otherwise have to be drained before the connection can be reused.
-      ...(req.complete ? {} : { Connection: "close" }),
     });
     res.end(body);
+    if (unread) drainRequest(req);
   }
+}
+
+/** The most of an unwanted request body we read (and discard) so that the client sees our answer. */
+const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads the rest of a request body we answered early, so the client, still writing, receives the answer
+ * instead of a reset connection; a client that keeps sending past the limit is cut off.
+ */
+function drainRequest(req: IncomingMessage): void {
+  let drained = 0;
+  req.on("data", (piece: Buffer) => {
+    drained += piece.length;
+    if (drained > DRAIN_LIMIT_BYTES) req.socket.destroy();
+  });
+  req.on("error", () => undefined);
+  req.resume();
 }
 
 function refused(what: string): HttpProblem {
@@ -518,7 +535,9 @@ function bodySource(
       opened = true;
       const hash = createHash("sha256");
       let received = 0;
-      for await (const piece of req as AsyncIterable<Buffer>) {
+      // Stopping early (the disk is full, the body is too long) must not destroy the request: the client is
+      // still sending, and a reset connection would hide our answer from it behind a broken pipe.
+      for await (const piece of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         received += piece.length;
         if (received > length)
           throw new HttpProblem(400, `the body is longer than its declared ${length} bytes`);
