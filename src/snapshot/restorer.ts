@@ -61,7 +61,7 @@ interface PlannedFile {
 
 const MERGE_GAP = 256 * 1024;
 const MAX_RANGE = 16 * 1024 * 1024;
-const IN_FLIGHT_RANGES = 2;
+const IN_FLIGHT_RANGES = 3;
 
 export async function restore(
   repo: Repository,

@@ -201,7 +201,7 @@ export async function check(
       options.readData,
     );
     let done = 0;
-    await forEachLimit(selection, Math.max(2, pool.size), async (pack) => {
+    await forEachLimit(selection, pool.size + 1, async (pack) => {
       let data: Buffer;
       try {
         data = await repo.backend.load({ type: "pack", name: pack });
