@@ -10,6 +10,7 @@ export const EXIT = {
   NO_REPOSITORY: 10,
   LOCKED: 11,
   WRONG_PASSWORD: 12,
+  POSTURE_FAILS: 20,
   CANCELLED: 130,
 } as const;
 
@@ -20,6 +21,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   10  no repository at the given location
   11  the repository is locked by another process
   12  wrong password
+  20  posture: a dataset does not meet its rule
   130 interrupted`;
 
 const BY_CODE: Partial<Record<ErrorCode, number>> = {

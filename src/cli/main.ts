@@ -14,6 +14,8 @@ import { registerSnapshotCommands } from "./commands/snapshots.js";
 import { registerUnlock } from "./commands/unlock.js";
 import { registerServeRepo } from "../vault/serve-command.js";
 import { registerRetention } from "./commands/retention.js";
+import { registerConfig } from "./commands/config.js";
+import { registerPosture } from "./commands/posture.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
@@ -67,6 +69,8 @@ registerForget(program, globals);
 registerKey(program, globals);
 registerUnlock(program, globals);
 registerRetention(program, globals);
+registerConfig(program, globals);
+registerPosture(program, globals);
 registerServeRepo(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();

@@ -1,8 +1,7 @@
 /**
  * The steps after the schema: normalise the written config, run the cross-field rules, and split the
- * diagnostics. `resolveConfig(text, fileName, env)` (./load.ts, pending the `yaml` and `zod` dependencies)
- * parses and validates the file, then calls this with the written config and a locator built from the
- * parsed document.
+ * diagnostics. `resolveConfig(text, fileName, env)` (./load.ts) parses and validates the file, then calls
+ * this with the written config and a locator built from the parsed document.
  */
 
 import type { Diagnostic, Locate } from "./diagnostic.js";

@@ -1,7 +1,7 @@
 /**
  * What users write in `bulwark.yaml`, after the schema has checked the shapes and before normalisation
- * (./normalise.ts) fills in defaults, expands presets and parses durations. The zod schema (./schema.ts,
- * pending the `zod` dependency) must produce exactly this type: declare it `satisfies z.ZodType<WrittenConfig>`.
+ * (./normalise.ts) fills in defaults, expands presets and parses durations. The zod schema (./schema.ts)
+ * produces exactly this type (checked there at compile time).
  */
 
 import type { Isolation, Medium, RulePreset, SecretRef, Source } from "./types.js";

@@ -1,6 +1,6 @@
 /**
- * examples/bulwark.yaml as the schema hands it over (comments dropped). Once the `yaml` package is a
- * dependency, test/config/normalise.test.ts should also parse the example and compare it with this.
+ * examples/bulwark.yaml as the schema hands it over (comments dropped); test/config/load.test.ts and
+ * schema.test.ts parse the example and compare it with this.
  */
 
 import type { WrittenConfig } from "../../src/config/written.js";
