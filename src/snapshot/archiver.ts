@@ -9,6 +9,11 @@
  * 4. A directory's tree is stored once all its entries are known; unchanged trees dedupe to the same id.
  * 5. Flush packs, write the index for them, then the snapshot: a snapshot never refers to unindexed data.
  * Unreadable entries are skipped, recorded in the snapshot and reported; the snapshot is then partial.
+ *
+ * Virtual files (src/sources/: a command's output, a database dump) have no place on disk: their producer is
+ * started when the walk reaches them, a worker reads what it writes (a FIFO or a private temporary copy) to
+ * EOF, and the producer must then report success. A failed producer fails the whole backup, before any
+ * snapshot is saved: a truncated dump is never recorded as good.
  */
 import { lstatSync, readdirSync, readlinkSync } from "node:fs";
 import { hostname as osHostname, userInfo } from "node:os";
@@ -38,6 +43,28 @@ export interface BackupOptions {
   parent?: SnapshotWithId;
   reporter?: BackupReporter;
   now?: () => Date;
+  /** Files that exist only in the snapshot, e.g. "/sources/db.pgdump" (see VirtualFile). */
+  virtualFiles?: VirtualFile[];
+}
+
+/**
+ * A file whose content a producer writes while the archiver reads it. `path` is where it appears in the
+ * snapshot (absolute, outside every backup path); `open` starts the producer.
+ */
+export interface VirtualFile {
+  path: string;
+  open(): Promise<OpenedVirtualFile>;
+}
+
+export interface OpenedVirtualFile {
+  /** What a worker opens and reads to EOF: a FIFO or a regular file. */
+  path: string;
+  /** Settles when the producer has finished; a rejection fails the backup. */
+  done: Promise<void>;
+  /** Stops the producer (the backup failed elsewhere); must be safe to call at any time. */
+  abort?(): void;
+  /** Releases what open() made (temporary files); called once the file was read or the backup failed. */
+  close?(): Promise<void>;
 }
 
 export interface BackupResult {
@@ -82,6 +109,10 @@ interface PathTrie {
   children: Map<string, PathTrie>;
   /** True when this path itself was named for backup (its whole subtree is included). */
   target: boolean;
+  /** Set on a virtual file's own entry. */
+  virtual?: VirtualFile;
+  /** True when a real (on-disk) backup path lies at or below this entry. */
+  real: boolean;
 }
 
 class Archiver {
@@ -116,19 +147,62 @@ class Archiver {
     this.now = options.now ?? (() => new Date());
   }
 
+  /** Virtual files whose producer was started: stopped and released however the backup ends. */
+  private readonly opened: OpenedVirtualFile[] = [];
+  /** Set once run() has returned or thrown: a producer started after that is stopped at once. */
+  private finished = false;
+
   async run(): Promise<BackupResult> {
+    try {
+      return await this.runInner();
+    } finally {
+      this.finished = true;
+      for (const o of this.opened.splice(0)) {
+        o.abort?.();
+        await o.close?.().catch(() => undefined);
+      }
+    }
+  }
+
+  private async runInner(): Promise<BackupResult> {
     const started = this.now();
-    const paths = normalisePaths(this.options.paths);
-    const trie: PathTrie = { children: new Map(), target: false };
-    for (const p of paths) {
+    const virtualFiles = this.options.virtualFiles ?? [];
+    const realPaths =
+      virtualFiles.length > 0 && this.options.paths.length === 0 ? [] : normalisePaths(this.options.paths);
+    const trie: PathTrie = { children: new Map(), target: false, real: realPaths.length > 0 };
+    const insert = (p: string, real: boolean): PathTrie => {
       let node = trie;
       for (const part of p.split(sep).filter((s) => s !== "")) {
+        if (node.target || node.virtual) break;
         let child = node.children.get(part);
-        if (!child) node.children.set(part, (child = { children: new Map(), target: false }));
+        if (!child) node.children.set(part, (child = { children: new Map(), target: false, real }));
+        child.real ||= real;
         node = child;
       }
-      node.target = true;
+      return node;
+    };
+    for (const p of realPaths) insert(p, true).target = true;
+    for (const v of virtualFiles) {
+      const node = insert(v.path, false);
+      if (
+        !v.path.startsWith("/") ||
+        node === trie ||
+        node.target ||
+        node.virtual ||
+        node.children.size > 0 ||
+        realPaths.some((p) => p === "/" || v.path.startsWith(p + "/"))
+      ) {
+        throw new BulwarkError(
+          "USAGE",
+          `source path ${v.path} collides with a backup path or another source`,
+          {
+            hint: "give each source its own name",
+          },
+        );
+      }
+      node.virtual = v;
     }
+    const paths = [...realPaths, ...virtualFiles.map((v) => v.path)].sort();
     const parentRoot = this.options.parent ? await this.loadTreeMap(this.options.parent.tree) : undefined;
 
     let rootTree: string;
@@ -183,6 +257,18 @@ class Archiver {
     for (const [name, child] of [...trie.children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
       const childPath = `${path}/${name}`;
       const prev = parent?.nodes.get(name);
+      if (child.virtual) {
+        pending.push(handledLater(this.scanVirtual(childPath, name, child.virtual)));
+        continue;
+      }
+      if (!child.real) {
+        // A directory that holds only virtual files exists only in the snapshot.
+        const subtree = await this.scanSkeleton(childPath, child, undefined);
+        pending.push(
+          handledLater(subtree.done.then((id) => ({ ...virtualNode(name, "dir", this.now()), subtree: id }))),
+        );
+        continue;
+      }
       if (child.target) {
         pending.push((await this.scanEntry(childPath, name, prev)).done);
         continue;
@@ -328,6 +414,49 @@ class Archiver {
     return { done };
   }
 
+  /**
+   * Starts a virtual file's producer, has a worker read it to EOF in a job of its own, then waits for the
+   * producer's verdict. Any failure throws: a virtual file is never skipped (its bytes would be a lie).
+   */
+  private async scanVirtual(path: string, name: string, file: VirtualFile): Promise<Node> {
+    const opened = await file.open();
+    if (this.finished) {
+      opened.abort?.();
+      await opened.close?.().catch(() => undefined);
+      throw new BulwarkError("CANCELLED", `source ${path}: the backup ended before it was read`);
+    }
+    this.opened.push(opened);
+    opened.done.catch(() => undefined); // awaited below; a producer may fail before the read ends
+    const weight = STREAMED_FILE_WEIGHT + FILE_OVERHEAD;
+    await this.limiter.acquire(weight);
+    let result: ChunkedFile;
+    try {
+      // At least SMALL_FILE: never batched, so a slow producer holds up no other file.
+      result = await this.submit({ path: opened.path, size: SMALL_FILE });
+    } finally {
+      this.limiter.release(weight);
+    }
+    if (result.error !== undefined) {
+      opened.abort?.();
+      await opened.done.catch(() => undefined);
+      throw new BulwarkError("IO", `source ${path}: reading its data failed: ${result.error}`);
+    }
+    await opened.done;
+    const index = this.opened.indexOf(opened);
+    if (index >= 0) this.opened.splice(index, 1);
+    await opened.close?.();
+    const node: Node = {
+      ...virtualNode(name, "file", this.now()),
+      size: result.size,
+      content: result.content,
+    };
+    this.summary.filesNew++;
+    this.summary.totalBytes += result.size;
+    this.summary.bytesRead += result.size;
+    this.options.reporter?.fileDone?.(path, result.size, false);
+    return node;
+  }
+
   private submit(file: FileToChunk): Promise<ChunkedFile> {
     if (file.size >= SMALL_FILE) return this.pool.chunkFiles([file], this.handlers).then((r) => r[0]!);
     return new Promise<ChunkedFile>((resolve, reject) => {
@@ -432,6 +561,24 @@ export function nodeFromStat(name: string, type: NodeType, st: BigIntStats): Nod
     inode: st.ino.toString(),
     device: st.dev.toString(),
     links: Number(st.nlink),
+  };
+}
+
+/** Metadata of an entry that exists only in the snapshot: owned by the backup's user, private, dated now. */
+function virtualNode(name: string, type: "file" | "dir", now: Date): Node {
+  const user = currentUser();
+  const ns = (BigInt(now.getTime()) * 1_000_000n).toString();
+  return {
+    name,
+    type,
+    mode: type === "dir" ? 0o700 : 0o600,
+    uid: user.uid,
+    gid: user.gid,
+    mtime: ns,
+    ctime: ns,
+    inode: "0",
+    device: "0",
+    links: 1,
   };
 }
 

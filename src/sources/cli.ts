@@ -1,0 +1,271 @@
+/**
+ * The command-line face of sources, as pieces the `backup` and `restore` commands register and call
+ * (src/cli/commands/backup.ts, restore.ts). Nothing here prints: callers render what these return.
+ *
+ * backup:
+ *   --source TYPE:NAME=VALUE        repeatable; TYPE is command, sqlite or postgres:
+ *       command:NAME=SHELL-COMMAND  its standard output as /sources/NAME
+ *       sqlite:NAME=DB-PATH         a consistent copy as /sources/NAME.sqlite
+ *       postgres:NAME=URL           /sources/NAME/db.pgdump + globals.sql (URL may be empty: libpq variables)
+ *   --pg-password-env VAR | --pg-password-file FILE    the PostgreSQL password, by reference
+ *   --source-timeout SECONDS        kill a source's program after this long
+ *   --hook-before CMD, --hook-after CMD, --hook-timeout SECONDS
+ * restore (instead of --target):
+ *   --pipe-to CMD    --source-path /sources/NAME    pipe a stored file into CMD
+ *   --to-sqlite PATH --source-path /sources/NAME.sqlite
+ *   --to-postgres URL --source-path /sources/NAME [--with-globals] [--pg-password-env|--pg-password-file]
+ */
+import { Option, type Command } from "commander";
+import { BulwarkError } from "../core/errors.js";
+import type { Repository } from "../repository/repository.js";
+import type { VirtualFile } from "../snapshot/archiver.js";
+import { isSafeName } from "../snapshot/tree.js";
+import { commandSource, restoreToCommand } from "./command.js";
+import { DEFAULT_HOOK_TIMEOUT_MS, withHooks, type Hooks } from "./hooks.js";
+import { postgresSource, restorePostgres, type PasswordRef } from "./postgres.js";
+import { restoreSqlite, sqliteSource, validateSqlite } from "./sqlite.js";
+
+/** Where sources appear in a snapshot. */
+export const SOURCES_ROOT = "/sources";
+
+export interface SourceFlags {
+  source?: string[];
+  pgPasswordEnv?: string;
+  pgPasswordFile?: string;
+  sourceTimeout?: string;
+  hookBefore?: string;
+  hookAfter?: string;
+  hookTimeout?: string;
+}
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/** Adds the source and hook options to the `backup` command. */
+export function registerSourceOptions(command: Command): Command {
+  return command
+    .option(
+      "--source <type:name=value>",
+      "also back up a source (repeatable): command:NAME=CMD, sqlite:NAME=DB-PATH, postgres:NAME=URL",
+      collect,
+      [],
+    )
+    .addOption(
+      new Option(
+        "--pg-password-env <var>",
+        "PostgreSQL password: the name of the variable holding it",
+      ).conflicts("pgPasswordFile"),
+    )
+    .option("--pg-password-file <file>", "PostgreSQL password: a file holding it (first line)")
+    .option("--source-timeout <seconds>", "kill a source's dump program after this long")
+    .option("--hook-before <command>", "shell command run before the backup; its failure stops the backup")
+    .option("--hook-after <command>", "shell command run after the backup, also when it failed")
+    .option(
+      "--hook-timeout <seconds>",
+      `kill a hook after this long (default ${DEFAULT_HOOK_TIMEOUT_MS / 1000})`,
+    );
+}
+
+export interface ParsedSources {
+  virtualFiles: VirtualFile[];
+  hooks: Hooks;
+  /** "command dump -> /sources/dump", for the caller to show. */
+  descriptions: string[];
+}
+
+/** Turns the options of registerSourceOptions into virtual files and hooks; USAGE errors name the option. */
+export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = process.env): ParsedSources {
+  const timeoutMs = seconds(flags.sourceTimeout, "--source-timeout");
+  const password = passwordRef(flags);
+  const virtualFiles: VirtualFile[] = [];
+  const descriptions: string[] = [];
+  const names = new Set<string>();
+  for (const spec of flags.source ?? []) {
+    const m = /^([a-z]+):([^=]+)=(.*)$/s.exec(spec);
+    if (!m) {
+      throw new BulwarkError("USAGE", `--source ${spec}: expected TYPE:NAME=VALUE`, {
+        hint: "e.g. --source 'command:mysql=mysqldump shop' or --source sqlite:app=/var/lib/app.db",
+      });
+    }
+    const [, type, name, value] = m as unknown as [string, string, string, string];
+    if (!isSafeName(name) || name.startsWith(".")) {
+      throw new BulwarkError(
+        "USAGE",
+        `--source ${spec}: the name ${JSON.stringify(name)} cannot be a file name`,
+      );
+    }
+    if (names.has(name)) throw new BulwarkError("USAGE", `--source: the name ${name} is used twice`);
+    names.add(name);
+    const timeout = timeoutMs === undefined ? {} : { timeoutMs };
+    switch (type) {
+      case "command":
+        if (value.trim() === "") throw new BulwarkError("USAGE", `--source ${spec}: no command`);
+        virtualFiles.push(
+          commandSource({ path: `${SOURCES_ROOT}/${name}`, command: value, env, ...timeout }),
+        );
+        descriptions.push(`command ${name} -> ${SOURCES_ROOT}/${name}`);
+        break;
+      case "sqlite":
+        if (value === "") throw new BulwarkError("USAGE", `--source ${spec}: no database path`);
+        virtualFiles.push(
+          sqliteSource({ path: `${SOURCES_ROOT}/${name}.sqlite`, database: value, ...timeout }),
+        );
+        descriptions.push(`sqlite ${name} -> ${SOURCES_ROOT}/${name}.sqlite`);
+        break;
+      case "postgres":
+        virtualFiles.push(
+          ...postgresSource({
+            name,
+            root: SOURCES_ROOT,
+            ...(value === "" ? {} : { url: value }),
+            ...(password ? { password } : {}),
+            env,
+            ...timeout,
+          }),
+        );
+        descriptions.push(`postgres ${name} -> ${SOURCES_ROOT}/${name}/`);
+        break;
+      default:
+        throw new BulwarkError("USAGE", `--source ${spec}: unknown type ${type}`, {
+          hint: "the types are command, sqlite and postgres",
+        });
+    }
+  }
+  const hookTimeoutMs = seconds(flags.hookTimeout, "--hook-timeout");
+  const hook = (command: string | undefined) =>
+    command === undefined
+      ? undefined
+      : { command, ...(hookTimeoutMs === undefined ? {} : { timeoutMs: hookTimeoutMs }) };
+  const before = hook(flags.hookBefore);
+  const after = hook(flags.hookAfter);
+  const hooks: Hooks = { env, ...(before ? { before } : {}), ...(after ? { after } : {}) };
+  return { virtualFiles, hooks, descriptions };
+}
+
+/** Runs a backup between the hooks of the flags (withHooks); `fn` gets the sources' virtual files. */
+export function backupWithSources<T>(
+  parsed: ParsedSources,
+  fn: (virtualFiles: VirtualFile[]) => Promise<T>,
+  log?: (line: string) => void,
+): Promise<T> {
+  return withHooks({ ...parsed.hooks, ...(log ? { log } : {}) }, () => fn(parsed.virtualFiles));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// restore
+
+export interface RestoreTargetFlags {
+  pipeTo?: string;
+  toSqlite?: string;
+  toPostgres?: string;
+  sourcePath?: string;
+  withGlobals?: boolean;
+  pgPasswordEnv?: string;
+  pgPasswordFile?: string;
+}
+
+/** Adds --pipe-to, --to-sqlite, --to-postgres (and what they need) to the `restore` command. */
+export function registerRestoreTargetOptions(command: Command): Command {
+  return command
+    .addOption(
+      new Option("--pipe-to <command>", "pipe the file --source-path into a shell command").conflicts([
+        "toSqlite",
+        "toPostgres",
+      ]),
+    )
+    .addOption(
+      new Option(
+        "--to-sqlite <path>",
+        "write the SQLite copy --source-path to a path and check it",
+      ).conflicts("toPostgres"),
+    )
+    .option("--to-postgres <url>", "restore the postgres source --source-path into a new database")
+    .option("--source-path <path>", "the source in the snapshot, e.g. /sources/shop")
+    .option("--with-globals", "with --to-postgres: also run the source's globals.sql (roles)")
+    .option("--pg-password-env <var>", "PostgreSQL password: the name of the variable holding it")
+    .option("--pg-password-file <file>", "PostgreSQL password: a file holding it (first line)");
+}
+
+/** True when the flags ask for a source restore (then --target is not needed). */
+export function wantsSourceRestore(flags: RestoreTargetFlags): boolean {
+  return flags.pipeTo !== undefined || flags.toSqlite !== undefined || flags.toPostgres !== undefined;
+}
+
+export interface SourceRestoreReport {
+  kind: "pipe" | "sqlite" | "postgres";
+  source: string;
+  bytes: number;
+  /** Lines for the user: what was restored where, and the checks. */
+  lines: string[];
+  /** Extra data for --json (tables and row counts, validation). */
+  details?: unknown;
+  ok: boolean;
+}
+
+/** Performs the source restore the flags ask for (wantsSourceRestore must be true). */
+export async function restoreSource(
+  repo: Repository,
+  snapshot: { tree: string },
+  flags: RestoreTargetFlags,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<SourceRestoreReport> {
+  const source = flags.sourcePath;
+  if (!source) {
+    throw new BulwarkError("USAGE", "name the source to restore with --source-path", {
+      hint: "e.g. --source-path /sources/shop (see `bulwark ls` or the snapshot's paths)",
+    });
+  }
+  if (flags.pipeTo !== undefined) {
+    const { bytes } = await restoreToCommand(repo, snapshot, source, flags.pipeTo, { env });
+    return {
+      kind: "pipe",
+      source,
+      bytes,
+      ok: true,
+      lines: [`piped ${source} (${bytes} bytes) into \`${flags.pipeTo}\``],
+    };
+  }
+  if (flags.toSqlite !== undefined) {
+    const { bytes } = await restoreSqlite(repo, snapshot, source, flags.toSqlite);
+    const validation = await validateSqlite(flags.toSqlite);
+    const check = validation.checks[0]!;
+    return {
+      kind: "sqlite",
+      source,
+      bytes,
+      ok: validation.ok,
+      details: validation,
+      lines: [`restored ${source} to ${flags.toSqlite} (${bytes} bytes)`, `integrity_check: ${check.actual}`],
+    };
+  }
+  const password = passwordRef(flags);
+  const lines: string[] = [];
+  const report = await restorePostgres(repo, snapshot, source, {
+    target: flags.toPostgres!,
+    env,
+    ...(password ? { password } : {}),
+    ...(flags.withGlobals ? { globals: true } : {}),
+    log: (line) => lines.push(line),
+  });
+  for (const t of report.tables) lines.push(`  ${t.table}: ${t.rows} rows`);
+  return { kind: "postgres", source, bytes: report.bytes, ok: true, details: report, lines };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+function passwordRef(flags: { pgPasswordEnv?: string; pgPasswordFile?: string }): PasswordRef | undefined {
+  if (flags.pgPasswordEnv !== undefined && flags.pgPasswordFile !== undefined) {
+    throw new BulwarkError("USAGE", "give the PostgreSQL password either by variable or by file, not both");
+  }
+  if (flags.pgPasswordEnv !== undefined) return { env: flags.pgPasswordEnv };
+  if (flags.pgPasswordFile !== undefined) return { file: flags.pgPasswordFile };
+  return undefined;
+}
+
+function seconds(value: string | undefined, option: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) {
+    throw new BulwarkError("USAGE", `${option} ${value}: expected a number of seconds`);
+  }
+  return Math.round(n * 1000);
+}

@@ -1,0 +1,89 @@
+/**
+ * Hooks: a `before` command run ahead of a source's backup (freeze a file system, take an LVM or btrfs
+ * snapshot) and an `after` command run once it ends (thaw, release).
+ *
+ * 1. Run `before`. If it fails or runs past its timeout, the work is not done.
+ * 2. Run the work.
+ * 3. Run `after`: always, also when `before` or the work failed (a half-done freeze must be thawed).
+ *    It learns the outcome from BULWARK_HOOK_RESULT ("success" or "failure").
+ * 4. The first failure is the error (with a failing `after` named too); a failing `after` alone fails the
+ *    run as well: a file system left frozen must not go unnoticed.
+ * Hooks run with `sh -c` in their own process group; a timeout kills the group (SIGTERM, then SIGKILL).
+ */
+import { spawn } from "node:child_process";
+import { BulwarkError, errorMessage } from "../core/errors.js";
+import { exitError, succeeded, waitForExit } from "./process.js";
+
+export interface Hook {
+  /** A shell command. */
+  command: string;
+  /** Default: DEFAULT_HOOK_TIMEOUT_MS. */
+  timeoutMs?: number;
+}
+
+export interface Hooks {
+  before?: Hook;
+  after?: Hook;
+  /** Added to the hooks' environment (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Names the hooks in messages, e.g. the source ("hook before of source shop"). */
+  label?: string;
+  /** Receives each hook's standard output and error lines (default: dropped; stderr is in errors). */
+  log?: (line: string) => void;
+}
+
+export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60 * 1000;
+
+/** Runs `fn` between the hooks (see the module comment); resolves to what `fn` resolved to. */
+export async function withHooks<T>(hooks: Hooks, fn: () => Promise<T>): Promise<T> {
+  let failure: { error: unknown } | undefined;
+  let value: T | undefined;
+  try {
+    if (hooks.before) await runHook("before", hooks.before, hooks, {});
+    value = await fn();
+  } catch (err) {
+    failure = { error: err };
+  }
+  if (hooks.after) {
+    try {
+      await runHook("after", hooks.after, hooks, { BULWARK_HOOK_RESULT: failure ? "failure" : "success" });
+    } catch (afterError) {
+      if (!failure) throw afterError;
+      throw new BulwarkError("IO", `${errorMessage(failure.error)}\nand then: ${errorMessage(afterError)}`, {
+        cause: failure.error,
+      });
+    }
+  }
+  if (failure) throw failure.error;
+  return value as T;
+}
+
+/** Runs one hook; throws a message naming the hook, its command and how it ended. */
+export async function runHook(
+  which: "before" | "after",
+  hook: Hook,
+  hooks: Pick<Hooks, "env" | "label" | "log">,
+  extraEnv: Record<string, string>,
+): Promise<void> {
+  const timeoutMs = hook.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS;
+  const child = spawn("sh", ["-c", hook.command], {
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+    env: { ...(hooks.env ?? process.env), BULWARK_HOOK: which, ...extraEnv },
+  });
+  if (hooks.log) {
+    const log = hooks.log;
+    const forward = (chunk: Buffer): void => {
+      for (const line of chunk.toString("utf8").split("\n")) if (line !== "") log(`hook ${which}: ${line}`);
+    };
+    child.stdout.on("data", forward);
+    child.stderr.on("data", forward);
+  } else {
+    child.stdout.resume();
+  }
+  const exit = await waitForExit(child, timeoutMs);
+  if (!succeeded(exit)) {
+    const where = hooks.label ? ` of ${hooks.label}` : "";
+    throw exitError(`hook ${which}${where} (\`${hook.command}\`)`, exit, timeoutMs);
+  }
+}
