@@ -4,17 +4,24 @@ import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
 import { restore } from "../../snapshot/restorer.js";
 import { findSnapshot } from "../../snapshot/snapshot.js";
 import { EXIT } from "../exit-codes.js";
+import { BulwarkError } from "../../core/errors.js";
+import {
+  registerRestoreTargetOptions,
+  restoreSource,
+  wantsSourceRestore,
+  type RestoreTargetFlags,
+} from "../../sources/cli.js";
 import { createProgress } from "../progress.js";
 import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 export function registerRestore(program: Command, globals: () => GlobalOptions): void {
-  program
+  const command = program
     .command("restore")
-    .description("restore a snapshot into a directory")
+    .description("restore a snapshot into a directory, or a source into a database or command")
     .argument("<snapshot>", "snapshot id, a unique prefix, or latest")
-    .requiredOption(
+    .option(
       "-t, --target <dir>",
       "directory to restore into (paths are restored below it as in the snapshot)",
     )
@@ -27,9 +34,18 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
     .option("--host <name>", "with latest: the latest snapshot of this host")
     .addHelpText(
       "after",
-      "\nFiles whose data is missing or damaged in the repository are not left behind half-written:\nthey are removed, listed, and the exit code is 1. Everything else is restored.",
-    )
-    .action(async (ref: string, flags: { target: string; include: string[]; host?: string }) => {
+      "\nFiles whose data is missing or damaged in the repository are not left behind half-written:\nthey are removed, listed, and the exit code is 1. Everything else is restored.\nSources: --source-path /sources/NAME with --pipe-to CMD, --to-sqlite PATH or --to-postgres URL.",
+    );
+  registerRestoreTargetOptions(command).action(
+    async (
+      ref: string,
+      flags: RestoreTargetFlags & { target?: string; include: string[]; host?: string },
+    ) => {
+      if (!wantsSourceRestore(flags) && flags.target === undefined) {
+        throw new BulwarkError("USAGE", "restore needs --target DIR", {
+          hint: "or --pipe-to, --to-sqlite or --to-postgres with --source-path for an application source",
+        });
+      }
       const code = await withRepository(globals(), "read", async ({ repo, out, pool }) => {
         const started = Date.now();
         await repo.loadIndex();
@@ -39,8 +55,15 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
           flags.host ? { hosts: [flags.host] } : {},
           warnDamagedSnapshot,
         );
+        if (wantsSourceRestore(flags)) {
+          const report = await restoreSource(repo, snapshot, flags, process.env);
+          out.emitJson({ snapshot: snapshot.id, ...report });
+          for (const line of report.lines) out.result(line);
+          return report.ok ? EXIT.OK : EXIT.ERROR;
+        }
+        const targetDir = flags.target!;
         out.info(
-          `restoring snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.paths.join(" ")} to ${resolve(flags.target)}`,
+          `restoring snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.paths.join(" ")} to ${resolve(targetDir)}`,
         );
         const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "restore" });
         let files = 0;
@@ -48,7 +71,7 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
         let bytes = 0;
         let errors = 0;
         const result = await restore(repo, pool(), snapshot.tree, {
-          target: resolve(flags.target),
+          target: resolve(targetDir),
           include: flags.include,
           reporter: {
             planned: (f, b) => {
@@ -68,7 +91,7 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
         progress.done();
         out.emitJson({
           snapshot: snapshot.id,
-          target: resolve(flags.target),
+          target: resolve(targetDir),
           ...result,
           durationMs: Date.now() - started,
         });
@@ -88,5 +111,6 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
         return EXIT.OK;
       });
       process.exitCode = code;
-    });
+    },
+  );
 }
