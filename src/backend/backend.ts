@@ -108,6 +108,18 @@ export function handleToString(h: FileHandle): string {
   return h.type === "config" ? "config" : `${h.type}/${h.name}`;
 }
 
+/**
+ * The directory of each file type in every backend's layout (docs/design.md, "Repository layout"); packs
+ * go one level deeper, under the first two hex digits of their name.
+ */
+export const TYPE_DIRECTORIES: Readonly<Record<Exclude<FileType, "config">, string>> = {
+  key: "keys",
+  lock: "locks",
+  snapshot: "snapshots",
+  index: "index",
+  pack: "data",
+};
+
 /** Names of every file but `config`: 64 lowercase hex digits. */
 export const FILE_NAME_PATTERN = /^[0-9a-f]{64}$/;
 

@@ -30,6 +30,7 @@ import {
   clampRange,
   FILE_NAME_PATTERN,
   handleToString,
+  TYPE_DIRECTORIES,
   type Backend,
   type BackendCapabilities,
   type ByteRange,
@@ -51,14 +52,6 @@ const READ_PIECE_BYTES = 1024 * 1024;
 const TEMP_PREFIX = ".tmp-";
 /** How many stat calls list keeps in flight: a directory of 10 000 packs should not take 10 000 round trips. */
 const LIST_STAT_BATCH = 32;
-
-const TYPE_DIRECTORIES: Readonly<Record<Exclude<FileType, "config">, string>> = {
-  key: "keys",
-  lock: "locks",
-  snapshot: "snapshots",
-  index: "index",
-  pack: "data",
-};
 
 const PACK_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) =>
   i.toString(16).padStart(2, "0"),

@@ -17,18 +17,12 @@
  * 416 range past the end, 507 the vault's disk is full, 500 anything else.
  */
 
-import type { FileType } from "../backend.js";
+import { TYPE_DIRECTORIES, type FileType } from "../backend.js";
 
 export const DIGEST_HEADER = "x-content-sha256";
 export const LENGTH_HEADER = "x-content-length";
 
-export const TYPE_PATHS: Readonly<Record<Exclude<FileType, "config">, string>> = {
-  key: "keys",
-  lock: "locks",
-  snapshot: "snapshots",
-  index: "index",
-  pack: "data",
-};
+export const TYPE_PATHS = TYPE_DIRECTORIES;
 
 const PATH_TYPES = new Map<string, Exclude<FileType, "config">>(
   Object.entries(TYPE_PATHS).map(([type, path]) => [path, type as Exclude<FileType, "config">]),

@@ -69,6 +69,7 @@ import {
   checkRange,
   FILE_NAME_PATTERN,
   handleToString,
+  TYPE_DIRECTORIES,
   type Backend,
   type BackendCapabilities,
   type ByteRange,
@@ -118,14 +119,6 @@ const MIN_PART_BYTES = 5 * MiB;
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** S3 keeps retain-until dates to the second (RGW: milliseconds); allow for rounding when comparing. */
 const RETENTION_TOLERANCE_MS = 1000;
-
-const TYPE_DIRECTORIES: Readonly<Record<Exclude<FileType, "config">, string>> = {
-  key: "keys",
-  lock: "locks",
-  snapshot: "snapshots",
-  index: "index",
-  pack: "data",
-};
 
 const SDK_MODES: Readonly<Record<RetentionMode, ObjectLockMode>> = {
   compliance: "COMPLIANCE",

@@ -43,6 +43,7 @@ import {
   clampRange,
   FILE_NAME_PATTERN,
   handleToString,
+  TYPE_DIRECTORIES,
   type Backend,
   type BackendCapabilities,
   type ByteRange,
@@ -96,14 +97,6 @@ const SSH_FX = {
   FAILURE: 4,
   NO_CONNECTION: 6,
   CONNECTION_LOST: 7,
-};
-
-const TYPE_DIRECTORIES: Readonly<Record<Exclude<FileType, "config">, string>> = {
-  key: "keys",
-  lock: "locks",
-  snapshot: "snapshots",
-  index: "index",
-  pack: "data",
 };
 
 const PACK_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) =>
