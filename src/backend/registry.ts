@@ -2,8 +2,8 @@
  * Opens a Backend from a location string: the one place that knows every scheme.
  *
  *   /path or local:/path           LocalBackend
- *   sftp:user@host[:port]/path     SftpBackend  (key: BULWARK_SFTP_KEY, known hosts: BULWARK_SFTP_KNOWN_HOSTS,
- *                                                or a pinned host key: BULWARK_SFTP_HOST_KEY=SHA256:...)
+ *   sftp:user@host[:port]/path     SftpBackend  (key: BULWARK_SFTP_KEY [+ BULWARK_SFTP_PASSPHRASE], known hosts:
+ *                                  BULWARK_SFTP_KNOWN_HOSTS, or a pinned host key: BULWARK_SFTP_HOST_KEY=SHA256:...)
  *   s3:http(s)://endpoint/bucket/prefix  S3Backend (AWS_* credentials; Object Lock: BULWARK_S3_IMMUTABLE=mode:days)
  *   rest:http(s)://host:port/      RestBackend  (a vault from `bulwark serve-repo`; token: BULWARK_REST_TOKEN)
  *
@@ -18,7 +18,10 @@ import { BulwarkError } from "../core/errors.js";
 export interface OpenBackendOptions {
   /** Create the layout (init); otherwise the location must hold one. */
   create: boolean;
+  /** Where BULWARK_* and AWS_* settings are read; process.env by default. */
   env?: NodeJS.ProcessEnv;
+  /** S3 Object Lock for everything written; overrides BULWARK_S3_IMMUTABLE. */
+  immutability?: { mode: RetentionMode; days: number };
 }
 
 export async function openBackendAt(location: string, options: OpenBackendOptions): Promise<Backend> {
@@ -39,6 +42,7 @@ export async function openBackendAt(location: string, options: OpenBackendOption
           ...(env.BULWARK_SFTP_KEY ? { privateKey: env.BULWARK_SFTP_KEY } : {}),
           ...(env.BULWARK_SFTP_KNOWN_HOSTS ? { knownHosts: env.BULWARK_SFTP_KNOWN_HOSTS } : {}),
           ...(env.BULWARK_SFTP_HOST_KEY ? { hostKeyFingerprint: env.BULWARK_SFTP_HOST_KEY } : {}),
+          ...(env.BULWARK_SFTP_PASSPHRASE ? { passphrase: env.BULWARK_SFTP_PASSPHRASE } : {}),
         }),
       );
     }
@@ -46,8 +50,23 @@ export async function openBackendAt(location: string, options: OpenBackendOption
       // The SDK version is pinned for Node 20 on purpose; its notice about later versions is not for our users.
       process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
       const { openS3Backend } = await import("./s3/s3-backend.js");
-      const immutability = parseImmutability(env.BULWARK_S3_IMMUTABLE);
-      return withRetry(await openS3Backend(location, immutability ? { immutability } : {}));
+      const immutability = options.immutability ?? parseImmutability(env.BULWARK_S3_IMMUTABLE);
+      // Keys given in `env` (a config target's credentials) win over the SDK's own chain, which reads
+      // process.env and profiles: the same keys when env is process.env.
+      const credentials =
+        env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY
+          ? {
+              accessKeyId: env.AWS_ACCESS_KEY_ID,
+              secretAccessKey: env.AWS_SECRET_ACCESS_KEY,
+              ...(env.AWS_SESSION_TOKEN ? { sessionToken: env.AWS_SESSION_TOKEN } : {}),
+            }
+          : undefined;
+      return withRetry(
+        await openS3Backend(location, {
+          ...(immutability ? { immutability } : {}),
+          ...(credentials ? { credentials } : {}),
+        }),
+      );
     }
     case "rest": {
       const { openRestBackend } = await import("./rest/rest-backend.js");

@@ -56,7 +56,7 @@ export async function readPassword(opts: ReadPasswordOptions): Promise<string> {
 }
 
 /** The first line of the file, without its line ending; everything else in it is ignored. */
-async function readPasswordFile(path: string): Promise<string> {
+export async function readPasswordFile(path: string): Promise<string> {
   let text: string;
   try {
     text = await readFile(path, "utf8");

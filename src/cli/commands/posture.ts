@@ -9,10 +9,9 @@
 import type { Command } from "commander";
 
 import type { Backend } from "../../backend/backend.js";
-import { redact } from "../../backend/registry.js";
 import { formatDiagnostic } from "../../config/diagnostic.js";
 import { configPath, loadConfigFile, processSecretEnvironment } from "../../config/load.js";
-import type { BulwarkConfig, Dataset, SecretRef, Target } from "../../config/types.js";
+import type { BulwarkConfig, Dataset, Target } from "../../config/types.js";
 import { BulwarkError, errorMessage } from "../../core/errors.js";
 import {
   evaluatePosture,
@@ -24,8 +23,8 @@ import { renderPosture, type PostureFormat } from "../../policy/posture-report.j
 import { Repository } from "../../repository/repository.js";
 import { normalisePaths } from "../../snapshot/archiver.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../../snapshot/snapshot.js";
-import { getPassword, openBackend, type GlobalOptions } from "../context.js";
-import { readPassword } from "../password.js";
+import { openTargetRepository, scrub, targetPassword } from "../../jobs/targets.js";
+import { getPassword, type GlobalOptions } from "../context.js";
 
 export interface EvidenceOptions {
   env: Readonly<Record<string, string | undefined>>;
@@ -51,29 +50,27 @@ export async function collectEvidence(
   config: BulwarkConfig,
   options: EvidenceOptions,
 ): Promise<PostureEvidence> {
-  const open = options.open ?? ((location: string) => openBackend(location, false));
   const secrets: string[] = [];
-  const clean = (message: string): string => {
-    let m = redact(message);
-    for (const s of secrets) if (s.length > 0) m = m.split(s).join("***");
-    return m;
-  };
+  const clean = (message: string): string => scrub(message, secrets);
 
   const opened = new Map<string, OpenedTarget>();
   const backends: Backend[] = [];
+  const access = { env: options.env, defaultPassword: options.defaultPassword, secrets };
   const openTarget = async (target: Target): Promise<OpenedTarget> => {
     const known = opened.get(target.name);
     if (known) return known;
     const result: OpenedTarget = {};
     opened.set(target.name, result);
     try {
-      const password = target.password
-        ? await resolveSecret(target.password, options.env)
-        : await options.defaultPassword();
-      secrets.push(password);
-      const backend = await open(target.location);
-      backends.push(backend);
-      result.repo = await Repository.open(backend, password);
+      if (options.open !== undefined) {
+        const password = await targetPassword(target, access);
+        const backend = await options.open(target.location);
+        backends.push(backend);
+        result.repo = await Repository.open(backend, password);
+      } else {
+        result.repo = await openTargetRepository(target, access);
+        backends.push(result.repo.backend);
+      }
       result.snapshots = await loadAllSnapshots(result.repo, (name, err) =>
         options.onDamaged?.(target.name, name, err),
       );
@@ -195,29 +192,6 @@ async function readLock(
 function describeBackend(location: string): string {
   const scheme = /^([a-z][a-z0-9]+):/.exec(location)?.[1];
   return scheme === undefined || scheme === "local" ? "a local directory" : `the ${scheme} backend`;
-}
-
-/** The secret a reference points at (read at the moment it is needed, never printed). */
-export async function resolveSecret(
-  ref: SecretRef,
-  env: Readonly<Record<string, string | undefined>>,
-): Promise<string> {
-  if ("env" in ref) {
-    const v = env[ref.env];
-    if (v === undefined || v === "") {
-      throw new BulwarkError("CONFIG_INVALID", `the environment variable ${ref.env} is not set`, {
-        hint: `export ${ref.env} before running bulwark`,
-      });
-    }
-    return v;
-  }
-  return readPassword({
-    passwordFile: ref.file,
-    env: {},
-    stdin: process.stdin,
-    stderr: process.stderr,
-    prompt: "",
-  });
 }
 
 const FORMATS: readonly PostureFormat[] = ["table", "markdown", "html", "json"];
