@@ -94,19 +94,12 @@ export async function openTargetBackend(
   options: { create?: boolean } = {},
 ): Promise<Backend> {
   const env = await targetEnvironment(target, access);
-  if (target.immutability !== undefined && schemeOf(target.location) !== "s3") {
-    throw new BulwarkError(
-      "CONFIG_INVALID",
-      `target ${target.name}: immutability is applied by S3 Object Lock; ${redact(target.location)} is not an s3: location`,
-      {
-        hint: "remove immutability from the target, or label a vault `isolation: append-only` instead",
-      },
-    );
-  }
+  // Only S3 applies immutability on write; elsewhere the lock is not read back and posture says so.
+  const s3 = schemeOf(target.location) === "s3";
   return openBackendAt(target.location, {
     create: options.create === true,
     env,
-    ...(target.immutability ? { immutability: target.immutability } : {}),
+    ...(s3 && target.immutability ? { immutability: target.immutability } : {}),
   });
 }
 
