@@ -45,6 +45,8 @@ export interface BackupOptions {
   now?: () => Date;
   /** Files that exist only in the snapshot, e.g. "/sources/db.pgdump" (see VirtualFile). */
   virtualFiles?: VirtualFile[];
+  /** The config dataset being backed up, recorded in the snapshot. */
+  dataset?: string;
 }
 
 /**
@@ -237,6 +239,7 @@ class Archiver {
       uid: user.uid,
       gid: user.gid,
       tags: [...(this.options.tags ?? [])].sort(),
+      ...(this.options.dataset !== undefined ? { dataset: this.options.dataset } : {}),
       ...(this.options.excludes?.patterns.length ? { excludes: this.options.excludes.patterns } : {}),
       ...(this.options.parent ? { parent: this.options.parent.id } : {}),
       program: PROGRAM,

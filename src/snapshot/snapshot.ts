@@ -38,6 +38,10 @@ export interface Snapshot {
   uid: number;
   gid: number;
   tags: string[];
+  /** The config dataset this snapshot protects (`bulwark run`). */
+  dataset?: string;
+  /** The snapshot this one is a copy of, on the first repository it was made in (`bulwark copy`). */
+  original?: string;
   excludes?: string[];
   parent?: string;
   program: string;
