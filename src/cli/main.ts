@@ -16,6 +16,7 @@ import { registerServeRepo } from "../vault/serve-command.js";
 import { registerRetention } from "./commands/retention.js";
 import { registerConfig } from "./commands/config.js";
 import { registerPosture } from "./commands/posture.js";
+import { registerCopy } from "./commands/copy.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
@@ -62,6 +63,7 @@ const globals = (): GlobalOptions => {
 
 registerInit(program, globals);
 registerBackup(program, globals);
+registerCopy(program, globals);
 registerSnapshotCommands(program, globals);
 registerRestore(program, globals);
 registerCheck(program, globals);
