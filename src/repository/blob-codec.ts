@@ -7,7 +7,7 @@
  * Used on the main thread and in worker threads; each thread keeps its own zstd contexts.
  */
 import zstd from "zstd-napi/binding.js";
-import { ENVELOPE_OVERHEAD, open, sealParts, sealPieces } from "../crypto/crypto.js";
+import { ENVELOPE_OVERHEAD, open, seal, sealParts, sealPieces } from "../crypto/crypto.js";
 import { BulwarkError } from "../core/errors.js";
 
 const FLAG_RAW = new Uint8Array([0]);
@@ -60,7 +60,24 @@ export class BlobCodec {
 
   /** Decrypts and decompresses; throws INVALID_DATA naming `what` on any inconsistency. */
   decode(envelope: Uint8Array, rawLength: number | undefined, what: string): Buffer {
-    const plain = open(this.key, envelope, what);
+    return this.decodeOpened(this.open(envelope, what), rawLength, what);
+  }
+
+  /**
+   * Only decrypts: the flag and payload as sealed. A copy re-seals them under another key as they are, so
+   * moving a blob between repositories costs no second compression.
+   */
+  open(envelope: Uint8Array, what: string): Buffer {
+    return open(this.key, envelope, what);
+  }
+
+  /** Seals what `open` returned (a flag and payload) under this codec's key. */
+  seal(opened: Uint8Array): Buffer {
+    return seal(this.key, opened);
+  }
+
+  /** The plaintext of what `open` returned. */
+  decodeOpened(plain: Buffer, rawLength: number | undefined, what: string): Buffer {
     const flag = plain[0];
     const payload = plain.subarray(1);
     let data: Buffer;

@@ -30,6 +30,14 @@ interface OpenPack {
   size: number;
 }
 
+export interface PackWriterOptions {
+  /**
+   * Runs after a pack was saved and before it joins the index; a rejection fails the writer. A copy reads the
+   * pack back here, so nothing enters the target's index that did not arrive intact.
+   */
+  verifySaved?: (pack: string, blobs: readonly PackedBlob[], length: number) => Promise<void>;
+}
+
 const WRITE_GROUP_BYTES = 4 * 1024 * 1024;
 
 const emptyPack = (): OpenPack => ({ parts: [], blobs: [], size: 0 });
@@ -45,6 +53,7 @@ export class PackWriter {
   constructor(
     private readonly repo: Repository,
     private readonly maxUploads = 2,
+    private readonly options: PackWriterOptions = {},
   ) {}
 
   /** True when the repository has the blob or this writer will store it. */
@@ -145,6 +154,7 @@ export class PackWriter {
     };
     const upload = this.repo.backend
       .save({ type: "pack", name: id }, source)
+      .then(() => this.options.verifySaved?.(id, blobs, length))
       .then(() => {
         this.repo.index.addPack(id, blobs);
         for (const b of blobs) this.pending.delete(b.id);

@@ -43,8 +43,16 @@ export function encodePackHeader(key: Uint8Array, blobs: readonly PackedBlob[]):
   return Buffer.concat([sealed, trailer]);
 }
 
-/** Parses the header at the end of a whole pack; `what` names the pack in errors. */
-export function decodePackHeader(key: Uint8Array, pack: Uint8Array, what: string): PackedBlob[] {
+/**
+ * Parses the header at the end of a whole pack; `what` names the pack in errors. Given `blobsLength`, `pack`
+ * is only the pack's tail (header and trailer) and the blobs are checked to end at `blobsLength`.
+ */
+export function decodePackHeader(
+  key: Uint8Array,
+  pack: Uint8Array,
+  what: string,
+  blobsLength?: number,
+): PackedBlob[] {
   if (pack.length < TRAILER_BYTES) throw new BulwarkError("INVALID_DATA", `${what}: too short to be a pack`);
   const buf = Buffer.from(pack.buffer, pack.byteOffset, pack.byteLength);
   const headerLength = buf.readUInt32LE(buf.length - TRAILER_BYTES);
@@ -73,10 +81,11 @@ export function decodePackHeader(key: Uint8Array, pack: Uint8Array, what: string
     });
     offset += length;
   }
-  if (offset !== headerStart) {
+  const expected = blobsLength ?? headerStart;
+  if (offset !== expected) {
     throw new BulwarkError(
       "INVALID_DATA",
-      `${what}: header describes ${offset} bytes of blobs but the pack holds ${headerStart}`,
+      `${what}: header describes ${offset} bytes of blobs but the pack holds ${expected}`,
     );
   }
   return blobs;
