@@ -100,7 +100,7 @@ export async function collectEvidence(
           copies[t] = { reachable: false, ...(o.error !== undefined ? { error: o.error } : {}) };
           continue;
         }
-        const snapshot = latestOf(o.snapshots, paths);
+        const snapshot = latestOf(o.snapshots, paths, name);
         if (snapshot === undefined) {
           copies[t] = { reachable: true };
           continue;
@@ -126,13 +126,23 @@ export function datasetPaths(dataset: Dataset): string[] {
   return paths.length === 0 ? [] : normalisePaths(paths);
 }
 
-/** The newest snapshot whose paths are exactly the dataset's. */
-export function latestOf(snapshots: SnapshotWithId[], paths: string[]): SnapshotWithId | undefined {
-  if (paths.length === 0) return undefined;
+/**
+ * The newest snapshot of the dataset: one `bulwark run` recorded as the dataset's, or one without a dataset
+ * whose paths are exactly the dataset's (a plain `bulwark backup` of them).
+ */
+export function latestOf(
+  snapshots: SnapshotWithId[],
+  paths: string[],
+  dataset?: string,
+): SnapshotWithId | undefined {
   const want = [...paths].sort().join("\0");
   let latest: SnapshotWithId | undefined;
   for (const s of snapshots) {
-    if ([...s.paths].sort().join("\0") !== want) continue;
+    const ours =
+      s.dataset !== undefined
+        ? s.dataset === dataset
+        : paths.length > 0 && [...s.paths].sort().join("\0") === want;
+    if (!ours) continue;
     if (latest === undefined || s.time > latest.time) latest = s;
   }
   return latest;
