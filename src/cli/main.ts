@@ -16,6 +16,7 @@ import { registerServeRepo } from "../vault/serve-command.js";
 import { registerRetention } from "./commands/retention.js";
 import { registerConfig } from "./commands/config.js";
 import { registerPosture } from "./commands/posture.js";
+import { registerCatalog } from "./commands/catalog.js";
 import { registerCopy } from "./commands/copy.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
@@ -73,6 +74,7 @@ registerUnlock(program, globals);
 registerRetention(program, globals);
 registerConfig(program, globals);
 registerPosture(program, globals);
+registerCatalog(program, globals);
 registerServeRepo(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
