@@ -10,8 +10,8 @@ import { isEmptyPolicy, type RetentionPolicy } from "../policy/retention.js";
 import { presetCounts } from "../policy/rule-presets.js";
 import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
 import { parseFixedDuration } from "./duration.js";
-import type { BulwarkConfig, Dataset, Job, Policy, RuleCounts, Target } from "./types.js";
-import type { WrittenConfig, WrittenRetention } from "./written.js";
+import type { BulwarkConfig, Dataset, HookConfig, Job, Policy, RuleCounts, Source, Target } from "./types.js";
+import type { WrittenConfig, WrittenHooks, WrittenRetention, WrittenSource } from "./written.js";
 
 export function normalise(
   written: WrittenConfig,
@@ -60,9 +60,23 @@ export function normalise(
 
   const datasets: Record<string, Dataset> = {};
   for (const [name, d] of Object.entries(written.datasets)) {
+    const hooks = d.hooks ? hookConfig(d.hooks) : undefined;
     datasets[name] = {
       name,
-      sources: d.sources.map((s) => (s.type === "files" ? { ...s, excludes: s.excludes ?? [] } : s)),
+      sources: d.sources.map((s, i) => {
+        const source = normaliseSource(s);
+        if (source.type === "postgres" && source.name === "") {
+          diagnostics.push(
+            error(
+              ["datasets", name, "sources", i],
+              "a postgres source with all: true needs a name",
+              "add name: NAME (its dumps are stored under /sources/NAME/)",
+            ),
+          );
+        }
+        return source;
+      }),
+      ...(hooks ? { hooks } : {}),
       ...(d.site !== undefined ? { site: d.site } : {}),
       ...(d.network !== undefined ? { network: d.network } : {}),
     };
@@ -155,6 +169,58 @@ export function normalise(
   }
 
   return { config: { version: 1, targets, datasets, policies, jobs }, diagnostics };
+}
+
+/** A source with its defaults: name, format, jobs, globals; seconds as milliseconds; a shell command as argv. */
+function normaliseSource(s: WrittenSource): Source {
+  const hooks = s.hooks ? { hooks: hookConfig(s.hooks) } : {};
+  if (s.type === "files") return { type: "files", paths: s.paths, excludes: s.excludes ?? [], ...hooks };
+  const timeout = s.timeoutSeconds !== undefined ? { timeoutMs: Math.round(s.timeoutSeconds * 1000) } : {};
+  switch (s.type) {
+    case "sqlite":
+      return { type: "sqlite", name: s.name ?? stem(s.path), path: s.path, ...timeout, ...hooks };
+    case "command":
+      return {
+        type: "command",
+        name: s.name ?? stem(s.filename),
+        command: typeof s.command === "string" ? ["sh", "-c", s.command] : s.command,
+        filename: s.filename,
+        ...timeout,
+        ...hooks,
+      };
+    case "postgres":
+      return {
+        type: "postgres",
+        // "" only with all and no name: reported by the caller.
+        name: s.name ?? (s.all ? "" : (s.database ?? "")),
+        ...(s.database !== undefined ? { database: s.database } : {}),
+        all: s.all ?? false,
+        ...(s.host !== undefined ? { host: s.host } : {}),
+        ...(s.port !== undefined ? { port: s.port } : {}),
+        ...(s.user !== undefined ? { user: s.user } : {}),
+        ...(s.password !== undefined ? { password: s.password } : {}),
+        format: s.format ?? "custom",
+        jobs: s.jobs ?? 1,
+        globals: s.globals ?? true,
+        ...timeout,
+        ...hooks,
+      };
+  }
+}
+
+function hookConfig(h: WrittenHooks): HookConfig {
+  return {
+    ...(h.before !== undefined ? { before: h.before } : {}),
+    ...(h.after !== undefined ? { after: h.after } : {}),
+    ...(h.timeoutSeconds !== undefined ? { timeoutMs: Math.round(h.timeoutSeconds * 1000) } : {}),
+  };
+}
+
+/** A file's name without its directory and extensions: /var/lib/app/app.db -> app. */
+function stem(path: string): string {
+  const base = path.replace(/\/+$/, "").split("/").pop() ?? "";
+  const dot = base.indexOf(".", 1);
+  return dot > 0 ? base.slice(0, dot) : base;
 }
 
 function retentionPolicy(r: WrittenRetention): RetentionPolicy {

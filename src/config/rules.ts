@@ -4,13 +4,16 @@
  *
  * Errors: references to unknown targets, datasets, policies or jobs; a job copying to its own primary or to
  * one target twice; a cycle in `dependsOn`; two targets on one location; a password in a location; a secret
- * reference that does not resolve (environment variable unset, file unreadable); retention for an unknown target.
+ * reference that does not resolve (environment variable unset, file unreadable); retention for an unknown target;
+ * a source name that is no file name or is used twice in a dataset; a postgres source with both or neither of
+ * database and all; parallel jobs without the directory format.
  * Warnings: a policy a job's targets cannot satisfy even when every copy is fresh and locked (found by
  * evaluating the posture on ideal evidence, so the two can never disagree); targets of one job sharing a
  * failure domain; a dataset no job protects; an immutable target without an immutability period.
  */
 
 import { evaluateDataset, type DatasetEvidence } from "../policy/posture.js";
+import { isSafeName } from "../snapshot/tree.js";
 import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
 import { unresolvedSecret, urlPassword, type SecretEnvironment } from "./secrets.js";
 import { describeSecretRef, type BulwarkConfig, type SecretRef } from "./types.js";
@@ -85,9 +88,73 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
 
   // datasets
   for (const [name, d] of Object.entries(config.datasets)) {
+    const sourceNames = new Map<string, number>();
     d.sources.forEach((s, i) => {
+      const at = ["datasets", name, "sources", i];
       if (s.type === "postgres" && s.password) {
-        out.push(...secretDiagnostics(["datasets", name, "sources", i, "password"], s.password, ctx, error));
+        out.push(...secretDiagnostics([...at, "password"], s.password, ctx, error));
+      }
+      if (s.type === "files") return;
+      // The name is a file name under /sources: one component, and not hidden.
+      if (s.name !== "" && (!isSafeName(s.name) || s.name.startsWith("."))) {
+        out.push(
+          error(
+            [...at, "name"],
+            `the source name ${JSON.stringify(s.name)} cannot be a file name under /sources`,
+            "use letters, digits, - and _ (no /, not starting with a dot)",
+          ),
+        );
+      }
+      // sqlite stores NAME.sqlite: compare the names the snapshot will hold.
+      const place = s.type === "sqlite" ? `${s.name}.sqlite` : s.name;
+      const first = sourceNames.get(place);
+      if (first !== undefined && s.name !== "") {
+        out.push(
+          error(
+            [...at, "name"],
+            `source ${i} has the same name as source ${first} (${JSON.stringify(s.name)}); each is stored under /sources/NAME`,
+            "give each source its own name: add or change name:",
+          ),
+        );
+      } else {
+        sourceNames.set(place, i);
+      }
+      if (s.type === "command" && (!isSafeName(s.filename) || s.filename.startsWith("."))) {
+        out.push(
+          error(
+            [...at, "filename"],
+            `the filename ${JSON.stringify(s.filename)} cannot be a file name`,
+            "give a plain file name such as dump.sql (no /, not starting with a dot)",
+          ),
+        );
+      }
+      if (s.type === "postgres") {
+        if (s.all && s.database !== undefined) {
+          out.push(
+            error(
+              [...at, "all"],
+              "the source names a database and asks for all of them",
+              "remove database: to dump every database, or all: to dump one",
+            ),
+          );
+        } else if (!s.all && s.database === undefined) {
+          out.push(
+            error(
+              at,
+              "the postgres source names no database",
+              "add database: NAME, or all: true for every one",
+            ),
+          );
+        }
+        if (s.jobs > 1 && s.format !== "directory") {
+          out.push(
+            error(
+              [...at, "jobs"],
+              `jobs: ${s.jobs} needs format: directory (pg_dump writes in parallel only in the directory format)`,
+              "add format: directory, or remove jobs",
+            ),
+          );
+        }
       }
     });
     if (!Object.values(config.jobs).some((j) => j.dataset === name)) {

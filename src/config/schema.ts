@@ -8,7 +8,7 @@
 
 import { z } from "zod";
 
-import { ISOLATIONS, MEDIA, RULE_PRESETS } from "./types.js";
+import { ISOLATIONS, MEDIA, POSTGRES_FORMATS, RULE_PRESETS } from "./types.js";
 import type { WrittenConfig } from "./written.js";
 
 const name = z.string().min(1);
@@ -55,26 +55,78 @@ const targetSchema = z.strictObject({
     .describe("retention applied to what is written (S3 Object Lock)"),
 });
 
+const hooksSchema = z
+  .strictObject({
+    before: name.optional().describe("shell command run first; its failure stops the backup"),
+    after: name
+      .optional()
+      .describe("shell command run last, whenever `before` was started, also when the backup failed"),
+    timeoutSeconds: z.number().positive().optional().describe("kill a hook after this long (default 300)"),
+  })
+  .describe(
+    "commands around the backup (freeze/thaw, snapshot/release); BULWARK_HOOK_RESULT tells `after` the outcome",
+  );
+
+const sourceName = name.describe(
+  "the source's place in the snapshot, /sources/NAME (default: the database, or the file name without extensions)",
+);
+const sourceTimeout = z.number().positive().optional().describe("kill the source's dump after this long");
+
 const sourceSchema = z.discriminatedUnion("type", [
   z.strictObject({
     type: z.literal("files"),
     paths: z.array(name).min(1),
     excludes: z.array(name).optional().describe("patterns, as bulwark backup --exclude"),
+    hooks: hooksSchema.optional(),
   }),
-  z.strictObject({ type: z.literal("sqlite"), path: name }),
+  z.strictObject({
+    type: z.literal("sqlite"),
+    name: sourceName.optional(),
+    path: name.describe("the live database file; copied consistently while writers go on"),
+    timeoutSeconds: sourceTimeout,
+    hooks: hooksSchema.optional(),
+  }),
   z.strictObject({
     type: z.literal("postgres"),
-    database: name,
-    host: name.optional(),
+    name: sourceName.optional(),
+    database: name.optional().describe("the database to dump (or all: true)"),
+    all: z.boolean().optional().describe("dump every database, each on its own, plus the globals"),
+    host: name.optional().describe("host name or unix socket directory (default: libpq's PGHOST)"),
     port: z.number().int().min(1).max(65535).optional(),
     user: name.optional(),
     password: secretRefSchema.optional(),
+    format: z
+      .enum(POSTGRES_FORMATS)
+      .optional()
+      .describe("custom (default: one file, streamed) or directory (pg_dump -Fd, parallel with jobs)"),
+    jobs: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe("parallel pg_dump processes; more than 1 needs format: directory"),
+    globals: z
+      .boolean()
+      .optional()
+      .describe("also store roles and tablespaces, pg_dumpall --globals-only (default true)"),
+    timeoutSeconds: sourceTimeout,
+    hooks: hooksSchema.optional(),
   }),
-  z.strictObject({ type: z.literal("command"), command: z.array(z.string()).min(1), filename: name }),
+  z.strictObject({
+    type: z.literal("command"),
+    name: sourceName.optional(),
+    command: z
+      .union([name, z.array(z.string()).min(1)])
+      .describe("a program and its arguments as a list, or one shell command; its standard output is stored"),
+    filename: name.describe("the stored file's name: /sources/NAME/FILENAME"),
+    timeoutSeconds: sourceTimeout,
+    hooks: hooksSchema.optional(),
+  }),
 ]);
 
 const datasetSchema = z.strictObject({
   sources: z.array(sourceSchema).min(1),
+  hooks: hooksSchema.optional().describe("commands around the whole backup, outside the sources' own hooks"),
   site: name.optional().describe("where production lives, counted as a site when production counts"),
   network: name.optional(),
 });

@@ -52,15 +52,62 @@ export interface Target {
   immutability?: { mode: "governance" | "compliance"; days: number };
 }
 
+/**
+ * Shell commands run around a backup: `before` (freeze a file system, take an LVM snapshot), `after` (thaw,
+ * release), which runs whenever its `before` was started, also when the backup failed (src/sources/dataset.ts).
+ */
+export interface HookConfig {
+  before?: string;
+  after?: string;
+  /** Each hook is killed after this long (default: src/sources/hooks.ts DEFAULT_HOOK_TIMEOUT_MS). */
+  timeoutMs?: number;
+}
+
+export const POSTGRES_FORMATS = ["custom", "directory"] as const;
+export type PostgresFormat = (typeof POSTGRES_FORMATS)[number];
+
+/**
+ * What a dataset is made of. Every source but `files` is stored under /sources/<name> in the snapshot:
+ * sqlite as /sources/<name>.sqlite, postgres as /sources/<name>/ (db.pgdump or db.dir/, globals.sql; with
+ * `all`, databases/<database>/...), command as /sources/<name>/<filename>.
+ */
 export type Source =
-  | { type: "files"; paths: string[]; excludes: string[] }
-  | { type: "sqlite"; path: string }
-  | { type: "postgres"; database: string; host?: string; port?: number; user?: string; password?: SecretRef }
-  | { type: "command"; command: string[]; filename: string };
+  | { type: "files"; paths: string[]; excludes: string[]; hooks?: HookConfig }
+  | { type: "sqlite"; name: string; path: string; timeoutMs?: number; hooks?: HookConfig }
+  | {
+      type: "postgres";
+      name: string;
+      /** One database; absent when `all` is set. */
+      database?: string;
+      /** Every database of the server (each dumped on its own) instead of one. */
+      all: boolean;
+      host?: string;
+      port?: number;
+      user?: string;
+      password?: SecretRef;
+      format: PostgresFormat;
+      /** Parallel pg_dump processes; more than 1 needs the directory format. */
+      jobs: number;
+      /** Also store the roles and tablespaces (pg_dumpall --globals-only). */
+      globals: boolean;
+      timeoutMs?: number;
+      hooks?: HookConfig;
+    }
+  | {
+      type: "command";
+      name: string;
+      /** A program and its arguments (a command written as one string is `sh -c` it). */
+      command: string[];
+      filename: string;
+      timeoutMs?: number;
+      hooks?: HookConfig;
+    };
 
 export interface Dataset {
   name: string;
   sources: Source[];
+  /** Run around the whole backup, outside every source's own hooks. */
+  hooks?: HookConfig;
   /** Where the production data lives: counted as a site and network when the policy counts production. */
   site?: string;
   network?: string;

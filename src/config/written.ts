@@ -4,7 +4,7 @@
  * produces exactly this type (checked there at compile time).
  */
 
-import type { Isolation, Medium, RulePreset, SecretRef, Source } from "./types.js";
+import type { Isolation, Medium, PostgresFormat, RulePreset, SecretRef } from "./types.js";
 
 export interface WrittenTarget {
   location: string;
@@ -26,13 +26,50 @@ export interface WrittenTarget {
   immutability?: { mode?: "governance" | "compliance"; days: number };
 }
 
-/** Sources as written: `excludes` may be left out. */
+/** Hooks as written: the timeout in seconds. */
+export interface WrittenHooks {
+  before?: string;
+  after?: string;
+  timeoutSeconds?: number;
+}
+
+/**
+ * Sources as written: `excludes` may be left out; a name defaults to the database (postgres), the file name
+ * without its extensions (sqlite, command); a command may be one shell command; timeouts are in seconds.
+ */
 export type WrittenSource =
-  | { type: "files"; paths: string[]; excludes?: string[] }
-  | Exclude<Source, { type: "files" }>;
+  | { type: "files"; paths: string[]; excludes?: string[]; hooks?: WrittenHooks }
+  | { type: "sqlite"; name?: string; path: string; timeoutSeconds?: number; hooks?: WrittenHooks }
+  | {
+      type: "postgres";
+      name?: string;
+      database?: string;
+      all?: boolean;
+      host?: string;
+      port?: number;
+      user?: string;
+      password?: SecretRef;
+      /** Default "custom". */
+      format?: PostgresFormat;
+      /** Default 1. */
+      jobs?: number;
+      /** Default true. */
+      globals?: boolean;
+      timeoutSeconds?: number;
+      hooks?: WrittenHooks;
+    }
+  | {
+      type: "command";
+      name?: string;
+      command: string | string[];
+      filename: string;
+      timeoutSeconds?: number;
+      hooks?: WrittenHooks;
+    };
 
 export interface WrittenDataset {
   sources: WrittenSource[];
+  hooks?: WrittenHooks;
   site?: string;
   network?: string;
 }

@@ -13,7 +13,9 @@
  * Virtual files (src/sources/: a command's output, a database dump) have no place on disk: their producer is
  * started when the walk reaches them, a worker reads what it writes (a FIFO or a private temporary copy) to
  * EOF, and the producer must then report success. A failed producer fails the whole backup, before any
- * snapshot is saved: a truncated dump is never recorded as good.
+ * snapshot is saved: a truncated dump is never recorded as good. A producer may instead make a directory
+ * whose entries it knows only once it ran (a dump in directory format): the entries are stored below the
+ * virtual path like virtual files of their own.
  */
 import { lstatSync, readdirSync, readlinkSync } from "node:fs";
 import { hostname as osHostname, userInfo } from "node:os";
@@ -25,7 +27,7 @@ import { PackWriter } from "../repository/pack-writer.js";
 import type { Repository } from "../repository/repository.js";
 import type { ChunkedFile, WorkerPool } from "../repository/worker-pool.js";
 import type { EncodedBlob, FileToChunk } from "../repository/worker-protocol.js";
-import { decodeTree, encodeTree, sameNode, type Node, type NodeType } from "./tree.js";
+import { decodeTree, encodeTree, isSafeName, sameNode, type Node, type NodeType } from "./tree.js";
 import type { SkippedEntry, Snapshot, SnapshotSummary, SnapshotWithId } from "./snapshot.js";
 
 export const PROGRAM = "bulwark 0.1.0";
@@ -55,7 +57,7 @@ export interface BackupOptions {
  */
 export interface VirtualFile {
   path: string;
-  open(): Promise<OpenedVirtualFile>;
+  open(): Promise<OpenedVirtualFile | OpenedVirtualDirectory>;
 }
 
 export interface OpenedVirtualFile {
@@ -66,6 +68,20 @@ export interface OpenedVirtualFile {
   /** Stops the producer (the backup failed elsewhere); must be safe to call at any time. */
   abort?(): void;
   /** Releases what open() made (temporary files); called once the file was read or the backup failed. */
+  close?(): Promise<void>;
+}
+
+/**
+ * A producer whose output is a directory (a pg_dump in directory format, one dump per database of a server):
+ * the virtual path becomes a directory holding `entries`, each stored like a virtual file (and each may
+ * itself open to a directory).
+ */
+export interface OpenedVirtualDirectory {
+  /** The entries once the producer knows them, each named by its `path`: one file name. A rejection fails the backup. */
+  entries: Promise<VirtualFile[]>;
+  /** Stops the producer (the backup failed elsewhere); must be safe to call at any time. */
+  abort?(): void;
+  /** Releases what open() made (a temporary directory); called once every entry was stored or the backup failed. */
   close?(): Promise<void>;
 }
 
@@ -150,7 +166,7 @@ class Archiver {
   }
 
   /** Virtual files whose producer was started: stopped and released however the backup ends. */
-  private readonly opened: OpenedVirtualFile[] = [];
+  private readonly opened: Array<OpenedVirtualFile | OpenedVirtualDirectory> = [];
   /** Set once run() has returned or thrown: a producer started after that is stopped at once. */
   private finished = false;
 
@@ -429,6 +445,7 @@ class Archiver {
       throw new BulwarkError("CANCELLED", `source ${path}: the backup ended before it was read`);
     }
     this.opened.push(opened);
+    if ("entries" in opened) return this.scanVirtualDirectory(path, name, opened);
     opened.done.catch(() => undefined); // awaited below; a producer may fail before the read ends
     const weight = STREAMED_FILE_WEIGHT + FILE_OVERHEAD;
     await this.limiter.acquire(weight);
@@ -445,9 +462,7 @@ class Archiver {
       throw new BulwarkError("IO", `source ${path}: reading its data failed: ${result.error}`);
     }
     await opened.done;
-    const index = this.opened.indexOf(opened);
-    if (index >= 0) this.opened.splice(index, 1);
-    await opened.close?.();
+    await this.release(opened);
     const node: Node = {
       ...virtualNode(name, "file", this.now()),
       size: result.size,
@@ -458,6 +473,36 @@ class Archiver {
     this.summary.bytesRead += result.size;
     this.options.reporter?.fileDone?.(path, result.size, false);
     return node;
+  }
+
+  /** Stores a producer's directory: its entries as virtual files below `path`, in a tree of their own. */
+  private async scanVirtualDirectory(
+    path: string,
+    name: string,
+    opened: OpenedVirtualDirectory,
+  ): Promise<Node> {
+    opened.entries.catch(() => undefined); // awaited at once, but a rejection must not surface twice
+    const entries = [...(await opened.entries)].sort((a, b) =>
+      a.path < b.path ? -1 : a.path > b.path ? 1 : 0,
+    );
+    entries.forEach((e, i) => {
+      if (!isSafeName(e.path) || entries[i - 1]?.path === e.path) {
+        throw new BulwarkError("IO", `source ${path}: its producer named an entry ${JSON.stringify(e.path)}`);
+      }
+    });
+    // Entries start together; the byte budget (scanVirtual) decides how many are read at once.
+    const pending = entries.map((e) => handledLater(this.scanVirtual(`${path}/${e.path}`, e.path, e)));
+    const subtree = await this.storeTree(pending);
+    await this.release(opened);
+    this.summary.dirsNew++;
+    return { ...virtualNode(name, "dir", this.now()), subtree };
+  }
+
+  /** A producer done with: out of the list run() cleans up, and its resources released. */
+  private async release(opened: OpenedVirtualFile | OpenedVirtualDirectory): Promise<void> {
+    const index = this.opened.indexOf(opened);
+    if (index >= 0) this.opened.splice(index, 1);
+    await opened.close?.();
   }
 
   private submit(file: FileToChunk): Promise<ChunkedFile> {

@@ -35,27 +35,47 @@ export interface Hooks {
 export const DEFAULT_HOOK_TIMEOUT_MS = 5 * 60 * 1000;
 
 /** Runs `fn` between the hooks (see the module comment); resolves to what `fn` resolved to. */
-export async function withHooks<T>(hooks: Hooks, fn: () => Promise<T>): Promise<T> {
+export function withHooks<T>(hooks: Hooks, fn: () => Promise<T>): Promise<T> {
+  return withNestedHooks([hooks], fn);
+}
+
+/**
+ * Runs `fn` inside several sets of hooks, the first outermost (a dataset's, then each source's): every
+ * `before` in order, `fn`, then every `after` in reverse order. A set is entered when its `before` is started
+ * (or reached, when it has none), and the `after` of every entered set runs, also when `fn` or a later
+ * `before` failed; a failing `before` stops the ones after it and `fn`. Errors as in withHooks: the first
+ * failure is thrown, with failing `after`s named after it.
+ */
+export async function withNestedHooks<T>(sets: readonly Hooks[], fn: () => Promise<T>): Promise<T> {
   let failure: { error: unknown } | undefined;
   let value: T | undefined;
+  const entered: Hooks[] = [];
   try {
-    if (hooks.before) await runHook("before", hooks.before, hooks, {});
+    for (const hooks of sets) {
+      entered.push(hooks);
+      if (hooks.before) await runHook("before", hooks.before, hooks, {});
+    }
     value = await fn();
   } catch (err) {
     failure = { error: err };
   }
-  if (hooks.after) {
+  const afterErrors: unknown[] = [];
+  for (const hooks of entered.reverse()) {
+    if (!hooks.after) continue;
     try {
-      await runHook("after", hooks.after, hooks, { BULWARK_HOOK_RESULT: failure ? "failure" : "success" });
-    } catch (afterError) {
-      if (!failure) throw afterError;
-      throw new BulwarkError("IO", `${errorMessage(failure.error)}\nand then: ${errorMessage(afterError)}`, {
-        cause: failure.error,
+      await runHook("after", hooks.after, hooks, {
+        BULWARK_HOOK_RESULT: failure || afterErrors.length > 0 ? "failure" : "success",
       });
+    } catch (afterError) {
+      afterErrors.push(afterError);
     }
   }
-  if (failure) throw failure.error;
-  return value as T;
+  const first = failure ? failure.error : afterErrors.shift();
+  if (first === undefined && !failure) return value as T;
+  if (afterErrors.length === 0) throw first;
+  throw new BulwarkError("IO", [first, ...afterErrors].map(errorMessage).join("\nand then: "), {
+    cause: first,
+  });
 }
 
 /** Runs one hook; throws a message naming the hook, its command and how it ended. */
@@ -73,8 +93,10 @@ export async function runHook(
   });
   if (hooks.log) {
     const log = hooks.log;
+    const where = hooks.label ? ` of ${hooks.label}` : "";
     const forward = (chunk: Buffer): void => {
-      for (const line of chunk.toString("utf8").split("\n")) if (line !== "") log(`hook ${which}: ${line}`);
+      for (const line of chunk.toString("utf8").split("\n"))
+        if (line !== "") log(`hook ${which}${where}: ${line}`);
     };
     child.stdout.on("data", forward);
     child.stderr.on("data", forward);

@@ -169,7 +169,7 @@ describe("command source", () => {
       path: file.path,
       open: async () => {
         const opened = await file.open();
-        fifos.push(opened.path);
+        if ("path" in opened) fifos.push(opened.path);
         return opened;
       },
     });

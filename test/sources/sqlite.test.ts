@@ -27,7 +27,7 @@ const recorded = (file: VirtualFile): VirtualFile => ({
   path: file.path,
   open: async () => {
     const opened = await file.open();
-    copies.push(opened.path);
+    if ("path" in opened) copies.push(opened.path);
     return opened;
   },
 });
