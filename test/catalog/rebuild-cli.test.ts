@@ -75,7 +75,7 @@ function configText(): string {
     "version: 1",
     "targets:",
     target("local", local, "medium: disk, site: home, failureDomain: server-1").trimEnd(),
-    target("nas", nas, "medium: nas, site: home, failureDomain: nas-1").trimEnd(),
+    target("nas", nas, "medium: nas, site: office, offsite: true, failureDomain: nas-1").trimEnd(),
     "datasets:",
     `  app: { sources: [{ type: files, paths: [${appSrc}] }] }`,
     `  docs: { sources: [{ type: files, paths: [${docsSrc}] }] }`,
@@ -141,7 +141,8 @@ describe.skipIf(!registered)("bulwark catalog rebuild (local targets)", () => {
   afterAll(removeTempDirs);
 
   it("records every snapshot of every target with its dataset, and the copies between them", async () => {
-    const { value: summary } = await json<RebuildJson>(["catalog", "rebuild", "-c", configFile]);
+    const { value: summary, run } = await json<RebuildJson>(["catalog", "rebuild", "-c", configFile]);
+    expect(run.stderr).toBe("");
     expect(summary).toEqual({
       catalog: catalogFile,
       targets: [
@@ -272,9 +273,40 @@ describe.skipIf(!registered)("bulwark catalog rebuild (local targets)", () => {
   });
 
   it("runs, path and --catalog; a damaged catalog file is a clear error", async () => {
-    const runs = await cli(["catalog", "runs"]);
-    expect(runs.code, describeRun(["catalog", "runs"], runs)).toBe(0);
-    expect(runs.stdout).toMatch(/^ID +Kind +Status +Started \(UTC\)/);
+    const none = await cli(["catalog", "runs"]);
+    expect(none.code, describeRun(["catalog", "runs"], none)).toBe(0);
+    expect(none.stdout).toBe("0 runs\n");
+    // A run recorded by the library (as `bulwark run` does), then listed.
+    const catalog = Catalog.open(catalogFile);
+    try {
+      const id = catalog.startRun({
+        kind: "backup",
+        job: "app-nightly",
+        dataset: "app",
+        target: "local",
+        startedAt: new Date("2026-04-01T02:00:00Z"),
+      });
+      catalog.finishRun(id, {
+        status: "ok",
+        finishedAt: new Date("2026-04-01T02:00:12.5Z"),
+        snapshot: localSnapshots[1]!.id,
+      });
+    } finally {
+      catalog.close();
+    }
+    const runs = await cli(["catalog", "runs", "--job", "app-nightly"]);
+    expect(runs.stdout).toMatch(
+      new RegExp(
+        `^ID +Kind +Status +Started \\(UTC\\) +Took +Job +Dataset +Target +Result\n1 +backup +ok +2026-04-01 02:00:00 +12\\.5 s +app-nightly +app +local +snapshot ${localSnapshots[1]!.id.slice(0, 8)}\n1 run\n$`,
+      ),
+    );
+    const { value: runsJson } = await json<Array<{ id: number; status: string; startedAt: string }>>([
+      "catalog",
+      "runs",
+      "--dataset",
+      "app",
+    ]);
+    expect(runsJson).toMatchObject([{ id: 1, status: "ok", startedAt: "2026-04-01T02:00:00.000Z" }]);
 
     const path = await cli(["catalog", "path"]);
     expect(path.stdout).toBe(`${catalogFile}\n`);

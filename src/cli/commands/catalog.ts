@@ -40,8 +40,9 @@ function when(d: Date): string {
   return d.toISOString().replace("T", " ").slice(0, 19);
 }
 
-/** Rows of text in columns as wide as their widest cell; the last column is not padded. */
+/** Rows of text in columns as wide as their widest cell; the last column is not padded. No rows, no header. */
 function table(header: string[], rows: string[][]): string[] {
+  if (rows.length === 0) return [];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[]): string =>
     cells
