@@ -90,6 +90,13 @@ export interface Backend {
   /** Where immutability is supported: extends (never shortens) a file's retention. */
   extendRetention?(h: FileHandle, retention: Retention, signal?: AbortSignal): Promise<void>;
 
+  /**
+   * Where saves leave temporary files behind when interrupted (a killed process, a dropped connection):
+   * deletes those not modified for `olderThanMs` and returns how many. A live save keeps touching its
+   * temporary file, so a grace of an hour never takes one from under a save in progress. Prune calls it.
+   */
+  removeStaleTempFiles?(olderThanMs: number, signal?: AbortSignal): Promise<number>;
+
   /** Frees connections; the backend is unusable afterwards. */
   close(): Promise<void>;
 }

@@ -8,6 +8,8 @@
  * 3. Copy the used blobs of packs to repack into new packs (each verified on the way).
  * 4. Write new index files for everything kept, then delete the old index files.
  * 5. Only then delete packs: no index refers to them any more.
+ * 6. Delete the temporary files that interrupted saves left on the target (Backend.removeStaleTempFiles:
+ *    local and SFTP) once they are TEMP_FILE_GRACE_MS old, which no save in progress ever is.
  * A crash before 4 leaves new packs unindexed (warned by check, removed by the next prune); a crash in 4 or
  * 5 leaves a complete index of existing packs. Every earlier snapshot stays restorable at every step.
  */
@@ -49,9 +51,17 @@ export interface PruneResult extends PrunePlan {
    * are freed by a later prune once their locks expire.
    */
   locked: { file: string; until?: string }[];
+  /** Temporary files of interrupted saves deleted from the target (step 6). */
+  tempFilesRemoved: number;
 }
 
 const INDEX_FILE_MAX_BLOBS = 50_000;
+/**
+ * Temporary files younger than this are left alone. A save in progress writes to its file all the time and
+ * a stalled connection is dropped within minutes (SFTP keepalive, the vault's idle timeout), so an hour
+ * never takes a file from under a live upload, even one of another process that does not hold a lock.
+ */
+export const TEMP_FILE_GRACE_MS = 60 * 60 * 1000;
 
 export async function prune(repo: Repository, options: PruneOptions = {}): Promise<PruneResult> {
   const threshold = options.repackThreshold ?? 0.2;
@@ -169,11 +179,15 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     indexFilesRemoved: 0,
     packsWritten: 0,
     locked: [],
+    tempFilesRemoved: 0,
   };
   if (options.dryRun) return result;
   const nothingToDo =
     plan.packsToDelete.length === 0 && plan.packsToRepack.length === 0 && plan.unreferencedPacks.length === 0;
-  if (nothingToDo && indexNames.length <= 1) return result;
+  if (nothingToDo && indexNames.length <= 1) {
+    await removeTempFiles(repo, result, phase);
+    return result;
+  }
 
   phase(`repacking ${plan.packsToRepack.length} packs`);
   const writer = new PackWriter(repo);
@@ -245,7 +259,19 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
     await removeUnlessLocked(repo, "pack", pack, result, now);
   });
   result.locked.sort((a, b) => (a.file < b.file ? -1 : 1));
+  await removeTempFiles(repo, result, phase);
   return result;
+}
+
+/** Step 6, on targets that leave temporary files behind. */
+async function removeTempFiles(
+  repo: Repository,
+  result: PruneResult,
+  phase: (m: string) => void,
+): Promise<void> {
+  if (repo.backend.removeStaleTempFiles === undefined) return;
+  phase("removing temporary files of interrupted saves");
+  result.tempFilesRemoved = await repo.backend.removeStaleTempFiles(TEMP_FILE_GRACE_MS);
 }
 
 /**

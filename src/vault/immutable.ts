@@ -1,17 +1,14 @@
 /**
  * The immutable flag (`chattr +i`) on files the vault stores, as hardened repositories do.
  *
- * An immutable file cannot be written, renamed, linked over or unlinked, not even by root, until the
- * flag is cleared. The vault sets it right after a file is saved and clears it only for an admin's delete
- * or replace, so a compromised client token, a bug in the server's own request handling, or an operator's
- * stray `rm -rf` cannot destroy stored data; only a deliberate `chattr -i` by root can.
+ * An immutable file cannot be written, renamed, linked over or unlinked, not even by root, and its times
+ * cannot be changed, until the flag is cleared. The vault sets it right after a file is saved and keeps it
+ * while the file's retention runs (./server.ts: without --retention-days, until an admin deletes the file),
+ * so a compromised client token, a bug in the server's own request handling, or an operator's stray
+ * `rm -rf` cannot destroy stored data; only a deliberate `chattr -i` by root can.
  *
  * It needs root (CAP_LINUX_IMMUTABLE), the `chattr` tool and a file system that supports the flag (ext4,
  * xfs, btrfs, tmpfs on recent kernels). detectImmutability probes all three with a scratch file.
- *
- * Retention (keeping the flag until a date, then releasing it) is not implemented yet: today the flag
- * stays until an admin deletes the file. A retention date would be kept beside the file and honoured by
- * the delete path before it clears the flag.
  */
 
 import { execFile } from "node:child_process";
@@ -50,6 +47,38 @@ export async function isImmutable(path: string): Promise<boolean> {
   const { stdout } = await run("lsattr", ["-d", path], { timeout: 30_000 });
   const flags = stdout.trim().split(/\s+/)[0] ?? "";
   return flags.includes("i");
+}
+
+/** lsattr arguments per call: far below ARG_MAX with the longest paths a repository has. */
+const FLAG_BATCH = 500;
+
+/**
+ * The immutable flag of many files at once (one lsattr per FLAG_BATCH paths, not one per file). A path that
+ * lsattr could not read (removed meanwhile) is absent from the result.
+ */
+export async function immutableFlags(paths: readonly string[]): Promise<Map<string, boolean>> {
+  const flags = new Map<string, boolean>();
+  for (let i = 0; i < paths.length; i += FLAG_BATCH) {
+    const batch = paths.slice(i, i + FLAG_BATCH);
+    let stdout: string;
+    try {
+      ({ stdout } = await run("lsattr", ["--", ...batch], { timeout: 120_000, maxBuffer: 64 * 1024 * 1024 }));
+    } catch (err) {
+      // A file that vanished makes lsattr fail, but it still printed the others.
+      const partial = (err as { stdout?: unknown }).stdout;
+      if (typeof partial !== "string") throw err;
+      stdout = partial;
+    }
+    const wanted = new Set(batch);
+    for (const line of stdout.split("\n")) {
+      const space = line.indexOf(" ");
+      if (space <= 0) continue;
+      // lsattr prints "FLAGS PATH": the path is everything after the first space, spaces included.
+      const path = line.slice(space + 1);
+      if (wanted.has(path)) flags.set(path, line.slice(0, space).includes("i"));
+    }
+  }
+  return flags;
 }
 
 /**

@@ -3,7 +3,7 @@
  * `bulwark serve-repo token add` makes a token for it. Registered by the CLI like src/cli/commands/*.ts.
  *
  *   bulwark serve-repo --path /srv/vault --listen 10.0.0.2:8000 --tokens /etc/bulwark/tokens.json \
- *     [--tls-cert cert.pem --tls-key key.pem] [--init]
+ *     [--tls-cert cert.pem --tls-key key.pem] [--init] [--retention-days 30]
  *   bulwark serve-repo token add --tokens /etc/bulwark/tokens.json --name laptop --role append-only
  */
 
@@ -12,7 +12,7 @@ import type { Command } from "commander";
 import { Output, type GlobalOptions } from "../cli/context.js";
 import { BulwarkError } from "../core/errors.js";
 import type { ImmutabilityMode } from "./immutable.js";
-import { startVaultServer, type VaultLogger } from "./server.js";
+import { MAX_RETENTION_DAYS, startVaultServer, type VaultLogger } from "./server.js";
 import { addToken, VAULT_ROLES, type VaultRole } from "./tokens.js";
 
 interface ServeFlags {
@@ -23,8 +23,12 @@ interface ServeFlags {
   tlsKey?: string;
   init?: boolean;
   immutable: string;
+  retentionDays?: string;
+  sweepMinutes: string;
   maxBodyMib: string;
 }
+
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 export function registerServeRepo(program: Command, globals: () => GlobalOptions): void {
   const serve = program
@@ -37,14 +41,22 @@ export function registerServeRepo(program: Command, globals: () => GlobalOptions
     .option("--tls-key <file>", "PEM private key of --tls-cert")
     .option("--init", "create the repository directory layout if it does not exist")
     .option("--immutable <mode>", "make stored files immutable with chattr +i: auto, require or off", "auto")
+    .option(
+      "--retention-days <days>",
+      "retain each stored file this many days from its write (clients may extend it); without it, files stay until an admin deletes them",
+    )
+    .option("--sweep-minutes <minutes>", "how often to release files whose retention ended", "60")
     .option("--max-body-mib <n>", "largest file a client may upload, in MiB", "1024")
     .addHelpText(
       "after",
       `
 Roles: an append-only token may read, list and add files, and replace or delete only lock files; an
 admin token may also delete and replace (prune, forget). Keep admin tokens off the hosts you back up.
-As root on a file system that supports it, stored files are made immutable (chattr +i) until an admin
-deletes them.
+As root on a file system that supports it, stored files are made immutable (chattr +i). With
+--retention-days N each file is retained N days from its write (\`bulwark retention\` extends what kept
+snapshots need): no token can delete or replace it until then, and the vault itself clears the flag
+when the retention ends (a sweep at start-up and every --sweep-minutes), so an admin prune can delete
+it. Without --retention-days a file stays immutable until an admin deletes it.
 
 Example:
   bulwark serve-repo token add --tokens /etc/bulwark/vault-tokens.json --name web1 --role append-only
@@ -56,6 +68,24 @@ Example:
       if (flags.tokens === undefined) throw new BulwarkError("USAGE", "serve-repo needs --tokens FILE");
       const { host, port } = parseListen(flags.listen);
       const immutable = parseImmutable(flags.immutable);
+      const retentionDays =
+        flags.retentionDays === undefined ? undefined : Number(flags.retentionDays.trim() || NaN);
+      if (
+        retentionDays !== undefined &&
+        !(Number.isFinite(retentionDays) && retentionDays >= 0 && retentionDays <= MAX_RETENTION_DAYS)
+      ) {
+        throw new BulwarkError(
+          "USAGE",
+          `--retention-days must be a number of days from 0 to ${MAX_RETENTION_DAYS}, got ${flags.retentionDays}`,
+        );
+      }
+      const sweepMinutes = Number(flags.sweepMinutes);
+      if (!(Number.isFinite(sweepMinutes) && sweepMinutes > 0)) {
+        throw new BulwarkError(
+          "USAGE",
+          `--sweep-minutes must be a positive number, got ${flags.sweepMinutes}`,
+        );
+      }
       const maxBodyMib = Number(flags.maxBodyMib);
       if (!Number.isSafeInteger(maxBodyMib) || maxBodyMib <= 0) {
         throw new BulwarkError("USAGE", `--max-body-mib must be a positive integer, got ${flags.maxBodyMib}`);
@@ -74,25 +104,36 @@ Example:
         port,
         tokens: flags.tokens,
         immutable,
+        ...(retentionDays === undefined ? {} : { retentionDays }),
+        sweepIntervalMs: sweepMinutes * 60_000,
         maxBodyBytes: maxBodyMib * 1024 * 1024,
         logger,
         ...(flags.tlsCert === undefined ? {} : { tlsCert: flags.tlsCert }),
         ...(flags.tlsKey === undefined ? {} : { tlsKey: flags.tlsKey }),
       });
-      out.emitJson({ url: server.url, immutable: server.immutable });
-      out.result(
-        `serving ${flags.path} at ${server.url} (immutable files: ${server.immutable ? "yes" : "no"})`,
-      );
-      await new Promise<void>((resolve) => {
-        const stop = (): void => {
-          process.off("SIGINT", stop);
-          process.off("SIGTERM", stop);
-          resolve();
-        };
-        process.once("SIGINT", stop);
-        process.once("SIGTERM", stop);
+      out.emitJson({
+        url: server.url,
+        immutable: server.immutable,
+        retentionDays: server.retentionDays ?? null,
       });
+      out.result(
+        `serving ${flags.path} at ${server.url} (immutable files: ${server.immutable ? "yes" : "no"}, ` +
+          `retention: ${retentionDays === undefined ? "until an admin deletes" : `${retentionDays} days`})`,
+      );
+      const signal = await stopSignal();
+      const stamp = (): string => new Date().toISOString();
+      process.stderr.write(
+        `${stamp()} ${signal}: stopping the vault; uploads in progress are finished or discarded, nothing stored is lost\n`,
+      );
+      // A second signal stops at once: an upload cut off leaves only a temp file, which a sweep removes.
+      for (const s of STOP_SIGNALS) {
+        process.once(s, () => {
+          process.stderr.write(`${stamp()} ${s}: the vault stopped at once; nothing stored is lost\n`);
+          process.exit(1);
+        });
+      }
       await server.close();
+      process.stderr.write(`${stamp()} the vault stopped (${signal}): ${server.url} is no longer served\n`);
     });
 
   const token = serve.command("token").description("manage the vault's access tokens");
@@ -117,6 +158,27 @@ Example:
       out.result(secret);
       out.info(`added ${role} token "${flags.name}" to ${flags.tokens}; it is shown only this once`);
     });
+}
+
+/**
+ * Resolves with the first stop signal. The vault owns these signals while it serves: the CLI's own handler
+ * (src/cli/main.ts) would report an interrupted command and exit before the server could finish its
+ * requests, so it is taken off for the life of the process, which ends when the vault stops.
+ */
+function stopSignal(): Promise<(typeof STOP_SIGNALS)[number]> {
+  return new Promise((resolve) => {
+    const handlers = STOP_SIGNALS.map((signal) => {
+      const handler = (): void => {
+        for (const [s, h] of handlers) process.off(s, h);
+        resolve(signal);
+      };
+      return [signal, handler] as const;
+    });
+    for (const [signal, handler] of handlers) {
+      process.removeAllListeners(signal);
+      process.on(signal, handler);
+    }
+  });
 }
 
 /** `host:port`, `[v6]:port` or a bare port (on 127.0.0.1). */

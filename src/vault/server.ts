@@ -11,13 +11,26 @@
  *      before the file becomes visible, so a mismatched or truncated upload leaves nothing behind.
  *   5. Stored files other than locks are made immutable right after the save; an admin delete or replace
  *      clears the flag first and, if the replace fails, sets it back on the old file.
+ *
+ * Retention (with `retentionDays`): a stored file other than a lock is retained until its modification
+ * time plus retentionDays. A new file's modification time is its write, so it is retained retentionDays
+ * from then; PATCH extends a retention by moving the modification time forward (the flag is cleared for the
+ * change and set again), and nothing moves it back. While a file is retained it stays immutable and no
+ * token may delete or replace it (403). The sweep, at start-up and every sweepIntervalMs, releases (chattr
+ * -i) the files whose retention ended, protects retained files that lost the flag (a crash between a save
+ * and its chattr), and deletes temp files that interrupted uploads left. Without retentionDays a file stays
+ * immutable until an admin deletes it, and the sweep protects every stored file that lacks the flag.
+ * Keeping the date in the file's own inode means it is as protected as the data: the immutable flag
+ * forbids changing the times, and there is no second record to lose or to disagree with the files.
+ *
  * Logs go through the injected logger and never contain a token or a server path.
  */
 
 import { createHash } from "node:crypto";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import { readFile } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { readFile, stat, utimes } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -30,10 +43,17 @@ import {
   type FileType,
   type SaveSource,
 } from "../backend/backend.js";
-import { LocalBackend } from "../backend/local/local-backend.js";
-import { DIGEST_HEADER, LENGTH_HEADER, TYPE_PATHS, typeOfPath } from "../backend/rest/protocol.js";
+import { LocalBackend, removeStaleTempFiles } from "../backend/local/local-backend.js";
+import {
+  DIGEST_HEADER,
+  LENGTH_HEADER,
+  RETAIN_UNTIL_HEADER,
+  RETENTION_DAYS_HEADER,
+  TYPE_PATHS,
+  typeOfPath,
+} from "../backend/rest/protocol.js";
 import { BulwarkError, errnoCode, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
-import { detectImmutability, type Immutability, type ImmutabilityMode } from "./immutable.js";
+import { detectImmutability, immutableFlags, type Immutability, type ImmutabilityMode } from "./immutable.js";
 import { findToken, loadTokens, type VaultToken } from "./tokens.js";
 
 export interface VaultLogger {
@@ -58,7 +78,26 @@ export interface VaultServerOptions {
   readonly maxBodyBytes?: number;
   /** Whether stored files are made immutable (chattr +i); "auto" by default. */
   readonly immutable?: ImmutabilityMode;
+  /**
+   * Days each new file is retained (fractions allowed; 0: only what clients extend). Undefined: no
+   * retention, files stay immutable until an admin deletes them.
+   */
+  readonly retentionDays?: number;
+  /** How often the sweep runs after the one at start-up; default one hour. */
+  readonly sweepIntervalMs?: number;
   readonly logger?: VaultLogger;
+}
+
+/** What one sweep changed. */
+export interface SweepResult {
+  /** Files whose retention ended: the immutable flag was cleared. */
+  released: number;
+  /** Retained files (or, without retention, any stored file) that lacked the flag: it was set. */
+  protected: number;
+  /** Temp files of interrupted uploads, older than TEMP_FILE_GRACE_MS, deleted. */
+  tempFilesRemoved: number;
+  /** Files the sweep could not handle, with why (also logged as warnings). */
+  failures: string[];
 }
 
 export interface VaultServer {
@@ -66,6 +105,10 @@ export interface VaultServer {
   readonly url: string;
   /** Whether stored files are being made immutable. */
   readonly immutable: boolean;
+  /** Days each new file is retained; undefined when the vault keeps no retention. */
+  readonly retentionDays: number | undefined;
+  /** Runs a sweep now (after the one in progress, if any). */
+  sweep(): Promise<SweepResult>;
   close(): Promise<void>;
 }
 
@@ -73,6 +116,12 @@ const DEFAULT_MAX_BODY_BYTES = 1024 * 1024 * 1024;
 /** A connection that sends or accepts nothing for this long is dropped (a stalled client holds a temp file). */
 const IDLE_TIMEOUT_MS = 120_000;
 const READ_HIGH_WATER_MARK = 256 * 1024;
+const DAY_MS = 86_400_000;
+const DEFAULT_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
+/** An upload touches its temp file with every piece and is dropped after IDLE_TIMEOUT_MS of silence. */
+const TEMP_FILE_GRACE_MS = 60 * 60 * 1000;
+/** The longest retention a vault may be started with (a typo of days for hours should not lock a disk). */
+export const MAX_RETENTION_DAYS = 36_500;
 
 const SILENT: VaultLogger = { info: () => undefined, warn: () => undefined };
 
@@ -102,6 +151,20 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
       hint: "add one with `bulwark serve-repo token add --tokens FILE --name NAME --role append-only`",
     });
   }
+  const retentionDays = options.retentionDays;
+  if (
+    retentionDays !== undefined &&
+    !(Number.isFinite(retentionDays) && retentionDays >= 0 && retentionDays <= MAX_RETENTION_DAYS)
+  ) {
+    throw new BulwarkError(
+      "USAGE",
+      `the retention must be 0 to ${MAX_RETENTION_DAYS} days, got ${retentionDays}`,
+    );
+  }
+  const sweepIntervalMs = options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS;
+  if (!(Number.isFinite(sweepIntervalMs) && sweepIntervalMs > 0)) {
+    throw new BulwarkError("USAGE", `the sweep interval must be positive, got ${sweepIntervalMs} ms`);
+  }
   const backend = await openRepositoryDirectory(options.path, options.init === true);
   const immutability = await detectImmutability(backend.location, options.immutable ?? "auto");
   if (!immutability.enabled) logger.warn(`stored files will not be made immutable: ${immutability.reason}`);
@@ -110,6 +173,7 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     backend,
     tokens,
     immutability,
+    retentionDays === undefined ? undefined : retentionDays * DAY_MS,
     options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     logger,
   );
@@ -143,18 +207,32 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
   const address = server.address() as AddressInfo;
   const shownHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `${tls ? "https" : "http"}://${shownHost}:${address.port}/`;
-  logger.info(`vault serving ${url} (${tokens.length} tokens, immutable files: ${immutability.enabled})`);
+  const retention = retentionDays === undefined ? "none" : `${retentionDays} days`;
+  logger.info(
+    `vault serving ${url} (${tokens.length} tokens, immutable files: ${immutability.enabled}, retention: ${retention})`,
+  );
+
+  // The first sweep runs in the background: a large repository must not delay serving.
+  const background = (): void => void vault.sweep().catch(() => undefined);
+  background();
+  const timer = setInterval(background, sweepIntervalMs);
+  timer.unref();
 
   let closing: Promise<void> | undefined;
   return {
     url,
     immutable: immutability.enabled,
+    retentionDays,
+    sweep: () => vault.sweep(),
     close: () =>
       (closing ??= (async () => {
+        clearInterval(timer);
+        vault.stopping = true;
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
         await closed;
         while (vault.inFlight.size > 0) await Promise.allSettled([...vault.inFlight]);
+        await vault.sweeping?.catch(() => undefined);
         await backend.close();
       })()),
   };
@@ -179,19 +257,25 @@ async function readPem(path: string): Promise<Buffer> {
 }
 
 class Vault {
-  /** Admin replaces and deletes of one path run one at a time: clear flag, change, set flag. */
+  /** Changes of one file's flag, retention or content run one at a time: clear flag, change, set flag. */
   private readonly busy = new Map<string, Promise<void>>();
 
   constructor(
     private readonly backend: LocalBackend,
     private readonly tokens: readonly VaultToken[],
     private readonly immutability: Immutability,
+    /** How long each new file is retained; undefined: no retention (immutable until an admin deletes). */
+    private readonly retentionMs: number | undefined,
     private readonly maxBodyBytes: number,
     private readonly logger: VaultLogger,
   ) {}
 
   /** Handlers still running: close waits for them, so nothing touches the directory afterwards. */
   readonly inFlight = new Set<Promise<void>>();
+  /** The sweep in progress, if any. */
+  sweeping: Promise<SweepResult> | undefined;
+  /** Set by close: a sweep in progress stops at the next file. */
+  stopping = false;
 
   serve(req: IncomingMessage, res: ServerResponse): void {
     // handle answers every failure itself; the catch only keeps a bug from becoming an unhandled rejection.
@@ -209,6 +293,9 @@ class Vault {
       path = new URL(req.url ?? "/", "http://vault").pathname;
       const token = this.authenticate(req);
       who = token.name;
+      if (this.retentionMs !== undefined) {
+        res.setHeader(RETENTION_DAYS_HEADER, String(this.retentionMs / DAY_MS));
+      }
       const route = parseRoute(path);
       await this.dispatch(req, res, route, token);
     } catch (err) {
@@ -252,8 +339,12 @@ class Vault {
         return this.save(req, res, h, token);
       case "DELETE":
         return this.remove(res, h, token);
+      case "PATCH":
+        return this.extend(req, res, h);
       default:
-        throw new HttpProblem(405, `${method} is not supported`, { Allow: "HEAD, GET, POST, DELETE" });
+        throw new HttpProblem(405, `${method} is not supported`, {
+          Allow: "HEAD, GET, POST, DELETE, PATCH",
+        });
     }
   }
 
@@ -278,7 +369,12 @@ class Vault {
         "Content-Range": `bytes */${size}`,
       });
     }
-    const common = { "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes" };
+    const until = await this.retainedUntil(h);
+    const common = {
+      "Content-Type": "application/octet-stream",
+      "Accept-Ranges": "bytes",
+      ...(until === undefined ? {} : { [RETAIN_UNTIL_HEADER]: until.toISOString() }),
+    };
     if (headOnly) {
       res.writeHead(200, { ...common, "Content-Length": size });
       res.end();
@@ -319,31 +415,33 @@ class Vault {
     const ifAbsent = req.headers["if-none-match"] === "*";
     const mayReplace = token.role === "admin" || h.type === "lock";
     if (!ifAbsent && !mayReplace && (await this.exists(h))) {
-      throw refused(`replacing ${handleToString(h)}`);
+      throw refused();
     }
     const source = bodySource(req, length, req.headers[DIGEST_HEADER]);
     // Files a role may not replace are saved with ifAbsent, so a racing create cannot replace them either.
     const saveIfAbsent = ifAbsent || !mayReplace;
-    const immutable = this.immutability.enabled && h.type !== "lock";
+    const guarded = h.type !== "lock" && (this.immutability.enabled || this.retentionMs !== undefined);
     try {
-      if (immutable && !saveIfAbsent) {
+      if (guarded && !saveIfAbsent) {
         await this.exclusively(h, async () => {
-          const path = this.pathOf(h);
           const existed = await this.exists(h);
-          if (existed) await this.immutability.clear(path);
+          if (existed) {
+            await this.refuseIfRetained(h);
+            if (this.immutability.enabled) await this.immutability.clear(this.pathOf(h));
+          }
           try {
             await this.backend.save(h, source);
           } finally {
             // The new file on success, the old one on failure: whichever is there stays protected.
-            if (existed || (await this.exists(h))) await this.immutability.set(path);
+            await this.protectIfRetained(h);
           }
         });
       } else {
         await this.backend.save(h, source, { ifAbsent: saveIfAbsent });
-        if (immutable) await this.immutability.set(this.pathOf(h));
+        if (guarded) await this.protectIfRetained(h);
       }
     } catch (err) {
-      if (hasCode(err, "ALREADY_EXISTS") && !ifAbsent) throw refused(`replacing ${handleToString(h)}`);
+      if (hasCode(err, "ALREADY_EXISTS") && !ifAbsent) throw refused();
       throw err;
     }
     res.writeHead(200, { "Content-Length": 0 });
@@ -351,18 +449,207 @@ class Vault {
   }
 
   private async remove(res: ServerResponse, h: FileHandle, token: VaultToken): Promise<void> {
-    if (token.role !== "admin" && h.type !== "lock") throw refused(`deleting ${handleToString(h)}`);
-    if (this.immutability.enabled && h.type !== "lock") {
+    if (token.role !== "admin" && h.type !== "lock") throw refused();
+    if (h.type !== "lock" && (this.immutability.enabled || this.retentionMs !== undefined)) {
       await this.exclusively(h, async () => {
         await this.backend.stat(h);
-        await this.immutability.clear(this.pathOf(h));
-        await this.backend.remove(h);
+        await this.refuseIfRetained(h);
+        if (this.immutability.enabled) await this.immutability.clear(this.pathOf(h));
+        try {
+          await this.backend.remove(h);
+        } catch (err) {
+          await this.protectIfRetained(h).catch(() => undefined);
+          throw err;
+        }
       });
     } else {
       await this.backend.remove(h);
     }
     res.writeHead(200, { "Content-Length": 0 });
     res.end();
+  }
+
+  /** PATCH: extends a file's retention to the date asked for; never shortens it. */
+  private async extend(req: IncomingMessage, res: ServerResponse, h: FileHandle): Promise<void> {
+    const retentionMs = this.retentionMs;
+    if (retentionMs === undefined) {
+      throw new HttpProblem(405, "this vault keeps no retention (it was started without --retention-days)", {
+        Allow: "HEAD, GET, POST, DELETE",
+      });
+    }
+    if (h.type === "lock") throw new HttpProblem(400, "lock files are never retained");
+    const asked = headerValue(req.headers[RETAIN_UNTIL_HEADER]);
+    const wanted = asked === undefined ? NaN : Date.parse(asked);
+    if (!Number.isFinite(wanted)) {
+      throw new HttpProblem(400, `a PATCH needs ${RETAIN_UNTIL_HEADER}: an ISO 8601 date`);
+    }
+    let inForce = wanted;
+    await this.exclusively(h, async () => {
+      const path = this.pathOf(h);
+      const info = await this.statFile(h);
+      const current = info.mtimeMs + retentionMs;
+      if (wanted <= current) {
+        inForce = current;
+        return;
+      }
+      if (this.immutability.enabled) await this.immutability.clear(path);
+      try {
+        // utimes takes seconds; the retention ends retentionMs after the modification time.
+        await utimes(path, info.atimeMs / 1000, (wanted - retentionMs) / 1000);
+      } finally {
+        await this.protectIfRetained(h);
+      }
+    });
+    res.writeHead(200, { "Content-Length": 0, [RETAIN_UNTIL_HEADER]: new Date(inForce).toISOString() });
+    res.end();
+  }
+
+  /** Until when a stored file is retained, if its retention still runs; NOT_FOUND when it does not exist. */
+  private async retainedUntil(h: FileHandle): Promise<Date | undefined> {
+    if (this.retentionMs === undefined || h.type === "lock") return undefined;
+    const until = (await this.statFile(h)).mtimeMs + this.retentionMs;
+    return until > Date.now() ? new Date(until) : undefined;
+  }
+
+  private async refuseIfRetained(h: FileHandle): Promise<void> {
+    const until = await this.retainedUntil(h);
+    if (until === undefined) return;
+    throw new HttpProblem(
+      403,
+      `it is retained until ${until.toISOString()}: no token may delete or replace it before then`,
+      { [RETAIN_UNTIL_HEADER]: until.toISOString() },
+    );
+  }
+
+  /**
+   * Sets the immutable flag on a stored file whose retention runs (without retention: on any stored file).
+   * A missing file, a lock, or a vault without the flag: nothing to do.
+   */
+  private async protectIfRetained(h: FileHandle): Promise<void> {
+    if (!this.immutability.enabled || h.type === "lock") return;
+    let info: Stats;
+    try {
+      info = await this.statFile(h);
+    } catch (err) {
+      if (hasCode(err, "NOT_FOUND")) return;
+      throw err;
+    }
+    if (this.isRetained(info.mtimeMs)) await this.immutability.set(this.pathOf(h));
+  }
+
+  /** Whether a file modified at `mtimeMs` must stay immutable now. */
+  private isRetained(mtimeMs: number, now = Date.now()): boolean {
+    return this.retentionMs === undefined || mtimeMs + this.retentionMs > now;
+  }
+
+  private async statFile(h: FileHandle): Promise<Stats> {
+    try {
+      return await stat(this.pathOf(h));
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") {
+        throw new BulwarkError("NOT_FOUND", `${handleToString(h)} not found`, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  /** Runs a sweep once the one in progress (if any) has finished. */
+  sweep(): Promise<SweepResult> {
+    const previous = this.sweeping ?? Promise.resolve(undefined);
+    const next = previous
+      .catch(() => undefined)
+      .then(() => this.sweepOnce())
+      .finally(() => {
+        if (this.sweeping === next) this.sweeping = undefined;
+      });
+    this.sweeping = next;
+    return next;
+  }
+
+  /**
+   * Brings every stored file's flag in line with its retention and removes stale temp files. Candidates
+   * are found in bulk (a stat per file, one lsattr per batch); each change is made under the file's
+   * exclusive section after a second look, so a PATCH or delete racing with the sweep always wins.
+   */
+  private async sweepOnce(): Promise<SweepResult> {
+    const started = Date.now();
+    const result: SweepResult = { released: 0, protected: 0, tempFilesRemoved: 0, failures: [] };
+    const fail = (what: string, err: unknown): void => {
+      const line = `${what}: ${describe(err)}`;
+      result.failures.push(line);
+      this.logger.warn(`sweep: ${line}`);
+    };
+    try {
+      result.tempFilesRemoved = await removeStaleTempFiles(this.backend.location, TEMP_FILE_GRACE_MS);
+    } catch (err) {
+      fail("removing stale temp files", err);
+    }
+    if (this.immutability.enabled) {
+      const files: { h: FileHandle; path: string; mtimeMs: number }[] = [];
+      for (const type of SWEPT_TYPES) {
+        if (this.stopping) return result;
+        try {
+          for await (const info of this.backend.list(type)) {
+            const h: FileHandle = { type, name: info.name };
+            const path = this.pathOf(h);
+            const mtimeMs = await stat(path).then(
+              (s) => s.mtimeMs,
+              () => undefined, // deleted meanwhile
+            );
+            if (mtimeMs !== undefined) files.push({ h, path, mtimeMs });
+          }
+        } catch (err) {
+          fail(`listing ${type} files`, err);
+        }
+      }
+      let flags = new Map<string, boolean>();
+      try {
+        flags = await immutableFlags(files.map((f) => f.path));
+      } catch (err) {
+        fail("reading the immutable flags", err);
+      }
+      const now = Date.now();
+      for (const file of files) {
+        if (this.stopping) break;
+        const flagged = flags.get(file.path);
+        if (flagged === undefined) continue;
+        const retained = this.isRetained(file.mtimeMs, now);
+        if (retained === flagged) continue;
+        try {
+          const changed = await this.exclusivelyWithResult(file.h, () =>
+            retained ? this.protectOne(file.h) : this.releaseOne(file.h),
+          );
+          if (changed && retained) result.protected++;
+          else if (changed) result.released++;
+        } catch (err) {
+          fail(`${retained ? "protecting" : "releasing"} ${handleToString(file.h)}`, err);
+        }
+      }
+    }
+    const changed = result.released + result.protected + result.tempFilesRemoved;
+    if (changed > 0) {
+      this.logger.info(
+        `sweep: released ${result.released} files whose retention ended, protected ${result.protected}, ` +
+          `removed ${result.tempFilesRemoved} stale temp files (${Date.now() - started} ms)`,
+      );
+    }
+    return result;
+  }
+
+  /** Sets the flag if the file is (still) retained; whether it did. */
+  private async protectOne(h: FileHandle): Promise<boolean> {
+    const info = await this.statFile(h).catch(() => undefined);
+    if (info === undefined || !this.isRetained(info.mtimeMs)) return false;
+    await this.immutability.set(this.pathOf(h));
+    return true;
+  }
+
+  /** Clears the flag if the file's retention (still) has ended; whether it did. */
+  private async releaseOne(h: FileHandle): Promise<boolean> {
+    const info = await this.statFile(h).catch(() => undefined);
+    if (info === undefined || this.isRetained(info.mtimeMs)) return false;
+    await this.immutability.clear(this.pathOf(h));
+    return true;
   }
 
   private async exists(h: FileHandle): Promise<boolean> {
@@ -386,6 +673,10 @@ class Vault {
   }
 
   private async exclusively(h: FileHandle, fn: () => Promise<void>): Promise<void> {
+    await this.exclusivelyWithResult(h, fn);
+  }
+
+  private async exclusivelyWithResult<T>(h: FileHandle, fn: () => Promise<T>): Promise<T> {
     const key = handleToString(h);
     for (let current = this.busy.get(key); current !== undefined; current = this.busy.get(key)) {
       await current.catch(() => undefined);
@@ -397,7 +688,7 @@ class Vault {
     );
     this.busy.set(key, settled);
     try {
-      await run;
+      return await run;
     } finally {
       if (this.busy.get(key) === settled) this.busy.delete(key);
     }
@@ -439,8 +730,12 @@ function drainRequest(req: IncomingMessage): void {
   req.resume();
 }
 
-function refused(what: string): HttpProblem {
-  return new HttpProblem(403, `${what} is refused: this token is append-only`);
+/** The stored files a sweep looks after: every type but locks, which are never protected. */
+const SWEPT_TYPES: readonly FileType[] = ["config", "key", "snapshot", "index", "pack"];
+
+/** A refusal by role; the message follows "…was refused by the vault: " on the client. */
+function refused(): HttpProblem {
+  return new HttpProblem(403, "this token is append-only: it may add files, never delete or replace them");
 }
 
 /** Maps an error to what the client is told; server paths and internals stay in the log. */

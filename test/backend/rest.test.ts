@@ -6,17 +6,17 @@
 
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm, stat, unlink } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, unlink, utimes, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, type TestContext } from "vitest";
 
 import { bufferSource, type FileHandle } from "../../src/backend/backend.js";
 import { openRestBackend, RestBackend } from "../../src/backend/rest/rest-backend.js";
 import { describeBackend } from "../../src/backend/testing/conformance.js";
-import { hasCode, isNotFound, type ErrorCode } from "../../src/core/errors.js";
+import { hasCode, isNotFound, type BulwarkError, type ErrorCode } from "../../src/core/errors.js";
 import { PackWriter } from "../../src/repository/pack-writer.js";
 import { RepoLock } from "../../src/repository/lock.js";
 import { Repository } from "../../src/repository/repository.js";
@@ -24,6 +24,7 @@ import { isImmutable } from "../../src/vault/immutable.js";
 import { startVaultServer, type VaultServer, type VaultServerOptions } from "../../src/vault/server.js";
 import { parseListen } from "../../src/vault/serve-command.js";
 import { addToken, generateToken, hashToken, loadTokens, type VaultToken } from "../../src/vault/tokens.js";
+import { chattrCapableDir, type ChattrDir } from "./chattr-dir.js";
 
 const isRoot = process.getuid?.() === 0;
 const WEAK_KDF = { N: 2 ** 10, r: 8, p: 1 };
@@ -38,8 +39,8 @@ interface Vault {
   stop(): Promise<void>;
 }
 
-async function startVault(options: Partial<VaultServerOptions> = {}): Promise<Vault> {
-  const dir = await mkdtemp(join(tmpdir(), "bulwark-rest-"));
+async function startVault(options: Partial<VaultServerOptions> = {}, parent = tmpdir()): Promise<Vault> {
+  const dir = await mkdtemp(join(parent, "bulwark-rest-"));
   const repoDir = join(dir, "repo");
   const admin = generateToken();
   const appendOnly = generateToken();
@@ -100,6 +101,15 @@ describeBackend("rest (vault server, admin token)", async () => {
   return { backend, cleanup: () => vault.stop() };
 });
 
+// Retention 0: a new file is not retained (so the generic tests may delete it), and the retention tests run
+// against what clients extend.
+describeBackend("rest (vault with retention, admin token)", async () => {
+  const vault = await startVault({ retentionDays: 0 });
+  const backend = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+  expect(backend.capabilities.retentionModes).toEqual(["compliance"]);
+  return { backend, cleanup: () => vault.stop() };
+});
+
 describe("vault server and rest backend", () => {
   let vault: Vault;
   let admin: RestBackend;
@@ -127,7 +137,7 @@ describe("vault server and rest backend", () => {
       expect((await appendOnly.load(h)).equals(data)).toBe(true);
 
       const replace = await expectCode(appendOnly.save(h, bufferSource(randomBytes(10))), "RETENTION_LOCKED");
-      expect(replace.message).toContain("refused by the vault (append-only)");
+      expect(replace.message).toContain("was refused by the vault: this token is append-only");
       await expectCode(appendOnly.remove(h), "RETENTION_LOCKED");
       // ifAbsent keeps its meaning: the file exists.
       await expectCode(
@@ -279,6 +289,225 @@ describe("vault server and rest backend", () => {
   });
 });
 
+describe("vault retention", () => {
+  it("without --retention-days the vault declares none and refuses to extend one", async () => {
+    const vault = await startVault();
+    const backend = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+    try {
+      expect(vault.server.retentionDays).toBeUndefined();
+      expect(backend.capabilities.retentionModes).toEqual([]);
+      expect(backend.getRetention).toBeUndefined();
+      expect(backend.extendRetention).toBeUndefined();
+      const h: FileHandle = { type: "pack", name: hex() };
+      await backend.save(h, bufferSource(randomBytes(10)));
+      expect(await rawRequest(vault.server.url, "PATCH", `data/${h.name}`, vault.admin)).toMatchObject({
+        status: 405,
+      });
+    } finally {
+      await backend.close();
+      await vault.stop();
+    }
+  });
+
+  it("each file is retained from its write: no token deletes or replaces it before, and the error says until when", async () => {
+    const vault = await startVault({ retentionDays: 2 });
+    const admin = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+    const appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+    try {
+      expect(admin.capabilities.retentionModes).toEqual(["compliance"]);
+      expect(appendOnly.retentionDays).toBe(2);
+      const h: FileHandle = { type: "snapshot", name: hex() };
+      const data = randomBytes(300);
+      const before = Date.now();
+      await appendOnly.save(h, bufferSource(data));
+      const retention = await appendOnly.getRetention?.(h);
+      expect(retention?.mode).toBe("compliance");
+      const until = retention?.until.getTime() ?? 0;
+      expect(until).toBeGreaterThanOrEqual(before + 2 * 86_400_000 - 1000);
+      expect(until).toBeLessThanOrEqual(Date.now() + 2 * 86_400_000 + 1000);
+
+      const del = await expectCode(admin.remove(h), "RETENTION_LOCKED");
+      expect(del.message).toContain(`rest:${vault.server.url}`);
+      expect(del.message).toContain(`retained until ${new Date(until).toISOString()}`);
+      expect((del as BulwarkError).hint).toContain("releases it after");
+      await expectCode(admin.save(h, bufferSource(randomBytes(5))), "RETENTION_LOCKED");
+      const appendDel = await expectCode(appendOnly.remove(h), "RETENTION_LOCKED");
+      expect(appendDel.message).toContain("append-only");
+      expect((await admin.load(h)).equals(data)).toBe(true);
+
+      // Locks are never retained: append-only still replaces and deletes them.
+      const lock: FileHandle = { type: "lock", name: hex() };
+      await appendOnly.save(lock, bufferSource(randomBytes(10)));
+      expect(await appendOnly.getRetention?.(lock)).toBeUndefined();
+      await appendOnly.remove(lock);
+      for (const secret of [vault.admin, vault.appendOnly]) {
+        expect(del.message + appendDel.message).not.toContain(secret);
+      }
+    } finally {
+      await admin.close();
+      await appendOnly.close();
+      await vault.stop();
+    }
+  });
+
+  it("either token extends a retention, never shortens it; a lock or a bad date is refused", async () => {
+    const vault = await startVault({ retentionDays: 1 });
+    const appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+    try {
+      const h: FileHandle = { type: "index", name: hex() };
+      await appendOnly.save(h, bufferSource(randomBytes(10)));
+      const first = (await appendOnly.getRetention?.(h))?.until.getTime() ?? 0;
+      const later = new Date(Math.ceil(Date.now() / 1000) * 1000 + 5 * 86_400_000);
+      await appendOnly.extendRetention?.(h, { mode: "compliance", until: later });
+      expect((await appendOnly.getRetention?.(h))?.until.getTime()).toBe(later.getTime());
+      // Asking for less than is in force changes nothing.
+      await appendOnly.extendRetention?.(h, { mode: "governance", until: new Date(first) });
+      expect((await appendOnly.getRetention?.(h))?.until.getTime()).toBe(later.getTime());
+      const shorter = await rawRequest(vault.server.url, "PATCH", `index/${h.name}`, vault.admin, {
+        "X-Bulwark-Retain-Until": new Date().toISOString(),
+      });
+      expect(shorter).toMatchObject({ status: 200, until: later.toISOString() });
+
+      const lock: FileHandle = { type: "lock", name: hex() };
+      await appendOnly.save(lock, bufferSource(randomBytes(10)));
+      await expectCode(
+        appendOnly.extendRetention!(lock, { mode: "compliance", until: later }),
+        "INVALID_DATA",
+      );
+      expect(
+        await rawRequest(vault.server.url, "PATCH", `index/${h.name}`, vault.admin, {
+          "X-Bulwark-Retain-Until": "next tuesday",
+        }),
+      ).toMatchObject({ status: 400 });
+      await expectCode(
+        appendOnly.extendRetention!({ type: "pack", name: hex() }, { mode: "compliance", until: later }),
+        "NOT_FOUND",
+      );
+    } finally {
+      await appendOnly.close();
+      await vault.stop();
+    }
+  });
+
+  describe("immutable files and the sweep (root, a file system with chattr +i)", () => {
+    let where: ChattrDir = { reason: "not probed yet" };
+    beforeAll(async () => {
+      where = await chattrCapableDir();
+      if ("reason" in where && process.env.CI === "true") {
+        throw new Error(`the vault's immutable retention cannot be tested under CI=true: ${where.reason}`);
+      }
+    }, 120_000);
+    afterAll(async () => {
+      if ("cleanup" in where) await where.cleanup();
+    });
+    const parent = (ctx: TestContext): string => {
+      if ("reason" in where) ctx.skip(true, where.reason);
+      return "dir" in where ? where.dir : "";
+    };
+
+    it("a file stays immutable while retained; the sweep alone releases it, then only an admin deletes it", async (ctx) => {
+      const retentionMs = 3000;
+      // No periodic sweep during the test: each one is run by hand.
+      const options = { retentionDays: retentionMs / 86_400_000, sweepIntervalMs: 3_600_000 };
+      const vault = await startVault(options, parent(ctx));
+      const admin = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+      const appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+      try {
+        expect(vault.server.immutable).toBe(true);
+        const pack: FileHandle = { type: "pack", name: hex() };
+        const data = randomBytes(1000);
+        await appendOnly.save(pack, bufferSource(data));
+        const path = join(vault.repoDir, "data", pack.name.slice(0, 2), pack.name);
+        expect(await isImmutable(path)).toBe(true);
+        await expect(unlink(path)).rejects.toThrow(/EPERM|operation not permitted/i);
+        await expectCode(admin.remove(pack), "RETENTION_LOCKED");
+        expect((await vault.server.sweep()).released).toBe(0);
+        expect(await isImmutable(path)).toBe(true);
+
+        const until = (await admin.getRetention?.(pack))?.until.getTime() ?? 0;
+        await sleep(until - Date.now() + 50);
+        // The retention has ended, but the flag stays until the vault releases it.
+        expect(await admin.getRetention?.(pack)).toBeUndefined();
+        expect(await isImmutable(path)).toBe(true);
+        const swept = await vault.server.sweep();
+        expect(swept).toMatchObject({ released: 1, protected: 0, failures: [] });
+        expect(await isImmutable(path)).toBe(false);
+        expect(vault.logs.some((l) => l.includes("sweep: released 1 files"))).toBe(true);
+
+        // An append-only token can never delete, not even after the retention ended.
+        await expectCode(appendOnly.remove(pack), "RETENTION_LOCKED");
+        expect((await admin.load(pack)).equals(data)).toBe(true);
+        await admin.remove(pack);
+        await expectCode(admin.stat(pack), "NOT_FOUND");
+      } finally {
+        await admin.close();
+        await appendOnly.close();
+        await vault.stop();
+      }
+    });
+
+    it("an extended retention protects the file again; a restart's sweep restores a lost flag", async (ctx) => {
+      const vault = await startVault({ retentionDays: 0, sweepIntervalMs: 3_600_000 }, parent(ctx));
+      const appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+      let restarted: VaultServer | undefined;
+      try {
+        // Retention 0: a new file is not retained, so it is not made immutable.
+        const h: FileHandle = { type: "index", name: hex() };
+        await appendOnly.save(h, bufferSource(randomBytes(100)));
+        const path = join(vault.repoDir, "index", h.name);
+        expect(await isImmutable(path)).toBe(false);
+        const until = new Date(Date.now() + 3_600_000);
+        await appendOnly.extendRetention?.(h, { mode: "compliance", until });
+        expect(await isImmutable(path)).toBe(true);
+        expect((await appendOnly.getRetention?.(h))?.until.toISOString()).toBe(until.toISOString());
+
+        // Someone on the vault host clears the flag; the start-up sweep of the next run sets it again.
+        execFileSync("chattr", ["-i", path]);
+        await vault.server.close();
+        restarted = await startVaultServer({
+          path: vault.repoDir,
+          port: 0,
+          tokens: [{ name: "ops", sha256: hashToken(vault.admin), role: "admin" }],
+          retentionDays: 0,
+          sweepIntervalMs: 3_600_000,
+        });
+        const swept = await restarted.sweep();
+        expect(await isImmutable(path)).toBe(true);
+        // The start-up sweep may have got there first; between the two, exactly one protected it.
+        expect(swept.protected).toBeLessThanOrEqual(1);
+        expect(swept.failures).toEqual([]);
+      } finally {
+        await appendOnly.close();
+        await restarted?.close();
+        await vault.stop();
+      }
+    });
+
+    it("the periodic sweep releases files on its own, and removes stale temp files", async (ctx) => {
+      const vault = await startVault({ retentionDays: 1500 / 86_400_000, sweepIntervalMs: 500 }, parent(ctx));
+      const appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+      try {
+        const h: FileHandle = { type: "key", name: hex() };
+        await appendOnly.save(h, bufferSource(randomBytes(100)));
+        const path = join(vault.repoDir, "keys", h.name);
+        // An upload cut off by a crash, two hours ago.
+        const stale = join(vault.repoDir, "data", "ab", ".tmp-stale-upload");
+        await writeFile(stale, "partial");
+        const past = (Date.now() - 2 * 3_600_000) / 1000;
+        await utimes(stale, past, past);
+        expect(await isImmutable(path)).toBe(true);
+        const deadline = Date.now() + 20_000;
+        while ((await isImmutable(path)) && Date.now() < deadline) await sleep(200);
+        expect(await isImmutable(path)).toBe(false);
+        await expect(stat(stale)).rejects.toThrow(/ENOENT/);
+      } finally {
+        await appendOnly.close();
+        await vault.stop();
+      }
+    });
+  });
+});
+
 describe("vault tokens", () => {
   let dir: string;
   beforeAll(async () => {
@@ -368,6 +597,30 @@ function rawPost(
     req.end(body);
   });
 }
+
+function rawRequest(
+  base: string,
+  method: string,
+  path: string,
+  token: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; until?: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(new URL(path, base), {
+      method,
+      headers: { ...headers, Authorization: `Bearer ${token}` },
+    });
+    req.on("response", (res) => {
+      res.resume();
+      const until = res.headers["x-bulwark-retain-until"];
+      resolve({ status: res.statusCode ?? 0, ...(typeof until === "string" ? { until } : {}) });
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 
 function rawGet(base: string, path: string, token: string | undefined): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -256,6 +256,13 @@ export class LocalBackend implements Backend {
     }
   }
 
+  /** Deletes `.tmp-*` files of interrupted saves not modified for `olderThanMs` (removeStaleTempFiles below). */
+  removeStaleTempFiles(olderThanMs: number, signal?: AbortSignal): Promise<number> {
+    this.assertOpen();
+    signal?.throwIfAborted();
+    return removeStaleTempFiles(this.location, olderThanMs);
+  }
+
   close(): Promise<void> {
     this.closed = true;
     return Promise.resolve();

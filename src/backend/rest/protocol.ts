@@ -5,6 +5,7 @@
  *   HEAD|GET|POST|DELETE  /config
  *   GET                   /{type}/            JSON [{ "name": ..., "size": ... }]
  *   HEAD|GET|POST|DELETE  /{type}/{name}      {type}: keys locks snapshots index data
+ *   PATCH                 /config, /{type}/{name}   extend the file's retention (below)
  *
  * Every request carries `Authorization: Bearer <token>`. GET honours a single `Range: bytes=...`; a range
  * that starts at or past the end is answered 416. POST carries the body's length (Content-Length, or
@@ -12,15 +13,26 @@
  * trailer (so a client can hash while it streams); the server stores nothing whose digest differs.
  * `If-None-Match: *` asks for the save to fail with 409 when the file exists.
  *
+ * Retention (a vault started with --retention-days): every authenticated answer carries
+ * X-Bulwark-Retention-Days, the days each new file is retained. HEAD and GET of a file whose retention runs
+ * carry X-Bulwark-Retain-Until (ISO 8601); a file without it is not retained. PATCH with
+ * X-Bulwark-Retain-Until extends the retention to that date (never shortens it; either role may) and answers
+ * with the date now in force. A DELETE or replacing POST of a retained file is 403, with the date.
+ *
  * Status codes: 400 malformed request or digest mismatch, 401 no or unknown token, 403 refused by the
- * token's role (append-only), 404 no such file, 409 exists (If-None-Match), 411 no length, 413 too large,
- * 416 range past the end, 507 the vault's disk is full, 500 anything else.
+ * token's role (append-only) or by a running retention, 404 no such file, 405 PATCH on a vault without
+ * retention, 409 exists (If-None-Match), 411 no length, 413 too large, 416 range past the end, 507 the
+ * vault's disk is full, 500 anything else.
  */
 
 import { TYPE_DIRECTORIES, type FileType } from "../backend.js";
 
 export const DIGEST_HEADER = "x-content-sha256";
 export const LENGTH_HEADER = "x-content-length";
+/** The days a vault retains each new file; absent when it keeps no retention. */
+export const RETENTION_DAYS_HEADER = "x-bulwark-retention-days";
+/** When a file's retention ends (ISO 8601): on HEAD/GET answers, PATCH requests and answers, and 403s. */
+export const RETAIN_UNTIL_HEADER = "x-bulwark-retain-until";
 
 export const TYPE_PATHS = TYPE_DIRECTORIES;
 

@@ -7,8 +7,13 @@
  * are queued, because a source may reuse its buffer once the next piece is asked for.
  *
  * Errors are classified here: 401 AUTH, 403 RETENTION_LOCKED (the vault refused to delete or replace:
- * append-only), 404 NOT_FOUND, 409 ALREADY_EXISTS, connection failures and 5xx TRANSIENT, 507 IO (the
- * vault's disk is full). Messages name the vault by its URL; the token appears nowhere.
+ * an append-only token, or a file whose retention runs), 404 NOT_FOUND, 409 ALREADY_EXISTS, connection
+ * failures and 5xx TRANSIENT, 507 IO (the vault's disk is full). Messages name the vault by its URL; the
+ * token appears nowhere.
+ *
+ * Retention: a vault started with --retention-days says so in every answer; opening notices it, and only
+ * then does the backend declare the "compliance" mode and offer getRetention (a HEAD) and extendRetention
+ * (a PATCH). The vault has one mode: nobody, admin included, deletes a file before its retention ends.
  */
 
 import { createHash } from "node:crypto";
@@ -32,11 +37,19 @@ import {
   type FileHandle,
   type FileInfo,
   type FileType,
+  type Retention,
+  type RetentionMode,
   type SaveOptions,
   type SaveSource,
 } from "../backend.js";
 import { BulwarkError, errnoCode, errorMessage, type ErrorCode } from "../../core/errors.js";
-import { DIGEST_HEADER, LENGTH_HEADER, TYPE_PATHS } from "./protocol.js";
+import {
+  DIGEST_HEADER,
+  LENGTH_HEADER,
+  RETAIN_UNTIL_HEADER,
+  RETENTION_DAYS_HEADER,
+  TYPE_PATHS,
+} from "./protocol.js";
 
 export interface RestBackendOptions {
   /** The vault token; default: the BULWARK_REST_TOKEN environment variable. */
@@ -52,11 +65,13 @@ export interface RestBackendOptions {
 }
 
 const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
+const VAULT_RETENTION_MODES: readonly RetentionMode[] = Object.freeze(["compliance"]);
 const MAX_ERROR_BODY_BYTES = 4096;
 
 /**
  * Opens a vault: parses the location, then asks for the config with the token, so that an unreachable
- * vault or a wrong token is reported here (a missing config is fine: the repository may not exist yet).
+ * vault or a wrong token is reported here (a missing config is fine: the repository may not exist yet),
+ * and learns whether the vault keeps retention.
  */
 export async function openRestBackend(
   location: string,
@@ -64,19 +79,22 @@ export async function openRestBackend(
 ): Promise<RestBackend> {
   const backend = new RestBackend(location, options);
   try {
-    await backend.stat({ type: "config", name: "" });
+    await backend.probe();
   } catch (err) {
-    if (!(err instanceof BulwarkError && err.code === "NOT_FOUND")) {
-      await backend.close();
-      throw err;
-    }
+    await backend.close();
+    throw err;
   }
   return backend;
 }
 
 export class RestBackend implements Backend {
   readonly location: string;
-  readonly capabilities: BackendCapabilities;
+  capabilities: BackendCapabilities;
+  /** Offered once the vault said it keeps retention (see probe). */
+  getRetention?: (h: FileHandle, signal?: AbortSignal) => Promise<Retention | undefined>;
+  extendRetention?: (h: FileHandle, retention: Retention, signal?: AbortSignal) => Promise<void>;
+  /** Days the vault retains each new file; undefined when it keeps no retention (or is not probed yet). */
+  retentionDays: number | undefined;
   private readonly base: URL;
   private readonly authorization: string;
   private readonly agent: HttpAgent;
@@ -119,6 +137,28 @@ export class RestBackend implements Backend {
       this.agent = new HttpAgent({ keepAlive: true, maxSockets: connections });
       this.request = httpRequest;
     }
+  }
+
+  /**
+   * Asks for the config (HEAD), which proves the vault is reachable and takes the token, and reads whether
+   * it keeps retention; a missing config is fine. openRestBackend calls it.
+   */
+  async probe(signal?: AbortSignal): Promise<void> {
+    const res = await this.send(
+      "HEAD",
+      "config",
+      { type: "config", name: "" },
+      { signal, accept: [200, 404] },
+    );
+    res.resume();
+    const days = Number(headerValue(res.headers[RETENTION_DAYS_HEADER]));
+    if (headerValue(res.headers[RETENTION_DAYS_HEADER]) === undefined || !Number.isFinite(days) || days < 0) {
+      return;
+    }
+    this.retentionDays = days;
+    this.capabilities = Object.freeze({ ...this.capabilities, retentionModes: VAULT_RETENTION_MODES });
+    this.getRetention = (h, signal) => this.readRetention(h, signal);
+    this.extendRetention = (h, retention, signal) => this.lengthenRetention(h, retention, signal);
   }
 
   async stat(h: FileHandle, signal?: AbortSignal): Promise<FileInfo> {
@@ -317,6 +357,36 @@ export class RestBackend implements Backend {
     return Promise.resolve();
   }
 
+  /** The retention of a file whose retention runs; undefined when it has none (or none any more). */
+  private async readRetention(h: FileHandle, signal?: AbortSignal): Promise<Retention | undefined> {
+    const res = await this.send("HEAD", this.pathOf(h), h, { signal });
+    res.resume();
+    const until = this.untilOf(res, h);
+    return until === undefined ? undefined : { mode: "compliance", until };
+  }
+
+  /** Extends (never shortens) a retention; the vault has one mode, so `retention.mode` is not sent. */
+  private async lengthenRetention(h: FileHandle, retention: Retention, signal?: AbortSignal): Promise<void> {
+    const res = await this.send("PATCH", this.pathOf(h), h, {
+      signal,
+      headers: { [RETAIN_UNTIL_HEADER]: retention.until.toISOString() },
+    });
+    res.resume();
+  }
+
+  private untilOf(res: IncomingMessage, h: FileHandle): Date | undefined {
+    const text = headerValue(res.headers[RETAIN_UNTIL_HEADER]);
+    if (text === undefined) return undefined;
+    const until = new Date(text);
+    if (Number.isNaN(until.getTime())) {
+      throw new BulwarkError(
+        "INVALID_DATA",
+        `the vault ${this.location} sent an invalid retention date for ${handleToString(h)}`,
+      );
+    }
+    return until;
+  }
+
   /** The request path below the base URL; throws a plain Error for a malformed handle (a caller's bug). */
   private pathOf(h: FileHandle): string {
     this.assertOpen();
@@ -408,14 +478,21 @@ export class RestBackend implements Backend {
       .trim();
     const said = detail === "" ? "" : `: ${detail}`;
     const at = `${what} at ${this.location}`;
+    const retainedUntil = headerValue(res.headers[RETAIN_UNTIL_HEADER]);
     const [code, message, hint]: [ErrorCode, string, string | undefined] =
       status === 401
-        ? ["AUTH", `the vault ${this.location} refused the token (401)`, "check BULWARK_REST_TOKEN"]
+        ? [
+            "AUTH",
+            `the vault ${this.location} refused the token (401)`,
+            "check BULWARK_REST_TOKEN (in bulwark.yaml: the target's credentials.token)",
+          ]
         : status === 403
           ? [
               "RETENTION_LOCKED",
-              `${action === "remove" ? "deleting" : "replacing"} ${at} was refused by the vault (append-only)${said}`,
-              "only an admin token may delete or replace stored files",
+              `${action === "remove" ? "deleting" : "replacing"} ${at} was refused by the vault${said}`,
+              retainedUntil === undefined
+                ? "only an admin token may delete or replace stored files"
+                : `the vault releases it after ${retainedUntil}; a prune after that date can delete it`,
             ]
           : status === 404
             ? ["NOT_FOUND", `${what} not found at ${this.location}`, undefined]
@@ -494,6 +571,10 @@ function parseLocation(location: string): URL {
   url.hash = "";
   if (!url.pathname.endsWith("/")) url.pathname += "/";
   return url;
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }
 
 function readCa(path: string): Buffer {

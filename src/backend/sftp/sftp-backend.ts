@@ -32,11 +32,11 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { homedir, userInfo } from "node:os";
 import { join, posix } from "node:path";
 
-import type { Stats } from "ssh2";
+import ssh2, { type Stats } from "ssh2";
 
 import {
   checkRange,
@@ -59,8 +59,17 @@ import { SftpConnection, type Channel } from "./sftp-connection.js";
 import { formatSftpLocation, parseSftpLocation } from "./sftp-location.js";
 
 export interface SftpOptions {
-  /** Private key file; by default ~/.ssh/id_ed25519, then ~/.ssh/id_rsa. */
+  /**
+   * Private key file. Without one: the keys of a running ssh-agent (see `agent`), and the first of
+   * ~/.ssh/id_ed25519 and ~/.ssh/id_rsa that exists (skipped, when an agent is there, if it needs a passphrase
+   * that was not given).
+   */
   readonly privateKey?: string;
+  /**
+   * The ssh-agent socket to authenticate with when no privateKey is given; default SSH_AUTH_SOCK when it is a
+   * socket. `false`: never use an agent.
+   */
+  readonly agent?: string | false;
   /** Passphrase of an encrypted private key. Never shown in messages. */
   readonly passphrase?: string;
   /** OpenSSH known_hosts file; ~/.ssh/known_hosts by default. Ignored when hostKeyFingerprint is given. */
@@ -108,7 +117,7 @@ export async function openSftpBackend(location: string, options: SftpOptions = {
   const parsed = parseSftpLocation(location);
   const user = parsed.user ?? options.user ?? userInfo().username;
   const shown = formatSftpLocation({ ...parsed, user });
-  const { privateKey, privateKeyPath } = await loadPrivateKey(options.privateKey, shown);
+  const credentials = await loadCredentials(options, shown);
   const knownHostsPath = options.knownHosts ?? join(homedir(), ".ssh", "known_hosts");
   let pinnedFingerprint: string | undefined;
   let knownHosts: KnownHostEntry[] = [];
@@ -139,8 +148,7 @@ export async function openSftpBackend(location: string, options: SftpOptions = {
     host: parsed.host,
     port: parsed.port,
     user,
-    privateKey,
-    privateKeyPath,
+    ...credentials,
     passphrase: options.passphrase,
     pinnedFingerprint,
     knownHosts,
@@ -408,7 +416,8 @@ export class SftpBackend implements Backend {
    * LocalBackend's removeStaleTempFiles: a live writer touches its temp file with every piece, so a generous
    * age keeps this from pulling a file from under a slow but healthy save). Returns how many it removed.
    */
-  async removeStaleTempFiles(olderThanMs: number): Promise<number> {
+  async removeStaleTempFiles(olderThanMs: number, signal?: AbortSignal): Promise<number> {
+    signal?.throwIfAborted();
     const directories = [
       this.root,
       ...Object.values(TYPE_DIRECTORIES).map((sub) => posix.join(this.root, sub)),
@@ -428,6 +437,7 @@ export class SftpBackend implements Backend {
         throw this.classify(err, "list", posix.relative(this.root, directory) || ".");
       }
       for (const e of entries) {
+        signal?.throwIfAborted();
         if (!e.filename.startsWith(TEMP_PREFIX) || e.attrs.mtime > cutoffSeconds) continue;
         const path = posix.join(directory, e.filename);
         try {
@@ -639,30 +649,76 @@ function directoryOf(type: FileType): string {
   return directory;
 }
 
-async function loadPrivateKey(
-  explicit: string | undefined,
-  location: string,
-): Promise<{ privateKey: Buffer; privateKeyPath: string }> {
-  const candidates =
-    explicit !== undefined ? [explicit] : ["id_ed25519", "id_rsa"].map((n) => join(homedir(), ".ssh", n));
-  for (const path of candidates) {
+interface Credentials {
+  readonly privateKey: Buffer | undefined;
+  readonly privateKeyPath: string | undefined;
+  readonly agent: string | undefined;
+}
+
+/**
+ * What to authenticate with: an explicit key file alone; otherwise a running ssh-agent and the first default
+ * key file that exists. A default key that cannot be used without a passphrase is left to the agent, which
+ * usually holds it unlocked; without an agent it is an error that says how to give the passphrase.
+ */
+async function loadCredentials(options: SftpOptions, location: string): Promise<Credentials> {
+  const explicit = options.privateKey;
+  if (explicit !== undefined) {
     try {
-      return { privateKey: await readFile(path), privateKeyPath: path };
+      return { privateKey: await readFile(explicit), privateKeyPath: explicit, agent: undefined };
     } catch (err) {
-      if (errnoCode(err) === "ENOENT" && explicit === undefined) continue;
+      throw new BulwarkError(
+        "AUTH",
+        `${location}: cannot read the private key ${explicit}: ${errorMessage(err)}`,
+        { cause: err, hint: KEY_SETTINGS_HINT },
+      );
+    }
+  }
+  const agent = options.agent === false ? undefined : await agentSocket(options.agent);
+  const candidates = ["id_ed25519", "id_rsa"].map((n) => join(homedir(), ".ssh", n));
+  for (const path of candidates) {
+    let privateKey: Buffer;
+    try {
+      privateKey = await readFile(path);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") continue;
+      if (agent !== undefined) continue;
       throw new BulwarkError(
         "AUTH",
         `${location}: cannot read the private key ${path}: ${errorMessage(err)}`,
         {
           cause: err,
-          hint: "give the path of an OpenSSH private key (the SFTP private key option)",
+          hint: KEY_SETTINGS_HINT,
         },
       );
     }
+    if (agent !== undefined && ssh2.utils.parseKey(privateKey, options.passphrase) instanceof Error) continue;
+    return { privateKey, privateKeyPath: path, agent };
   }
-  throw new BulwarkError("AUTH", `${location}: no private key found (tried ${candidates.join(", ")})`, {
-    hint: "create one with ssh-keygen -t ed25519, or give the path of a private key",
-  });
+  if (agent !== undefined) return { privateKey: undefined, privateKeyPath: undefined, agent };
+  throw new BulwarkError(
+    "AUTH",
+    `${location}: no private key found (tried ${candidates.join(", ")}) and no ssh-agent (SSH_AUTH_SOCK is ${
+      process.env.SSH_AUTH_SOCK ? "not a socket" : "not set"
+    })`,
+    {
+      hint: `${KEY_SETTINGS_HINT}; or create ~/.ssh/id_ed25519 with ssh-keygen -t ed25519; or start ssh-agent and ssh-add a key`,
+    },
+  );
+}
+
+const KEY_SETTINGS_HINT =
+  "set BULWARK_SFTP_KEY to an OpenSSH private key file (in bulwark.yaml: the target's credentials.privateKey), " +
+  "and BULWARK_SFTP_PASSPHRASE (credentials.passphrase) if the key has one";
+
+/** The agent socket to use: the one given, else SSH_AUTH_SOCK; undefined unless it is a socket. */
+async function agentSocket(given: string | undefined): Promise<string | undefined> {
+  const path = given ?? process.env.SSH_AUTH_SOCK;
+  if (path === undefined || path === "") return undefined;
+  try {
+    return (await stat(path)).isSocket() ? path : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function loadKnownHosts(path: string, location: string): Promise<KnownHostEntry[]> {

@@ -5,7 +5,8 @@
  * on it (a server process of its own, so channels run in parallel on the server, while requests on one
  * channel are pipelined). Steps:
  *   1. connect() opens the SSH connection, verifying the host key (host-keys.ts) and authenticating with a
- *      private key; failures become AUTH (credentials, host key) or TRANSIENT (network) errors.
+ *      private key, the keys of an ssh-agent, or both; failures become AUTH (credentials, host key) or
+ *      TRANSIENT (network) errors.
  *   2. lease() hands out the least busy channel, opening another (up to `maxChannels`) while all are busy.
  *      A server that refuses more channels (sshd's MaxSessions) caps the pool at what it granted.
  *   3. A connection that drops (reset, keepalive timeout) is forgotten; the next lease() reconnects, so a
@@ -33,8 +34,10 @@ export interface ConnectionParams {
   readonly host: string;
   readonly port: number;
   readonly user: string;
-  readonly privateKey: Buffer;
-  readonly privateKeyPath: string;
+  /** A private key, an ssh-agent socket, or both (the key is tried first). */
+  readonly privateKey: Buffer | undefined;
+  readonly privateKeyPath: string | undefined;
+  readonly agent: string | undefined;
   readonly passphrase: string | undefined;
   /** Exactly one of pinned fingerprint and known_hosts decides; see host-keys.ts. */
   readonly pinnedFingerprint: string | undefined;
@@ -202,11 +205,11 @@ export class SftpConnection {
     const p = this.params;
     const client = new ssh2.Client();
     let hostKeyProblem: BulwarkError | undefined;
+    let agentProblem: string | undefined;
     const config: ConnectConfig = {
       host: p.host,
       port: p.port,
       username: p.user,
-      privateKey: p.privateKey,
       readyTimeout: p.connectTimeoutMs,
       keepaliveInterval: KEEPALIVE_INTERVAL_MS,
       keepaliveCountMax: KEEPALIVE_COUNT_MAX,
@@ -216,6 +219,8 @@ export class SftpConnection {
         return verdict.ok;
       },
     };
+    if (p.privateKey !== undefined) config.privateKey = p.privateKey;
+    if (p.agent !== undefined) config.agent = p.agent;
     if (p.passphrase !== undefined) config.passphrase = p.passphrase;
     const known = p.pinnedFingerprint === undefined ? knownKeyAlgorithms(p.knownHosts, p.host, p.port) : [];
     if (known.length > 0) {
@@ -248,10 +253,15 @@ export class SftpConnection {
         resolve(session);
       });
       client.on("error", (err: Error & { level?: string }) => {
+        // The agent could not be asked (gone, refused): ssh2 goes on with the next method by itself.
+        if (err.level === "agent") {
+          agentProblem ??= errorMessage(err);
+          return;
+        }
         markDead();
         if (settled) return;
         settled = true;
-        reject(hostKeyProblem ?? this.connectError(err));
+        reject(hostKeyProblem ?? this.connectError(err, agentProblem));
       });
       client.on("close", () => {
         markDead();
@@ -271,9 +281,12 @@ export class SftpConnection {
         reject(
           new BulwarkError(
             "AUTH",
-            `${p.location}: cannot use the private key ${p.privateKeyPath}: ${errorMessage(err)}`,
+            `${p.location}: cannot use the private key ${p.privateKeyPath ?? "(none)"}: ${errorMessage(err)}`,
             {
-              hint: "pass an OpenSSH private key (ssh-keygen -t ed25519), with its passphrase if it has one",
+              hint:
+                "set BULWARK_SFTP_KEY to an OpenSSH private key (ssh-keygen -t ed25519) and, if it has one, " +
+                "BULWARK_SFTP_PASSPHRASE to its passphrase (in bulwark.yaml: the target's credentials.privateKey " +
+                "and credentials.passphrase); or load the key into ssh-agent with ssh-add",
             },
           ),
         );
@@ -303,8 +316,10 @@ export class SftpConnection {
           `${p.location}: the host key of ${name} is not known (${presented}); refusing to connect`,
           {
             hint:
-              `if ${fingerprintOf(key)} is the server's key (on the server: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), ` +
-              `pin it (hostKeyFingerprint "${fingerprintOf(key)}") or add it to known_hosts: ${keyscan}`,
+              `if ${fingerprintOf(key)} is the server's key (check on the server: ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), ` +
+              `pin it with BULWARK_SFTP_HOST_KEY=${fingerprintOf(key)} (in bulwark.yaml: the target's credentials.hostKey), ` +
+              `or add it to ${p.knownHostsPath} with ${keyscan} (another known_hosts file: BULWARK_SFTP_KNOWN_HOSTS, ` +
+              `or credentials.knownHosts in bulwark.yaml)`,
           },
         );
       case "mismatch":
@@ -331,18 +346,24 @@ export class SftpConnection {
     }
   }
 
-  private connectError(err: Error & { level?: string }): BulwarkError {
+  private connectError(err: Error & { level?: string }, agentProblem: string | undefined): BulwarkError {
     const p = this.params;
     const target = `${p.host}:${p.port}`;
     if (err.level === "client-authentication") {
-      return new BulwarkError(
-        "AUTH",
-        `${p.location}: authentication failed with key ${p.privateKeyPath} (user ${p.user})`,
-        {
-          cause: err,
-          hint: `check that ${p.privateKeyPath}.pub is in the authorized_keys of ${p.user} on ${p.host}`,
-        },
-      );
+      const tried = [
+        ...(p.privateKeyPath === undefined ? [] : [`key ${p.privateKeyPath}`]),
+        ...(p.agent === undefined
+          ? []
+          : [`the keys of the ssh-agent at ${p.agent}${agentProblem ? ` (${agentProblem})` : ""}`]),
+      ].join(" and ");
+      const publicKeys = [
+        ...(p.privateKeyPath === undefined ? [] : [`${p.privateKeyPath}.pub`]),
+        ...(p.agent === undefined ? [] : ["a key the agent holds (ssh-add -L)"]),
+      ].join(" or ");
+      return new BulwarkError("AUTH", `${p.location}: authentication failed with ${tried} (user ${p.user})`, {
+        cause: err,
+        hint: `check that ${publicKeys} is in the authorized_keys of ${p.user} on ${p.host}`,
+      });
     }
     if (err.level === "client-timeout") {
       return new BulwarkError(

@@ -52,5 +52,10 @@ export function withLimit(inner: Backend, concurrency = inner.capabilities.conne
     wrapped.extendRetention = (h: FileHandle, r: Retention, signal?: AbortSignal) =>
       run(() => extend(h, r, signal));
   }
+  if (inner.removeStaleTempFiles) {
+    const clean = inner.removeStaleTempFiles.bind(inner);
+    wrapped.removeStaleTempFiles = (olderThanMs: number, signal?: AbortSignal) =>
+      run(() => clean(olderThanMs, signal));
+  }
   return wrapped;
 }

@@ -28,5 +28,6 @@ export function readOnly(inner: Backend): Backend {
     wrapped.getRetention = (h, signal) => get(h, signal);
   }
   if (inner.extendRetention) wrapped.extendRetention = () => refuse("extend a retention");
+  if (inner.removeStaleTempFiles) wrapped.removeStaleTempFiles = () => refuse("remove temp files");
   return wrapped;
 }

@@ -97,5 +97,10 @@ export function withRetry(inner: Backend, options: RetryOptions = {}): Backend {
     wrapped.extendRetention = (h: FileHandle, r: Retention, signal?: AbortSignal): Promise<void> =>
       retry(`extend ${name(h)}`, signal, () => extend(h, r, signal));
   }
+  if (inner.removeStaleTempFiles) {
+    const clean = inner.removeStaleTempFiles.bind(inner);
+    wrapped.removeStaleTempFiles = (olderThanMs: number, signal?: AbortSignal): Promise<number> =>
+      retry("remove stale temp files", signal, () => clean(olderThanMs, signal));
+  }
   return wrapped;
 }
