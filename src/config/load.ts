@@ -259,6 +259,8 @@ const isSecretSlot = (path: ConfigPath): boolean =>
 /** What a union slot expects, for when none of its alternatives comes close. */
 function unionExpectation(path: ConfigPath): string {
   if (isSecretSlot(path)) return "a secret reference: { env: NAME } or { file: PATH }";
+  if (path[path.length - 1] === "command")
+    return "a program and its arguments as a list, such as [pg_dumpall, --clean], or one shell command";
   if (path[path.length - 1] === "rule")
     return `a preset (${RULE_PRESETS.join(", ")}) or custom counts such as { copies: 3, media: 2, offsite: 1 }`;
   return "one of the documented forms";
@@ -375,7 +377,16 @@ export function schemaDiagnostics(
         const best = candidates
           .map((errs) => withoutRepeats(schemaDiagnostics(errs, root, file, locate, path)))
           .sort((a, b) => a.length - b.length)[0];
-        if (best !== undefined && typeof value === "object" && value !== null) {
+        if (value === undefined && path.length > 0) {
+          // Said like any missing field, so a misspelling's "did you mean" can stand for it (withoutRepeats).
+          out.push(
+            error(
+              path,
+              `missing required field ${fieldName(path)}`,
+              `add it: ${unionExpectation(path)} (docs/config.md)`,
+            ),
+          );
+        } else if (best !== undefined && typeof value === "object" && value !== null) {
           out.push(...best);
         } else {
           // A near miss of one of the accepted words (a preset) says which one was meant.

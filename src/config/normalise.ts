@@ -65,7 +65,7 @@ export function normalise(
       name,
       sources: d.sources.map((s, i) => {
         const source = normaliseSource(s);
-        if (source.type === "postgres" && source.name === "") {
+        if (source.type === "postgres" && source.all && source.name === "") {
           diagnostics.push(
             error(
               ["datasets", name, "sources", i],
@@ -191,8 +191,9 @@ function normaliseSource(s: WrittenSource): Source {
     case "postgres":
       return {
         type: "postgres",
-        // "" only with all and no name: reported by the caller.
-        name: s.name ?? (s.all ? "" : (s.database ?? "")),
+        // "" with neither a name nor a database: all without a name is reported by the caller, no database
+        // at all by the rules.
+        name: s.name ?? s.database ?? "",
         ...(s.database !== undefined ? { database: s.database } : {}),
         all: s.all ?? false,
         ...(s.host !== undefined ? { host: s.host } : {}),

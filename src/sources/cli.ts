@@ -14,6 +14,7 @@
  *   --pipe-to CMD    --source-path /sources/NAME    pipe a stored file into CMD
  *   --to-sqlite PATH --source-path /sources/NAME.sqlite
  *   --to-postgres URL --source-path /sources/NAME [--with-globals] [--pg-password-env|--pg-password-file]
+ *                    [--pg-jobs N]  (a directory-format dump: pg_restore -j N)
  */
 import { Option, type Command } from "commander";
 import { BulwarkError } from "../core/errors.js";
@@ -161,6 +162,7 @@ export interface RestoreTargetFlags {
   withGlobals?: boolean;
   pgPasswordEnv?: string;
   pgPasswordFile?: string;
+  pgJobs?: string;
 }
 
 /** Adds --pipe-to, --to-sqlite, --to-postgres (and what they need) to the `restore` command. */
@@ -182,7 +184,11 @@ export function registerRestoreTargetOptions(command: Command): Command {
     .option("--source-path <path>", "the source in the snapshot, e.g. /sources/shop")
     .option("--with-globals", "with --to-postgres: also run the source's globals.sql (roles)")
     .option("--pg-password-env <var>", "PostgreSQL password: the name of the variable holding it")
-    .option("--pg-password-file <file>", "PostgreSQL password: a file holding it (first line)");
+    .option("--pg-password-file <file>", "PostgreSQL password: a file holding it (first line)")
+    .option(
+      "--pg-jobs <n>",
+      "with --to-postgres: parallel pg_restore jobs for a directory-format dump (default: CPUs, at most 4)",
+    );
 }
 
 /** True when the flags ask for a source restore (then --target is not needed). */
@@ -238,11 +244,16 @@ export async function restoreSource(
     };
   }
   const password = passwordRef(flags);
+  const jobs = flags.pgJobs === undefined ? undefined : Number(flags.pgJobs);
+  if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) {
+    throw new BulwarkError("USAGE", `--pg-jobs ${flags.pgJobs}: expected a whole number of at least 1`);
+  }
   const lines: string[] = [];
   const report = await restorePostgres(repo, snapshot, source, {
     target: flags.toPostgres!,
     env,
     ...(password ? { password } : {}),
+    ...(jobs !== undefined ? { jobs } : {}),
     ...(flags.withGlobals ? { globals: true } : {}),
     log: (line) => lines.push(line),
   });

@@ -3,6 +3,7 @@
  * schema.test.ts parse the example and compare it with this.
  */
 
+import type { BulwarkConfig } from "../../src/config/types.js";
 import type { WrittenConfig } from "../../src/config/written.js";
 
 export const EXAMPLE_WRITTEN: WrittenConfig = {
@@ -36,7 +37,21 @@ export const EXAMPLE_WRITTEN: WrittenConfig = {
     },
   },
   datasets: {
-    app: { sources: [{ type: "files", paths: ["/srv/app"], excludes: ["*.tmp"] }] },
+    app: {
+      sources: [
+        { type: "files", paths: ["/srv/app"], excludes: ["*.tmp"] },
+        {
+          type: "postgres",
+          name: "appdb",
+          database: "app",
+          host: "db.lan",
+          user: "backup",
+          password: { file: "/etc/bulwark/pg-backup.password" },
+          format: "directory",
+          jobs: 4,
+        },
+      ],
+    },
   },
   policies: {
     standard: {
@@ -58,3 +73,23 @@ export const EXAMPLE_WRITTEN: WrittenConfig = {
     },
   },
 };
+
+/**
+ * The example resolved: the posture fixture (test/policy/posture-fixture.ts) plus the example's database
+ * source, which the fixture leaves out because posture counts file paths only.
+ */
+export function withExampleSources(config: BulwarkConfig): BulwarkConfig {
+  config.datasets.app!.sources.push({
+    type: "postgres",
+    name: "appdb",
+    database: "app",
+    all: false,
+    host: "db.lan",
+    user: "backup",
+    password: { file: "/etc/bulwark/pg-backup.password" },
+    format: "directory",
+    jobs: 4,
+    globals: true,
+  });
+  return config;
+}

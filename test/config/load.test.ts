@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { formatDiagnostic, type Diagnostic } from "../../src/config/diagnostic.js";
 import { configPath, loadConfigFile, parseWritten, resolveConfig } from "../../src/config/load.js";
 import { exampleConfig } from "../policy/posture-fixture.js";
-import { EXAMPLE_WRITTEN } from "./example-written.js";
+import { EXAMPLE_WRITTEN, withExampleSources } from "./example-written.js";
 
 const EXAMPLE_FILE = fileURLToPath(new URL("../../examples/bulwark.yaml", import.meta.url));
 const EXAMPLE = readFileSync(EXAMPLE_FILE, "utf8");
@@ -38,7 +38,7 @@ describe("resolveConfig", () => {
     const r = resolveConfig(EXAMPLE, "bulwark.yaml", environment);
     expect(r.errors).toEqual([]);
     expect(r.warnings).toEqual([]);
-    expect(r.config).toEqual(exampleConfig());
+    expect(r.config).toEqual(withExampleSources(exampleConfig()));
   });
 
   it("reports a misspelt field with its line, column and the field it probably meant", () => {

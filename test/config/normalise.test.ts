@@ -6,7 +6,7 @@ import { resolveWritten } from "../../src/config/resolve.js";
 import { findInlineSecrets, looksLikeInlineSecret } from "../../src/config/secrets.js";
 import type { WrittenConfig } from "../../src/config/written.js";
 import { exampleConfig } from "../policy/posture-fixture.js";
-import { EXAMPLE_WRITTEN } from "./example-written.js";
+import { EXAMPLE_WRITTEN, withExampleSources } from "./example-written.js";
 
 const ENV = { BULWARK_PASSWORD: "x", AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_KEY: "x" };
 const ctx = {
@@ -25,7 +25,7 @@ describe("normalise and resolve", () => {
     const r = resolveWritten(copy(), ctx);
     expect(r.errors).toEqual([]);
     expect(r.warnings).toEqual([]);
-    expect(r.config).toEqual(exampleConfig());
+    expect(r.config).toEqual(withExampleSources(exampleConfig()));
   });
 
   it("expands custom counts with defaults and reports bad durations and retention", () => {
