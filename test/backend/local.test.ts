@@ -15,6 +15,9 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { bufferSource, type FileHandle, type SaveSource } from "../../src/backend/backend.js";
 import { LocalBackend, removeStaleTempFiles } from "../../src/backend/local/local-backend.js";
+import { withLimit } from "../../src/backend/wrappers/limit.js";
+import { readOnly } from "../../src/backend/wrappers/read-only.js";
+import { withRetry } from "../../src/backend/wrappers/retry.js";
 import { describeBackend } from "../../src/backend/testing/conformance.js";
 import { BulwarkError, hasCode, isNotFound } from "../../src/core/errors.js";
 
@@ -226,6 +229,21 @@ describe("LocalBackend on disk", () => {
     for (const path of leftovers) expect(existsSync(path)).toBe(false);
     expect(existsSync(fresh)).toBe(true);
     expect((await backend.stat(key)).size).toBe(10);
+  });
+
+  it("the backend offers the same cleanup (what prune calls), wrapped or not", async () => {
+    const old = new Date(Date.now() - 2 * 3600_000);
+    const leftover = join(repo, "data", "3f", ".tmp-killed");
+    await writeFile(leftover, "partial");
+    await utimes(leftover, old, old);
+    const fresh = join(repo, "index", ".tmp-live");
+    await writeFile(fresh, "partial");
+    const wrapped = withLimit(withRetry(backend));
+    expect(await wrapped.removeStaleTempFiles?.(3600_000)).toBe(1);
+    expect(existsSync(leftover)).toBe(false);
+    expect(existsSync(fresh)).toBe(true);
+    expect(await backend.removeStaleTempFiles(0)).toBe(1);
+    await expect(readOnly(backend).removeStaleTempFiles?.(0)).rejects.toThrow(/read-only/);
   });
 
   describe("a writer killed mid-save", () => {

@@ -6,7 +6,7 @@
  * reason, except under CI=true, where that fails the run.
  */
 
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -30,7 +30,9 @@ import { openSftpBackend, type SftpOptions } from "../../src/backend/sftp/sftp-b
 import { parseSftpLocation } from "../../src/backend/sftp/sftp-location.js";
 import { deterministicSource, describeBackend } from "../../src/backend/testing/conformance.js";
 import { BulwarkError, hasCode } from "../../src/core/errors.js";
+import { withRetry } from "../../src/backend/wrappers/retry.js";
 import { PackWriter } from "../../src/repository/pack-writer.js";
+import { prune } from "../../src/repository/prune.js";
 import { Repository } from "../../src/repository/repository.js";
 
 const run = promisify(execFile);
@@ -493,8 +495,12 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
       expect(err.code).toBe("AUTH");
       expect(err.message).toContain(serverFingerprint);
       expect(err.message).toContain(`[${s.host}]:${s.port}`);
-      expect(err.hint).toContain("pin");
-      expect(err.hint).toContain("ssh-keyscan");
+      // What a CLI user can set, not an API option name.
+      expect(err.hint).toContain(`BULWARK_SFTP_HOST_KEY=${serverFingerprint}`);
+      expect(err.hint).toContain("credentials.hostKey");
+      expect(err.hint).toContain("BULWARK_SFTP_KNOWN_HOSTS");
+      expect(err.hint).toContain(`ssh-keyscan -p ${s.port} ${s.host} >> ${emptyKnownHosts}`);
+      expect(err.hint).not.toContain("hostKeyFingerprint");
     });
 
     it("accepts a pinned fingerprint without known_hosts, and refuses a wrong one", async () => {
@@ -574,6 +580,48 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
       expect(shown).not.toContain("PRIVATE KEY");
       expect(keyBody.length).toBeGreaterThan(20);
       expect(shown).not.toContain(keyBody);
+    });
+
+    it("without a key file, authenticates with the keys of a running ssh-agent", async () => {
+      const agent = await startAgent(dir, "agent-good");
+      try {
+        await run("ssh-add", ["-q", s.key], { env: { ...process.env, SSH_AUTH_SOCK: agent.socket } });
+        const path = freshPath(s, "agent");
+        cleanups.push(path);
+        const backend = await openSftpBackend(locationOf(s, path), {
+          knownHosts: s.knownHosts,
+          agent: agent.socket,
+          create: true,
+        });
+        try {
+          const h: FileHandle = { type: "key", name: hexName() };
+          await backend.save(h, bufferSource(randomBytes(10)));
+          expect((await backend.stat(h)).size).toBe(10);
+        } finally {
+          await backend.close();
+        }
+      } finally {
+        agent.stop();
+      }
+    });
+
+    it("an agent whose keys the server refuses is an AUTH error naming the agent", async () => {
+      const agent = await startAgent(dir, "agent-wrong");
+      try {
+        const wrongKey = join(dir, "agent_wrong_ed25519");
+        await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", wrongKey]);
+        await run("ssh-add", ["-q", wrongKey], { env: { ...process.env, SSH_AUTH_SOCK: agent.socket } });
+        const location = locationOf(s, freshPath(s, "agent-wrong"));
+        const err = await failureOf(
+          openSftpBackend(location, { knownHosts: s.knownHosts, agent: agent.socket }),
+        );
+        expect(err.code).toBe("AUTH");
+        expect(err.message).toContain(location);
+        expect(err.message).toContain(`ssh-agent at ${agent.socket}`);
+        expect(err.hint).toContain("ssh-add -L");
+      } finally {
+        agent.stop();
+      }
     });
 
     it("a missing private key file is an AUTH error naming the file", async () => {
@@ -664,6 +712,37 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
   });
 
   describe("Repository on SFTP", () => {
+    it("prune removes temp files that interrupted uploads left, once they are an hour old", async () => {
+      const path = freshPath(s, "prune-temp");
+      cleanups.push(path);
+      // Through the retry wrapper, as the CLI opens it.
+      const backend = withRetry(await openSftpBackend(locationOf(s, path), optionsOf(s, { create: true })));
+      try {
+        const repo = await Repository.init(backend, "sftp password", { kdf: weakKdf, packSize: 16 * 1024 });
+        const writer = new PackWriter(repo);
+        await writer.addPlain("data", randomBytes(5000));
+        await writer.flush();
+        await repo.saveDocument("index", { version: 1, packs: writer.takeNewPacks() });
+        // A pack upload killed two hours ago, and one that is being written right now.
+        const killed = posix.join(path, "data", "3c", ".tmp-killed-upload");
+        const live = posix.join(path, "data", "5d", ".tmp-live-upload");
+        await helper.writeFile(killed, "partial");
+        const old = Math.floor(Date.now() / 1000) - 2 * 3600;
+        await new Promise<void>((resolve, reject) =>
+          helper.sftp.utimes(killed, old, old, (err) => (err ? reject(err) : resolve())),
+        );
+        await helper.writeFile(live, "partial");
+
+        const result = await prune(repo);
+        expect(result.tempFilesRemoved).toBe(1);
+        expect(await helper.readdir(posix.join(path, "data", "3c"))).toEqual([]);
+        expect(await helper.readdir(posix.join(path, "data", "5d"))).toEqual([".tmp-live-upload"]);
+        expect((await prune(repo, { dryRun: true })).tempFilesRemoved).toBe(0);
+      } finally {
+        await backend.close();
+      }
+    });
+
     it("init, pack blobs, save an index, reopen, load the index and every blob", async () => {
       const path = freshPath(s, "repository");
       cleanups.push(path);
@@ -715,6 +794,18 @@ async function childrenOf(pid: number): Promise<number[]> {
     if (ppid === pid) children.push(Number(entry));
   }
   return children;
+}
+
+/** A private ssh-agent listening on DIR/NAME.sock; stop() ends it. */
+async function startAgent(dir: string, name: string): Promise<{ socket: string; stop(): void }> {
+  const socket = join(dir, `${name}.sock`);
+  const child = spawn("ssh-agent", ["-D", "-a", socket], { stdio: "ignore" });
+  for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
+  if (!existsSync(socket)) {
+    child.kill();
+    throw new Error(`ssh-agent did not create ${socket}`);
+  }
+  return { socket, stop: () => void child.kill() };
 }
 
 function sleep(ms: number): Promise<void> {
