@@ -173,9 +173,14 @@ export async function copySnapshots(
       : {}),
   });
   const checkpointPacks = options.checkpointPacks ?? DEFAULT_CHECKPOINT_PACKS;
+  // Packs whose index file could not be saved stay here until one is: they are in the in-memory index, so
+  // later snapshots count their blobs as present, and no snapshot may be saved before a file names them.
+  let unindexed: { id: string; blobs: PackedBlob[] }[] = [];
   const writeIndex = async (): Promise<void> => {
-    const packs = writer.takeNewPacks();
-    if (packs.length > 0) await target.saveDocument("index", { version: 1, packs } satisfies IndexFile);
+    unindexed.push(...writer.takeNewPacks());
+    if (unindexed.length === 0) return;
+    await target.saveDocument("index", { version: 1, packs: unindexed } satisfies IndexFile);
+    unindexed = [];
   };
 
   for (const [i, snapshot] of wanted.entries()) {

@@ -8,7 +8,7 @@ import type { Command } from "commander";
 import type { Target } from "../../config/types.js";
 import { BulwarkError, hasCode } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
-import { copySnapshots, type CopyResult } from "../../copy/copier.js";
+import { assertCopyCompatible, copySnapshots, type CopyResult } from "../../copy/copier.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "../../jobs/targets.js";
 import { RepoLock } from "../../repository/lock.js";
 import { Repository } from "../../repository/repository.js";
@@ -100,6 +100,8 @@ Exit code 0 when every snapshot was copied, 1 when any could not be (the others 
           target = await to.create(source);
           out.info(`created repository ${target.id.slice(0, 10)} at ${to.label} as a copy of ${from.label}`);
         }
+        // Before any lock: an incompatible destination must not be written to at all.
+        assertCopyCompatible(source, target);
         sourceLock = await RepoLock.acquire(source, false);
         targetLock = await RepoLock.acquire(target, false);
         await Promise.all([source.loadIndex(), target.loadIndex()]);
