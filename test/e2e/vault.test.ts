@@ -7,6 +7,11 @@
  * (Repository, archiver, packs, index, snapshot, locks), then tries to delete or overwrite every stored
  * file, then restores and compares byte for byte. Needs root, iproute2, util-linux and openssl; outside CI
  * a machine without them skips, under CI=true it fails.
+ *
+ * Then the vault's retention through the command line (`bulwark serve-repo --retention-days`, `backup`,
+ * `forget --prune`, `retention`), on 127.0.0.1 with its files on a file system that takes chattr +i
+ * (test/backend/chattr-dir.ts): files stay immutable and undeletable while retained, the vault releases them
+ * itself, and only then does an admin prune free them. Needs root; skipped without it outside CI.
  */
 
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
@@ -34,15 +39,21 @@ import { restore } from "../../src/snapshot/restorer.js";
 import { loadAllSnapshots } from "../../src/snapshot/snapshot.js";
 import { check } from "../../src/verify/checker.js";
 import { addToken } from "../../src/vault/tokens.js";
+import { chattrCapableDir, type ChattrDir } from "../backend/chattr-dir.js";
 import {
+  describeRun,
   makeTempDir,
   MiB,
   randomData,
   removeTempDirs,
   restoredPath,
   ROOT,
+  runCli,
   scanTree,
+  spawnNode,
+  TestRepo,
   writeFiles,
+  type RunOptions,
 } from "./helpers.js";
 
 const SCRIPT = join(ROOT, "scripts", "services", "vault-netns.sh");
@@ -366,4 +377,171 @@ async function listAll(backend: {
     );
   }
   return out;
+}
+
+describe("vault retention through the command line", () => {
+  const CLI_MAIN = join(ROOT, "dist", "cli", "main.js");
+  /** Long enough for the backups and the refused prunes, short enough to wait for. */
+  const RETENTION_S = 30;
+  let where: ChattrDir = { reason: "not probed yet" };
+  let vault: ReturnType<typeof spawnNode> | undefined;
+  let vaultLog = "";
+  let repoDir = "";
+  let location = "";
+  let appendOnly: RunOptions;
+  let admin: RunOptions;
+  let base = "";
+
+  beforeAll(async () => {
+    where = await chattrCapableDir();
+    if ("reason" in where) {
+      if (process.env.CI === "true") throw new Error(`cannot test the vault's retention: ${where.reason}`);
+      return;
+    }
+    if (!existsSync(CLI_MAIN)) throw new Error(`${CLI_MAIN} is missing: run \`npm run build\``);
+    base = await makeTempDir("vault-retention", where.dir);
+    const tokens = join(base, "tokens.json");
+    const token = async (name: string, role: string): Promise<string> => {
+      const r = await runCli(["--json", "serve-repo", "token", "add", "--tokens", tokens, "--name", name, "--role", role]); // prettier-ignore
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { token: string }).token;
+    };
+    appendOnly = { env: { BULWARK_REST_TOKEN: await token("protected-host", "append-only") } };
+    admin = { env: { BULWARK_REST_TOKEN: await token("ops", "admin") } };
+    repoDir = join(base, "vault");
+    const port = 20_000 + (process.pid % 20_000);
+    vault = spawnNode(
+      [
+        CLI_MAIN, "--json", "serve-repo", "--init", "--path", repoDir, "--listen", `127.0.0.1:${port}`,
+        "--tokens", tokens, "--immutable", "require", "--retention-days", String(RETENTION_S / 86_400),
+        "--sweep-minutes", "0.02",
+      ], // prettier-ignore
+      { timeoutMs: 600_000 },
+    );
+    // Buffers, as spawnNode collects them too.
+    vault.child.stderr.on("data", (piece: Buffer) => (vaultLog += piece.toString("utf8")));
+    let stdout = "";
+    vault.child.stdout.on("data", (piece: Buffer) => (stdout += piece.toString("utf8")));
+    for (let i = 0; i < 300 && !stdout.includes("}"); i++) await sleep(100);
+    const started = JSON.parse(stdout) as { url: string; immutable: boolean; retentionDays: number };
+    expect(started).toMatchObject({ immutable: true, retentionDays: RETENTION_S / 86_400 });
+    location = `rest:${started.url}`;
+  }, 120_000);
+
+  afterAll(async () => {
+    if (vault !== undefined && vault.child.exitCode === null) vault.child.kill("SIGKILL");
+    await vault?.result.catch(() => undefined);
+    if ("dir" in where) spawnSync("chattr", ["-R", "-i", base], { stdio: "ignore" });
+    await removeTempDirs();
+    if ("cleanup" in where) await where.cleanup();
+  });
+
+  it("retained files cannot be deleted by any token; the vault releases them, then an admin prune frees them", async (ctx) => {
+    if ("reason" in where) ctx.skip(true, where.reason);
+    const src = join(base, "src");
+    await writeFiles(src, { "kept.txt": "kept\n", "gone.bin": randomData(3 * MiB) });
+    const repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: appendOnly });
+    const first = await repo.json<{ snapshot: string }>(["backup", src], appendOnly);
+    await writeFiles(src, { "gone.bin": randomData(2 * MiB) });
+    const second = await repo.json<{ snapshot: string }>(["backup", src], appendOnly);
+    const wroteLast = Date.now();
+
+    // Every stored file but locks is immutable on the vault's disk.
+    const stored = await filesUnder(repoDir);
+    expect(stored.length).toBeGreaterThan(6);
+    expect(immutableOf(stored)).toEqual(stored.map(() => true));
+
+    // The protected host's token can never delete; the admin's cannot while the retention runs.
+    const byHost = await repo.run(["forget", first.snapshot, "--prune"], appendOnly);
+    expect(byHost.code, describeRun(["forget"], byHost)).toBe(1);
+    expect(byHost.stderr).toContain(location);
+    expect(byHost.stderr).toContain("append-only");
+    const early = await repo.run(["forget", first.snapshot, "--prune"], admin);
+    expect(early.code, describeRun(["forget"], early)).toBe(1);
+    expect(early.stderr).toMatch(/was refused by the vault: it is retained until \d{4}-/);
+    expect(early.stderr).toContain("hint: the vault releases it after");
+    for (const r of [byHost, early]) {
+      for (const secret of [appendOnly.env?.BULWARK_REST_TOKEN, admin.env?.BULWARK_REST_TOKEN]) {
+        expect(r.stdout + r.stderr).not.toContain(secret);
+      }
+    }
+    const snapshots = await repo.json<{ id: string }[]>(["snapshots"], appendOnly);
+    expect(snapshots.map((s) => s.id).sort()).toEqual([first.snapshot, second.snapshot].sort());
+
+    // Once the retention ends the vault clears the flag by itself (its sweep), without being asked.
+    await sleep(wroteLast + RETENTION_S * 1000 - Date.now());
+    const deadline = Date.now() + 30_000;
+    while (immutableOf(stored).some(Boolean) && Date.now() < deadline) await sleep(250);
+    expect(immutableOf(stored)).toEqual(stored.map(() => false));
+    expect(vaultLog).toMatch(/sweep: released \d+ files whose retention ended/);
+
+    const stillRefused = await repo.run(["forget", first.snapshot, "--prune"], appendOnly);
+    expect(stillRefused.code).toBe(1);
+    expect(stillRefused.stderr).toContain("append-only");
+    type ForgetJson = { removed: string[]; prune: { packsToDelete: string[]; packsToRepack: string[]; locked: unknown[] } }; // prettier-ignore
+    const freed = await repo.json<ForgetJson>(["forget", first.snapshot, "--prune"], admin);
+    expect(freed.removed).toEqual([first.snapshot]);
+    expect(freed.prune.locked).toEqual([]);
+    expect(freed.prune.packsToDelete.length + freed.prune.packsToRepack.length).toBeGreaterThan(0);
+
+    // What is left restores byte for byte and checks clean.
+    const target = join(base, "restore");
+    const restored = await repo.run(["restore", second.snapshot, "--target", target], appendOnly);
+    expect(restored.code, describeRun(["restore"], restored)).toBe(0);
+    const original = await scanTree(src);
+    const copy = await scanTree(restoredPath(target, src));
+    for (const [rel, entry] of original) expect(copy.get(rel)?.sha256, rel).toBe(entry.sha256);
+    expect((await repo.json<{ ok: boolean }>(["check", "--read-data"], appendOnly)).ok).toBe(true);
+
+    // Retention follows the data: `bulwark retention` (with the host's token) protects what is kept again.
+    type Report = { checked: number; drift: unknown[]; extended: number; errors: unknown[] };
+    const extended = await repo.json<Report>(["retention", "--days", "1"], appendOnly);
+    expect(extended.errors).toEqual([]);
+    expect(extended.extended).toBe(extended.checked);
+    expect((await repo.json<Report>(["retention", "--days", "1", "--dry-run"], appendOnly)).drift).toEqual(
+      [],
+    );
+    const kept = await filesUnder(repoDir);
+    expect(immutableOf(kept)).toEqual(kept.map(() => true));
+    const protectedAgain = await repo.run(["forget", second.snapshot], admin);
+    expect(protectedAgain.code).toBe(1);
+    expect(protectedAgain.stderr).toContain("retained until");
+  }, 240_000);
+
+  it("stopping the vault says plainly that it stopped", async (ctx) => {
+    if ("reason" in where) ctx.skip(true, where.reason);
+    vault?.child.kill("SIGTERM");
+    const result = await vault?.result;
+    expect(result?.code).toBe(0);
+    expect(result?.stderr).toMatch(/SIGTERM: stopping the vault/);
+    expect(result?.stderr).toMatch(
+      /the vault stopped \(SIGTERM\): http:\/\/127\.0\.0\.1:\d+\/ is no longer served/,
+    );
+    expect(result?.stderr).not.toContain("releasing locks");
+  });
+});
+
+/** Every stored file but locks (and temp files) under a repository directory. */
+async function filesUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile() || entry.name.startsWith(".")) continue;
+    const path = join(entry.parentPath, entry.name);
+    if (!path.includes("/locks/")) out.push(path);
+  }
+  return out.sort();
+}
+
+function immutableOf(paths: string[]): boolean[] {
+  const r = spawnSync("lsattr", paths, { encoding: "utf8" });
+  const flags = new Map<string, boolean>();
+  for (const line of r.stdout.split("\n")) {
+    const space = line.indexOf(" ");
+    if (space > 0) flags.set(line.slice(space + 1), line.slice(0, space).includes("i"));
+  }
+  return paths.map((p) => flags.get(p) ?? false);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
 }
