@@ -17,6 +17,7 @@ import { registerRetention } from "./commands/retention.js";
 import { registerConfig } from "./commands/config.js";
 import { registerPosture } from "./commands/posture.js";
 import { registerCatalog } from "./commands/catalog.js";
+import { registerRun } from "./commands/run.js";
 import { registerCopy } from "./commands/copy.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
@@ -65,6 +66,7 @@ const globals = (): GlobalOptions => {
 registerInit(program, globals);
 registerBackup(program, globals);
 registerCopy(program, globals);
+registerRun(program, globals);
 registerSnapshotCommands(program, globals);
 registerRestore(program, globals);
 registerCheck(program, globals);

@@ -1,0 +1,14 @@
+/**
+ * Opening the catalog for a command that records into it (`run`). Loaded on demand: the SQLite addon costs
+ * start-up time that commands without a catalog should not pay.
+ */
+import type { Catalog } from "../../catalog/catalog.js";
+
+export async function openCatalogForCommand(
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<Catalog> {
+  const { Catalog } = await import("../../catalog/catalog.js");
+  const catalog = Catalog.open(Catalog.defaultPath(env));
+  catalog.markInterruptedRuns(new Date());
+  return catalog;
+}

@@ -1,0 +1,163 @@
+/**
+ * `bulwark run [JOB...]`: runs jobs from the config file (src/jobs/run.ts does the work): backup to the
+ * primary target, copies to the copy targets, each target's retention. Jobs run in dependency order; a job
+ * whose dependency failed is skipped. Every step is recorded in the catalog.
+ */
+import type { Command } from "commander";
+
+import { BulwarkError } from "../../core/errors.js";
+import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
+import { jobOrder, runJob, type JobCatalog, type JobResult } from "../../jobs/run.js";
+import { loadConfigForCommand } from "../config-file.js";
+import { Output, getPassword, type GlobalOptions } from "../context.js";
+import { EXIT } from "../exit-codes.js";
+import { createProgress } from "../progress.js";
+import { openCatalogForCommand } from "./catalog-access.js";
+
+interface RunFlags {
+  config?: string;
+  forget: boolean;
+  verify: boolean;
+  catalog: boolean;
+  host?: string;
+}
+
+export function registerRun(program: Command, globals: () => GlobalOptions): void {
+  program
+    .command("run")
+    .description(
+      "run jobs from the config: back up, copy to every copy target, apply each target's retention",
+    )
+    .argument("[job...]", "the jobs to run (default: all), with the jobs they depend on first")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option("--no-forget", "do not apply the targets' retention after the copies")
+    .option("--no-verify", "do not read copied packs back from the copy targets")
+    .option("--no-catalog", "do not record the run in the catalog")
+    .option("--host <name>", "host name recorded in the snapshots (default: this machine's)")
+    .addHelpText(
+      "after",
+      `
+A job backs up its dataset to its primary target, then copies every snapshot of the dataset that a copy
+target lacks (newer than the newest it holds) there, verifying each pack on arrival, then applies each
+target's retention (the policy's retention.<target>). A target without a repository yet is created, a copy
+target as a copy of the primary (same chunker parameters, its own password). A failed copy does not stop
+the other copies; retention is not applied on a target whose copy failed.
+Passwords come from each target's password reference, else -p / BULWARK_PASSWORD / BULWARK_PASSWORD_FILE.
+Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 1 when any step failed.`,
+    )
+    .action(async (names: string[], flags: RunFlags) => {
+      const opts = globals();
+      const out = new Output(opts);
+      const { config } = await loadConfigForCommand(flags.config);
+      const order = jobOrder(config, names);
+      if (order.length === 0) {
+        throw new BulwarkError("USAGE", "the config declares no job", { hint: "add one under `jobs:`" });
+      }
+      let password: Promise<string> | undefined;
+      const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)) };
+      const catalog: (JobCatalog & { close(): void }) | undefined = flags.catalog
+        ? await openCatalogForCommand(process.env)
+        : undefined;
+      const results: JobResult[] = [];
+      const skipped: { job: string; reason: string }[] = [];
+      try {
+        for (const name of order) {
+          const job = config.jobs[name]!;
+          const failedDep = job.dependsOn.find(
+            (d) =>
+              results.some((r) => r.job === d && r.status === "failed") || skipped.some((s) => s.job === d),
+          );
+          if (failedDep !== undefined) {
+            const reason = `its dependency ${failedDep} did not succeed`;
+            skipped.push({ job: name, reason });
+            out.warn(`job ${name} skipped: ${reason}`);
+            continue;
+          }
+          out.info(`job ${name}: dataset ${job.dataset} -> ${[job.primary, ...job.copies].join(", ")}`);
+          const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: name });
+          let files = 0;
+          let bytes = 0;
+          try {
+            const result = await runJob(config, name, {
+              access,
+              ...(catalog ? { catalog } : {}),
+              verify: flags.verify,
+              forget: flags.forget,
+              ...(flags.host !== undefined ? { hostname: flags.host } : {}),
+              reporter: {
+                // Step lines are for watching a long run; the summary below says the same when it is over.
+                info: (line) => {
+                  if (out.progressEnabled) progress.log(line);
+                },
+                warn: (line) => progress.log(line),
+                backupFile: (path, size) => {
+                  files++;
+                  bytes += size;
+                  progress.update({ filesDone: files, bytesDone: bytes, current: path });
+                },
+                copyProgress: (target, p) =>
+                  progress.update({
+                    filesDone: p.blobsDone,
+                    filesTotal: p.blobsTotal,
+                    bytesDone: p.bytesDone,
+                    bytesTotal: p.bytesTotal,
+                    current: `copy to ${target}`,
+                  }),
+              },
+            });
+            results.push(result);
+            progress.done();
+            summarise(out, result);
+          } finally {
+            progress.done();
+          }
+        }
+      } finally {
+        catalog?.close();
+      }
+      out.emitJson({ jobs: results, skipped });
+      const failed = results.some((r) => r.status === "failed") || skipped.length > 0;
+      const partial = results.some((r) => r.status === "partial");
+      process.exitCode = failed ? EXIT.ERROR : partial ? EXIT.PARTIAL : EXIT.OK;
+    });
+}
+
+function summarise(out: Output, r: JobResult): void {
+  const b = r.backup;
+  if (b.snapshot !== undefined) {
+    const s = b.summary;
+    out.info(
+      `  backup to ${b.target}: snapshot ${b.snapshot.slice(0, 8)}` +
+        (s
+          ? `, ${formatCount(s.filesNew)} new and ${formatCount(s.filesChanged)} changed files, ${formatBytes(s.dataAdded)} added`
+          : ""),
+    );
+  }
+  for (const e of b.skipped) out.warn(`  warning: ${e.path} could not be read: ${e.error}`);
+  if (b.status === "failed") out.warn(`  backup to ${b.target} FAILED: ${b.error ?? "unknown error"}`);
+  for (const c of r.copies) {
+    if (c.status === "ok") {
+      const sent = c.snapshots.filter((s) => !s.alreadyThere).length;
+      out.info(
+        `  copy to ${c.target}: ${sent} snapshot${sent === 1 ? "" : "s"}, ${formatCount(c.blobsCopied)} blobs (${formatBytes(c.bytesCopied)}) sent` +
+          (c.verifiedPacks > 0 ? `, ${formatCount(c.verifiedPacks)} packs verified` : "") +
+          (c.adoptedPacks > 0 ? `, resumed ${formatCount(c.adoptedPacks)} packs` : ""),
+      );
+    } else {
+      out.warn(`  copy to ${c.target} FAILED: ${c.error ?? "unknown error"}`);
+    }
+  }
+  for (const f of r.forget) {
+    if (f.status === "ok") {
+      out.info(
+        `  retention on ${f.target}: ${f.removed.length} forgotten, ${f.kept} kept` +
+          (f.locked.length > 0 ? `, ${f.locked.length} still locked` : ""),
+      );
+    } else if (f.status === "skipped") {
+      out.info(`  retention on ${f.target} skipped: ${f.error ?? ""}`);
+    } else {
+      out.warn(`  retention on ${f.target} FAILED: ${f.error ?? "unknown error"}`);
+    }
+  }
+  out.result(`job ${r.job}: ${r.status} in ${formatDuration(r.durationMs)}`);
+}
