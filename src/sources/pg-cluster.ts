@@ -85,7 +85,15 @@ export async function startThrowawayCluster(
   });
 
   try {
-    if (owner) await chown(dir, owner.uid, owner.gid);
+    if (owner) {
+      await chown(dir, owner.uid, owner.gid);
+      // A parent only root can traverse (a private TMPDIR) would stop initdb with a bare "Permission denied".
+      await run("test", "runuser", ["-u", owner.name, "--", "test", "-w", dir], { cwd: "/" }).catch(() => {
+        throw new BulwarkError("IO", `the throwaway cluster's user ${owner.name} cannot reach ${dir}`, {
+          hint: "make the cluster's temporary directory somewhere every user can traverse, such as /tmp",
+        });
+      });
+    }
     const password = randomBytes(24).toString("base64url");
     const pwfile = join(dir, "pwfile");
     await writeFile(pwfile, `${password}\n`, { mode: 0o600 });

@@ -474,6 +474,7 @@ export async function validatePostgres(
       options.keep ? undefined : drop,
     );
   }
+  await findDump(repo, snapshot.tree, sourceDir.replace(/\/+$/, "")); // no cluster for a wrong path
   const cluster = await startThrowawayCluster({
     ...(options.env ? { env: options.env } : {}),
     ...(options.bindir ? { bindir: options.bindir } : {}),
