@@ -11,7 +11,7 @@
  * { file: ... }), not from the variables the backends read by default.
  */
 import { execFile } from "node:child_process";
-import { rm, writeFile } from "node:fs/promises";
+import { rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -261,8 +261,9 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
     ).toBe(3);
   }, 400_000);
 
-  it("every copy restores alone, byte-identically, with its own password", async () => {
+  it("every copy restores alone, byte-identically, with its own password (the primary gone)", async () => {
     const expected = await scanTree(src, { hash: true });
+    await rename(join(base, "local"), join(base, "local.gone"));
     const copies: Array<[string, string, Record<string, string | undefined>]> = [
       [
         sftpLocation,
@@ -289,6 +290,7 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
       for (const [path, entry] of expected)
         expect(got.get(path)?.sha256, `${location} ${path}`).toBe(entry.sha256);
     }
+    await rename(join(base, "local.gone"), join(base, "local"));
   }, 300_000);
 
   it("a target that is down turns the copies row red, naming it", async () => {
