@@ -14,6 +14,7 @@
  */
 import { hostname as osHostname } from "node:os";
 
+import type { Catalog } from "../catalog/catalog.js";
 import type { BulwarkConfig, Dataset, Job, Policy, Target } from "../config/types.js";
 import { BulwarkError, errorMessage, hasCode, isNotFound } from "../core/errors.js";
 import { copySnapshots, snapshotIdentity, type CopyProgress } from "../copy/copier.js";
@@ -27,59 +28,11 @@ import { loadAllSnapshots, type SnapshotSummary, type SnapshotWithId } from "../
 import { runWithDatasetHooks } from "../sources/dataset.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 
-/** What the runner records; the SQLite catalog (src/catalog/catalog.ts) implements it. */
-export interface JobCatalog {
-  startRun(r: {
-    kind: "backup" | "copy" | "forget";
-    job?: string;
-    dataset?: string;
-    target?: string;
-    startedAt: Date;
-  }): number;
-  finishRun(
-    id: number,
-    r: {
-      status: "ok" | "partial" | "failed";
-      finishedAt: Date;
-      snapshot?: string;
-      error?: string;
-      stats?: Record<string, unknown>;
-    },
-  ): void;
-  recordSnapshot(s: {
-    target: string;
-    snapshot: string;
-    original: string;
-    dataset?: string;
-    time: Date;
-    hostname: string;
-    paths: string[];
-    tags: string[];
-    seenAt: Date;
-  }): void;
-  forgetSnapshots(target: string, keep: ReadonlySet<string>): number;
-  recordCopy(c: {
-    dataset?: string;
-    from: string;
-    to: string;
-    sourceSnapshot: string;
-    targetSnapshot: string;
-    time: Date;
-    blobs: number;
-    bytes: number;
-    verified: boolean;
-    runId?: number;
-  }): void;
-  recordEvent(e: {
-    time: Date;
-    level: "info" | "warning" | "error";
-    message: string;
-    job?: string;
-    dataset?: string;
-    target?: string;
-    runId?: number;
-  }): void;
-}
+/** What the runner records in the catalog (a type-only dependency: SQLite is loaded by the CLI on demand). */
+export type JobCatalog = Pick<
+  Catalog,
+  "startRun" | "finishRun" | "recordSnapshot" | "forgetSnapshots" | "recordCopy" | "recordEvent"
+>;
 
 export interface JobReporter {
   /** A step starts or ends: "backup of app to local", "copy to nas: 12 blobs". */
