@@ -165,7 +165,10 @@ export async function openS3Backend(location: string, options: S3Options = {}): 
       "CONFIG_INVALID",
       `immutability (${immutability.mode}, ${immutability.days} days) is asked for, but the bucket "${parsed.bucket}" of ${parsed.display} does not have Object Lock enabled`,
       {
-        hint: "Object Lock can only be enabled when a bucket is created: create a new bucket with Object Lock (e.g. `aws s3api create-bucket --object-lock-enabled-for-bucket`) and use it",
+        hint:
+          "Object Lock can only be enabled when a bucket is created: create a new bucket with Object Lock " +
+          "(e.g. `aws s3api create-bucket --object-lock-enabled-for-bucket`) and use it; or, if this copy need " +
+          "not be immutable, unset BULWARK_S3_IMMUTABLE (in bulwark.yaml: the target's immutability)",
       },
     );
   }

@@ -132,7 +132,9 @@ export function s3Error(
   if ((code !== undefined && AUTH_CODES.has(code)) || status === 403) {
     return new BulwarkError("AUTH", `${target} refused the credentials ${verb} ${what}: ${shown}`, {
       cause: err,
-      hint: "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and the user's permissions on the bucket",
+      hint:
+        "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE (in bulwark.yaml: the target's " +
+        "credentials.accessKeyId and credentials.secretAccessKey), and the user's permissions on the bucket",
     });
   }
   const network = networkCode(err);
