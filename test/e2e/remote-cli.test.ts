@@ -5,7 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { mkdir } from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, utimes, writeFile } from "node:fs/promises";
 import {
   ROOT,
   TestRepo,
@@ -291,5 +293,66 @@ describe("CLI against an SFTP server (sftp:)", () => {
     });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/SHA256:/);
+    // The hint says what to set, in the environment and in bulwark.yaml.
+    expect(r.stderr).toMatch(/^hint: .*BULWARK_SFTP_HOST_KEY=SHA256:/m);
+    expect(r.stderr).toContain("credentials.hostKey");
+  });
+
+  it("without a key file, authenticates with a running ssh-agent (SSH_AUTH_SOCK)", async () => {
+    const socket = join(base, "agent.sock");
+    const agent = spawn("ssh-agent", ["-D", "-a", socket], { stdio: "ignore" });
+    try {
+      for (let i = 0; i < 100 && !existsSync(socket); i++) await sleep(50);
+      const { execFile } = await import("node:child_process");
+      const { promisify } = await import("node:util");
+      await promisify(execFile)("ssh-add", ["-q", env.BULWARK_SFTP_KEY ?? ""], {
+        env: { ...process.env, SSH_AUTH_SOCK: socket },
+      });
+      // An empty home: no default key file to fall back on, only the agent.
+      const home = join(base, "empty-home");
+      await mkdir(home, { recursive: true });
+      const agentEnv = {
+        BULWARK_SFTP_KEY: undefined,
+        BULWARK_SFTP_KNOWN_HOSTS: env.BULWARK_SFTP_KNOWN_HOSTS,
+        SSH_AUTH_SOCK: socket,
+        HOME: home,
+      };
+      const r = await runCli(["-r", location, "-p", join(base, "pw"), "--json", "snapshots"], {
+        env: agentEnv,
+      });
+      expect(r.code, describeRun(["snapshots"], r)).toBe(0);
+      expect((JSON.parse(r.stdout) as unknown[]).length).toBeGreaterThan(0);
+      // Without the agent there is nothing to authenticate with, and the message says what to set.
+      const none = await runCli(["-r", location, "-p", join(base, "pw"), "snapshots"], {
+        env: { ...agentEnv, SSH_AUTH_SOCK: undefined },
+      });
+      expect(none.code).toBe(1);
+      expect(none.stderr).toContain("no private key found");
+      expect(none.stderr).toMatch(/^hint: set BULWARK_SFTP_KEY/m);
+    } finally {
+      agent.kill();
+    }
+  });
+
+  it("prune removes the temp files an interrupted upload left, and only old ones", async (ctx) => {
+    // The server's files are on this machine (sshd.sh): plant what a killed upload leaves behind.
+    const root = process.env.SFTP_ROOT ?? "";
+    const dir = join(root, location.slice(location.indexOf(root) + root.length));
+    ctx.skip(!existsSync(dir), `the SFTP server's files (${dir}) are not on this machine`);
+    const killed = join(dir, "data", "7e", ".tmp-killed-upload");
+    const live = join(dir, "data", "7f", ".tmp-live-upload");
+    await writeFile(killed, "partial");
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await utimes(killed, old, old);
+    await writeFile(live, "partial");
+    const r = await runCli(["-r", location, "-p", join(base, "pw"), "--json", "prune"], { env });
+    expect(r.code, describeRun(["prune"], r)).toBe(0);
+    expect((JSON.parse(r.stdout) as { tempFilesRemoved: number }).tempFilesRemoved).toBe(1);
+    expect(existsSync(killed)).toBe(false);
+    expect(existsSync(live)).toBe(true);
   });
 });
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
