@@ -105,7 +105,7 @@ export function postgresSource(options: PostgresSourceOptions): VirtualFile[] {
   const files: VirtualFile[] = [
     options.all
       ? everyDatabase(options, env, `${dir}/${DATABASES_DIR}`)
-      : databaseDump(options, env, dir, options.database),
+      : databaseDump(options, env, options.database, (file) => `${dir}/${file}`),
   ];
   if (options.globals ?? true) {
     files.push(
@@ -126,12 +126,15 @@ export function postgresSource(options: PostgresSourceOptions): VirtualFile[] {
   return files;
 }
 
-/** The dump of one database: db.pgdump streamed, or db.dir/ through a temporary directory. */
+/**
+ * The dump of one database: db.pgdump streamed, or db.dir/ through a temporary directory; `at` places the
+ * file's name (a path in the snapshot, or an entry's name in a virtual directory).
+ */
 function databaseDump(
   options: PostgresSourceOptions,
   env: NodeJS.ProcessEnv,
-  dir: string,
   database: string | undefined,
+  at: (file: string) => string,
   label = `pg_dump of source ${options.name}`,
 ): VirtualFile {
   const target = options.url ?? (database === undefined ? undefined : conninfo(database));
@@ -139,12 +142,12 @@ function databaseDump(
   const timeout = options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs };
   if (options.format === "directory") {
     return {
-      path: `${dir}/${DUMP_DIR}`,
+      path: at(DUMP_DIR),
       open: () => directoryDump(options, env, dbname, label),
     };
   }
   return commandSource({
-    path: `${dir}/${DUMP_FILE}`,
+    path: at(DUMP_FILE),
     command: [program(options, "pg_dump"), "--format=custom", "--no-password", ...dbname],
     env,
     label,
@@ -201,9 +204,9 @@ async function directoryDump(
  * hold that database's dump. The dumps take turns: a database's producer starts once the previous one was
  * stored and released, and none starts after the backup was given up.
  */
-function everyDatabase(options: PostgresSourceOptions, env: NodeJS.ProcessEnv, dir: string): VirtualFile {
+function everyDatabase(options: PostgresSourceOptions, env: NodeJS.ProcessEnv, path: string): VirtualFile {
   return {
-    path: dir,
+    path,
     open: (): Promise<OpenedVirtualDirectory> => {
       let stopped = false;
       let turn = Promise.resolve();
@@ -214,11 +217,10 @@ function everyDatabase(options: PostgresSourceOptions, env: NodeJS.ProcessEnv, d
           const dump = databaseDump(
             options,
             env,
-            `${dir}/${name}`,
             database,
+            (file) => file,
             `pg_dump of database ${database} of source ${options.name}`,
           );
-          const inner: VirtualFile = { ...dump, path: dump.path.slice(dir.length + name.length + 2) };
           return {
             path: name,
             open: async (): Promise<OpenedVirtualDirectory> => {
@@ -232,7 +234,7 @@ function everyDatabase(options: PostgresSourceOptions, env: NodeJS.ProcessEnv, d
               }
               // One entry, the dump itself: databases/<database>/db.pgdump (or db.dir/).
               return {
-                entries: Promise.resolve([inner]),
+                entries: Promise.resolve([dump]),
                 close: () => {
                   release();
                   return Promise.resolve();
