@@ -16,11 +16,14 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
+  CreateMultipartUploadCommand,
   DeleteBucketCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   PutObjectCommand,
   PutObjectRetentionCommand,
@@ -554,6 +557,43 @@ describe("S3Backend on Ceph RadosGW", () => {
     });
   });
 
+  describe("unfinished uploads", () => {
+    it("removeStaleTempFiles aborts this repository's old multipart uploads, not fresh or foreign ones", async () => {
+      const bucket = await createBucket(true);
+      const backend = await openS3Backend(locationOf(bucket, "repo"), {});
+      const start = async (key: string): Promise<string> =>
+        (await adminClient().send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }))).UploadId ??
+        "";
+      const uploads = async (): Promise<string[]> =>
+        ((await adminClient().send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [])
+          .map((u) => u.Key ?? "")
+          .sort();
+      try {
+        // Left by a killed process: a pack and an index of this repository, and uploads that are not ours.
+        const killedPack = `repo/data/ab/${"ab".padEnd(64, "1")}`;
+        const killedIndex = `repo/index/${"c".repeat(64)}`;
+        const foreign = ["repo/exports/dump.tar", `other/data/ab/${"ab".padEnd(64, "2")}`];
+        for (const key of [killedPack, killedIndex, ...foreign]) await start(key);
+        await sleep(2500);
+        // One that is being written right now.
+        const live = `repo/data/cd/${"cd".padEnd(64, "3")}`;
+        await start(live);
+
+        expect(await backend.removeStaleTempFiles(1500)).toBe(2);
+        expect(await uploads()).toEqual([...foreign, live].sort());
+        expect(await backend.removeStaleTempFiles(3_600_000)).toBe(0);
+      } finally {
+        const left = await adminClient().send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+        for (const u of left.Uploads ?? []) {
+          await adminClient().send(
+            new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }),
+          );
+        }
+        await backend.close();
+      }
+    });
+  });
+
   describe("layout and listing", () => {
     it("uses the local backend's paths under the prefix and skips stray keys", async () => {
       const bucket = await createBucket(false);
@@ -716,3 +756,7 @@ describe("S3 error classification (no server needed)", () => {
     });
   }
 });
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

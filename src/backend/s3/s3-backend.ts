@@ -39,6 +39,10 @@
  * key's older versions and delete markers. When an older version is itself still retained, a delete marker
  * is placed first so the file stays removed, and the old version's bytes go when a later cleanup (or a
  * lifecycle rule) finds its retention over.
+ *
+ * Multipart uploads a killed process left behind hold their parts (stored, and billed) without any object
+ * to show for them; removeStaleTempFiles, which prune calls, aborts those of this repository's keys that
+ * were started long enough ago that no live upload can be among them.
  */
 
 import { createHash } from "node:crypto";
@@ -51,6 +55,7 @@ import {
   GetObjectLockConfigurationCommand,
   GetObjectRetentionCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListObjectVersionsCommand,
   PutObjectCommand,
@@ -412,6 +417,52 @@ export class S3Backend implements Backend {
     if (!keptOlder && marker.VersionId !== undefined) await deleteVersion(marker.VersionId);
   }
 
+  /**
+   * Aborts the multipart uploads of this repository's keys (never another tool's, nor another prefix's)
+   * started more than `olderThanMs` ago: what a process killed mid-upload left. Returns how many.
+   */
+  async removeStaleTempFiles(olderThanMs: number, signal?: AbortSignal): Promise<number> {
+    this.assertOpen();
+    signal?.throwIfAborted();
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      const page = await this.call("list", "multipart uploads", () =>
+        this.client.send(
+          new ListMultipartUploadsCommand({
+            Bucket: this.bucket,
+            Prefix: this.prefix,
+            KeyMarker: keyMarker,
+            UploadIdMarker: uploadIdMarker,
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      for (const upload of page.Uploads ?? []) {
+        const { Key: key, UploadId: uploadId, Initiated: initiated } = upload;
+        if (key === undefined || uploadId === undefined || initiated === undefined) continue;
+        if (initiated.getTime() > cutoff || !REPOSITORY_KEY.test(key.slice(this.prefix.length))) continue;
+        signal?.throwIfAborted();
+        try {
+          await this.client.send(
+            new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }),
+            { abortSignal: signal },
+          );
+          removed++;
+        } catch (err) {
+          // Finished or aborted meanwhile by its own process.
+          if (s3Code(err) === "NoSuchUpload" || httpStatus(err) === 404) continue;
+          throw this.error(err, "remove", `the unfinished upload of ${key.slice(this.prefix.length)}`);
+        }
+      }
+      if (page.IsTruncated !== true) return removed;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+  }
+
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
@@ -752,6 +803,10 @@ export class S3Backend implements Backend {
     if (this.closed) throw new Error(`the S3 backend for ${this.location} is closed`);
   }
 }
+
+/** A key below the prefix that this repository's layout uses (§2): what removeStaleTempFiles may abort. */
+const REPOSITORY_KEY =
+  /^(?:config|(?:keys|locks|snapshots|index)\/[0-9a-f]{64}|data\/[0-9a-f]{2}\/[0-9a-f]{64})$/;
 
 function createClient(target: S3Location, options: S3Options): S3Client {
   return new S3Client({
