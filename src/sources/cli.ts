@@ -8,6 +8,7 @@
  *       sqlite:NAME=DB-PATH         a consistent copy as /sources/NAME.sqlite
  *       postgres:NAME=URL           /sources/NAME/db.pgdump + globals.sql (URL may be empty: libpq variables)
  *   --pg-password-env VAR | --pg-password-file FILE    the PostgreSQL password, by reference
+ *   --pg-format custom|directory, --pg-jobs N   directory: /sources/NAME/db.dir/ by pg_dump -Fd -j N
  *   --source-timeout SECONDS        kill a source's program after this long
  *   --hook-before CMD, --hook-after CMD, --hook-timeout SECONDS
  * restore (instead of --target):
@@ -33,6 +34,8 @@ export interface SourceFlags {
   source?: string[];
   pgPasswordEnv?: string;
   pgPasswordFile?: string;
+  pgFormat?: string;
+  pgJobs?: string;
   sourceTimeout?: string;
   hookBefore?: string;
   hookAfter?: string;
@@ -57,6 +60,13 @@ export function registerSourceOptions(command: Command): Command {
       ).conflicts("pgPasswordFile"),
     )
     .option("--pg-password-file <file>", "PostgreSQL password: a file holding it (first line)")
+    .addOption(
+      new Option("--pg-format <format>", "PostgreSQL dump format: custom (streamed) or directory").choices([
+        "custom",
+        "directory",
+      ]),
+    )
+    .option("--pg-jobs <n>", "parallel pg_dump processes (needs --pg-format directory)")
     .option("--source-timeout <seconds>", "kill a source's dump program after this long")
     .option("--hook-before <command>", "shell command run before the backup; its failure stops the backup")
     .option("--hook-after <command>", "shell command run after the backup, also when it failed")
@@ -77,6 +87,13 @@ export interface ParsedSources {
 export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = process.env): ParsedSources {
   const timeoutMs = seconds(flags.sourceTimeout, "--source-timeout");
   const password = passwordRef(flags);
+  const format = flags.pgFormat === "directory" ? "directory" : "custom";
+  const jobs = wholeNumber(flags.pgJobs, "--pg-jobs") ?? 1;
+  if (jobs > 1 && format !== "directory") {
+    throw new BulwarkError("USAGE", `--pg-jobs ${jobs} needs --pg-format directory`, {
+      hint: "pg_dump writes in parallel only in the directory format",
+    });
+  }
   const virtualFiles: VirtualFile[] = [];
   const descriptions: string[] = [];
   const names = new Set<string>();
@@ -120,6 +137,8 @@ export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = pr
             ...(value === "" ? {} : { url: value }),
             ...(password ? { password } : {}),
             env,
+            format,
+            jobs,
             ...timeout,
           }),
         );
@@ -244,10 +263,7 @@ export async function restoreSource(
     };
   }
   const password = passwordRef(flags);
-  const jobs = flags.pgJobs === undefined ? undefined : Number(flags.pgJobs);
-  if (jobs !== undefined && (!Number.isInteger(jobs) || jobs < 1)) {
-    throw new BulwarkError("USAGE", `--pg-jobs ${flags.pgJobs}: expected a whole number of at least 1`);
-  }
+  const jobs = wholeNumber(flags.pgJobs, "--pg-jobs");
   const lines: string[] = [];
   const report = await restorePostgres(repo, snapshot, source, {
     target: flags.toPostgres!,
@@ -270,6 +286,15 @@ function passwordRef(flags: { pgPasswordEnv?: string; pgPasswordFile?: string })
   if (flags.pgPasswordEnv !== undefined) return { env: flags.pgPasswordEnv };
   if (flags.pgPasswordFile !== undefined) return { file: flags.pgPasswordFile };
   return undefined;
+}
+
+function wholeNumber(value: string | undefined, option: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new BulwarkError("USAGE", `${option} ${value}: expected a whole number of at least 1`);
+  }
+  return n;
 }
 
 function seconds(value: string | undefined, option: string): number | undefined {

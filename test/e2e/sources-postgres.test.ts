@@ -140,6 +140,36 @@ describe.skipIf(!available)("a directory-format PostgreSQL dump through restore 
       const [a, t, b, h] = pg.psql(RESTORED, PGBENCH_INVARIANT).split("|");
       expect([a, t, b], "accounts, tellers, branches = history").toEqual([h, h, h]);
 
+      // The same through the command line: backup --source postgres: --pg-format directory --pg-jobs 2.
+      const cliEnv = { PG_TEST_PASSWORD: pg.env.BULWARK_TEST_PGPASSWORD, PGPASSWORD: undefined };
+      const cliBackup = [
+        "backup",
+        "--source",
+        `postgres:cli=${pg.url(BENCH)}`,
+        "--pg-password-env",
+        "PG_TEST_PASSWORD",
+        "--pg-format",
+        "directory",
+        "--pg-jobs",
+        "2",
+      ];
+      const backedUp = await repo.run(cliBackup, { env: cliEnv });
+      expect(backedUp.code, describeRun(cliBackup, backedUp)).toBe(0);
+      const cliRestore = [
+        "restore",
+        "latest",
+        "--source-path",
+        "/sources/cli",
+        "--to-postgres",
+        pg.url(`${RESTORED}_cli`),
+        "--pg-password-env",
+        "PG_TEST_PASSWORD",
+      ];
+      const cliRestored = await repo.run(cliRestore, { env: cliEnv });
+      expect(cliRestored.code, describeRun(cliRestore, cliRestored)).toBe(0);
+      const [a2, t2, b2, h2] = pg.psql(`${RESTORED}_cli`, PGBENCH_INVARIANT).split("|");
+      expect([a2, t2, b2]).toEqual([h2, h2, h2]);
+
       // The same database with one pg_dump process and the custom format, for comparison.
       const single = await backUp(`      - type: postgres
         name: single

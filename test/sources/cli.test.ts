@@ -29,7 +29,7 @@ afterAll(async () => {
 });
 
 function parse<T>(register: (c: Command) => Command, args: string[]): T {
-  const program = new Command().exitOverride();
+  const program = new Command().exitOverride().configureOutput({ writeErr: () => undefined });
   let flags: T | undefined;
   register(program.command("x")).action((opts: T) => {
     flags = opts;
@@ -71,6 +71,28 @@ describe("source options", () => {
     }
     expect(() => sourcesFromFlags({ source: ["command:a=true", "sqlite:a=/x"] })).toThrow(/used twice/);
     expect(() => sourcesFromFlags({ hookTimeout: "soon" })).toThrow(/--hook-timeout/);
+  });
+
+  it("--pg-format directory --pg-jobs N: the dump is the directory db.dir/; jobs alone are refused", () => {
+    const flags = parse<SourceFlags>(registerSourceOptions, [
+      "--source",
+      "postgres:big=postgresql://u@h/big",
+      "--pg-format",
+      "directory",
+      "--pg-jobs",
+      "4",
+    ]);
+    expect(sourcesFromFlags(flags, {}).virtualFiles.map((v) => v.path)).toEqual([
+      "/sources/big/db.dir",
+      "/sources/big/globals.sql",
+    ]);
+    expect(() => sourcesFromFlags({ source: ["postgres:big="], pgJobs: "4" })).toThrow(
+      /--pg-jobs 4 needs --pg-format directory/,
+    );
+    expect(() => sourcesFromFlags({ source: ["postgres:big="], pgJobs: "two" })).toThrow(
+      /--pg-jobs two: expected a whole number/,
+    );
+    expect(() => parse<SourceFlags>(registerSourceOptions, ["--pg-format", "tar"])).toThrow(/tar/);
   });
 
   it("backs up between the hooks; a failing source fails it with no snapshot and the after hook runs", async () => {
