@@ -123,7 +123,7 @@ Example:
       const signal = await stopSignal();
       const stamp = (): string => new Date().toISOString();
       process.stderr.write(
-        `${stamp()} ${signal}: stopping the vault; uploads in progress are finished or discarded, nothing stored is lost\n`,
+        `${stamp()} ${signal}: stopping the vault; uploads in progress are cut off (they store nothing), nothing stored is lost\n`,
       );
       // A second signal stops at once: an upload cut off leaves only a temp file, which a sweep removes.
       for (const s of STOP_SIGNALS) {
