@@ -4,8 +4,8 @@
  * private mount namespace: this process has no file system path to the vault's files, only HTTPS.
  *
  * With the append-only token a protected host would hold, the test backs up a tree through the library
- * (Repository, archiver, packs, index, snapshot, locks), then tries to delete or overwrite every stored
- * file, then restores and compares byte for byte. Needs root, iproute2, util-linux and openssl; outside CI
+ * (Repository, archiver, packs, index, snapshot, locks), then tries to delete, overwrite or shorten the
+ * retention (--retention-days) of every stored file, then restores and compares byte for byte. Needs root, iproute2, util-linux and openssl; outside CI
  * a machine without them skips, under CI=true it fails.
  *
  * Then the vault's retention through the command line (`bulwark serve-repo --retention-days`, `backup`,
@@ -70,6 +70,8 @@ const NET = {
   VAULT_NS_IP: `10.231.${slot}.2`,
 };
 const PORT = 8443;
+/** Every stored file is retained this long: the attack also tries to shorten it. */
+const RETENTION_DAYS = 7;
 /** The vault's disk: room for the backup, not for the oversized upload of the full-disk test. */
 const VAULT_DISK = { VAULT_TMPFS_SIZE: "48m" };
 
@@ -166,7 +168,7 @@ describe.skipIf(skip)("vault in a network namespace, reached over a veth pair", 
       [
         SCRIPT, "run", vaultDir, "--", process.execPath, SERVER, "--json", "serve-repo", "--init",
         "--path", join(vaultDir, "repo"), "--listen", `${NET.VAULT_NS_IP}:${PORT}`, "--tokens", tokens,
-        "--tls-cert", cert, "--tls-key", key,
+        "--tls-cert", cert, "--tls-key", key, "--retention-days", String(RETENTION_DAYS),
       ], // prettier-ignore
       { env: { ...process.env, ...NET, ...VAULT_DISK }, stdio: ["ignore", "pipe", "pipe"] },
     );
@@ -257,9 +259,10 @@ describe.skipIf(skip)("vault in a network namespace, reached over a veth pair", 
     }
   });
 
-  it("with the append-only token every delete and overwrite is refused, and nothing changes", async () => {
+  it("with the append-only token every delete, overwrite and shortening is refused, and nothing changes", async () => {
     const backend = await openRestBackend(`rest:${url}`, backendOptions());
     try {
+      expect(backend.capabilities.retentionModes).toEqual(["compliance"]);
       const before = await listAll(backend);
       let attempts = 0;
       for (const [type, files] of before) {
@@ -269,11 +272,20 @@ describe.skipIf(skip)("vault in a network namespace, reached over a veth pair", 
           expect(hasCode(del, "RETENTION_LOCKED"), `delete ${type}: ${String(del)}`).toBe(true);
           const over = await backend.save(h, bufferSource(randomBytes(64))).then(() => undefined, (e: unknown) => e); // prettier-ignore
           expect(hasCode(over, "RETENTION_LOCKED"), `overwrite ${type}: ${String(over)}`).toBe(true);
-          attempts += 2;
+          // Asking for a retention that ends now changes nothing: a lock is never shortened.
+          const held = await backend.getRetention?.(h);
+          expect(held?.until.getTime() ?? 0, `retention of ${type}`).toBeGreaterThan(
+            Date.now() + (RETENTION_DAYS - 1) * 86_400_000,
+          );
+          await backend.extendRetention?.(h, { mode: "governance", until: new Date() });
+          expect((await backend.getRetention?.(h))?.until.getTime(), `retention of ${type}`).toBe(
+            held?.until.getTime(),
+          );
+          attempts += 3;
         }
       }
-      expect(attempts).toBe(2 * [...before.values()].flat().length);
-      expect(attempts).toBeGreaterThanOrEqual(16); // config, key, snapshot, index files and packs
+      expect(attempts).toBe(3 * [...before.values()].flat().length);
+      expect(attempts).toBeGreaterThanOrEqual(24); // config, key, snapshot, index files and packs
       expect(await listAll(backend)).toEqual(before);
     } finally {
       await backend.close();
