@@ -7,7 +7,9 @@
  * 2. pg_ctl start with the server listening on 127.0.0.1 at a free port and its unix socket in the temporary
  *    directory; durability off (fsync, synchronous_commit, full_page_writes), as nothing in it is kept.
  * 3. stop(): pg_ctl stop -m immediate (if that fails, SIGKILL to the postmaster), then the directory is
- *    removed. The caller calls it in a `finally`, so it runs on success, failure and timeout alike.
+ *    removed. The caller calls it in a `finally`, so it runs on success, failure and timeout alike; should the
+ *    process exit first (an interrupted command calls process.exit), an exit handler kills the postmaster and
+ *    removes the directory synchronously.
  * PostgreSQL refuses to run as root: as root, initdb and the server run as another user (`postgres` when it
  * exists, else `nobody`) through runuser, as scripts/services/postgres.sh does, and the directory is theirs.
  * The server programs are not on PATH on Debian: they are looked up under /usr/lib/postgresql/VERSION/bin
@@ -15,7 +17,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { appendFile, chown, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -43,7 +45,7 @@ export interface ThrowawayCluster {
   dir: string;
   port: number;
   bindir: string;
-  /** The environment that reaches the cluster (PGHOST, PGPORT, PGUSER, PGPASSWORD; other PG* variables removed). */
+  /** The environment that reaches the cluster (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE=postgres; other PG* variables removed). */
   env: NodeJS.ProcessEnv;
   /** Stops the server and removes the directory; safe to call more than once. */
   stop(): Promise<void>;
@@ -70,13 +72,19 @@ export async function startThrowawayCluster(
     owner ? ["runuser", ["-u", owner.name, "--", file, ...args]] : [file, args];
   const programEnv = withoutLibpqVariables(baseEnv);
   let started = false;
+  const onExit = (): void => {
+    killPostmaster(data, "SIGQUIT"); // PostgreSQL's immediate shutdown, which still frees its shared memory
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
 
   const stop = once(async () => {
+    process.removeListener("exit", onExit);
     try {
       if (started) {
         const [file, args] = as(join(bindir, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"]);
         await run("pg_ctl stop", file, args, { env: programEnv, cwd: dir, timeoutMs: STOP_TIMEOUT_MS }).catch(
-          () => killPostmaster(data),
+          () => killPostmaster(data, "SIGKILL"),
         );
       }
     } finally {
@@ -174,7 +182,14 @@ export async function startThrowawayCluster(
       dir,
       port,
       bindir,
-      env: { ...programEnv, PGHOST: dir, PGPORT: String(port), PGUSER: SUPERUSER, PGPASSWORD: password },
+      env: {
+        ...programEnv,
+        PGHOST: dir,
+        PGPORT: String(port),
+        PGUSER: SUPERUSER,
+        PGPASSWORD: password,
+        PGDATABASE: "postgres",
+      },
       stop,
     };
   } catch (err) {
@@ -246,14 +261,14 @@ function freePort(): Promise<number> {
   });
 }
 
-/** Last resort when pg_ctl cannot stop the server: the postmaster's pid is the first line of postmaster.pid. */
-function killPostmaster(data: string): void {
+/** When pg_ctl cannot be used: signals the postmaster, whose pid is the first line of postmaster.pid. */
+function killPostmaster(data: string, signal: NodeJS.Signals): void {
   const pidFile = join(data, "postmaster.pid");
   if (!existsSync(pidFile)) return;
   const pid = Number(readFileSync(pidFile, "utf8").split("\n")[0]);
   if (!Number.isInteger(pid) || pid <= 1) return;
   try {
-    process.kill(pid, "SIGKILL");
+    process.kill(pid, signal);
   } catch {
     // already gone
   }
