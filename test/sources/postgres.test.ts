@@ -11,6 +11,7 @@ import { backup } from "../../src/snapshot/archiver.js";
 import { loadTree } from "../../src/snapshot/walker.js";
 import { findNode, readSnapshotFile } from "../../src/sources/command.js";
 import { withHooks } from "../../src/sources/hooks.js";
+import { startThrowawayCluster } from "../../src/sources/pg-cluster.js";
 import { postgresSource, restorePostgres, validatePostgres } from "../../src/sources/postgres.js";
 import { memoryRepository, snapshotCount, type TestRepository } from "./helpers.js";
 import {
@@ -414,6 +415,26 @@ describe.skipIf(!available)("validatePostgres in a throwaway cluster", () => {
     expect(Date.now() - started).toBeLessThan(40_000);
     expect(await readdir(temp)).toEqual([]);
     expect(postmastersBelow(temp)).toEqual([]);
+  });
+
+  it("a cluster that cannot start says why (the server's log) and leaves nothing behind", async () => {
+    const temp = await clusterTemp();
+    await expect(
+      startThrowawayCluster({ tempDir: temp, settings: { shared_buffers: "'lots'" } }),
+    ).rejects.toThrow(
+      /pg_ctl start of the throwaway cluster exited with code 1[\s\S]*server log:[\s\S]*shared_buffers/,
+    );
+    expect(await readdir(temp)).toEqual([]);
+    expect(postmastersBelow(temp)).toEqual([]);
+    await expect(startThrowawayCluster({ tempDir: temp, bindir: temp })).rejects.toThrow(
+      /holds no initdb and pg_ctl/,
+    );
+    if (process.getuid?.() === 0) {
+      await expect(startThrowawayCluster({ tempDir: temp, runAs: "no-such-user-here" })).rejects.toThrow(
+        /no user to run the throwaway cluster as/,
+      );
+    }
+    expect(await readdir(temp)).toEqual([]);
   });
 
   it("the scratch-database mode on a configured server drops its database after a timeout", async () => {
