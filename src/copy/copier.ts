@@ -157,7 +157,10 @@ export async function copySnapshots(
     onTarget.set(snapshotIdentity(s), s.id);
   }
 
-  const wanted = [...(options.snapshots ?? (await loadAllSnapshots(source)))].sort((a, b) =>
+  // A copied snapshot's parent must name a snapshot of the target: the copy of the source's parent.
+  const allSource = await loadAllSnapshots(source, () => undefined);
+  const identityOnSource = new Map(allSource.map((s) => [s.id, snapshotIdentity(s)]));
+  const wanted = [...(options.snapshots ?? allSource)].sort((a, b) =>
     a.time < b.time ? -1 : a.time > b.time ? 1 : 0,
   );
   const verify = options.verify !== false;
@@ -235,8 +238,14 @@ export async function copySnapshots(
       }
       await writer.flush();
       await writeIndex();
-      const { id: _sourceId, ...document } = snapshot;
-      const copied: Snapshot = { ...document, original: identity };
+      const { id: _sourceId, parent, ...document } = snapshot;
+      const parentIdentity = parent !== undefined ? identityOnSource.get(parent) : undefined;
+      const parentOnTarget = parentIdentity !== undefined ? onTarget.get(parentIdentity) : undefined;
+      const copied: Snapshot = {
+        ...document,
+        ...(parentOnTarget !== undefined ? { parent: parentOnTarget } : {}),
+        original: identity,
+      };
       const targetId = await target.saveDocument("snapshot", copied);
       onTarget.set(identity, targetId);
       const copy: SnapshotCopy = {
