@@ -341,6 +341,48 @@ export function describeBackend(
       });
     });
 
+    describe("temporary files", () => {
+      it("removeStaleTempFiles, where offered, takes no stored file and no save in progress", async (ctx) => {
+        const removeStale = backend.removeStaleTempFiles?.bind(backend);
+        if (removeStale === undefined) return ctx.skip("the backend leaves no temporary files");
+        const stored = new Map<FileType, FileInfo[]>();
+        for (const type of FILE_TYPES) {
+          const h = newHandle(type);
+          const data = randomBytes(100 + type.length);
+          await backend.save(h, bufferSource(data));
+          stored.set(type, [{ name: h.name, size: data.length }]);
+        }
+        // A save paused half way has its temporary file (or upload) open: an hour's grace leaves it alone.
+        const h = newHandle("pack");
+        const gate = new Gate();
+        const firstPieceTaken = new Gate();
+        const saving = backend.save(h, {
+          length: 2 * MiB,
+          async *open() {
+            yield randomBytes(MiB);
+            firstPieceTaken.open();
+            await gate.wait();
+            yield randomBytes(MiB);
+          },
+        });
+        try {
+          await firstPieceTaken.wait();
+          expect(await removeStale(60 * 60 * 1000)).toBe(0);
+        } finally {
+          gate.open();
+          await saving;
+        }
+        stored.get("pack")?.push({ name: h.name, size: 2 * MiB });
+        // Nothing left over once every save has finished, whatever the grace.
+        expect(await removeStale(0)).toBe(0);
+        for (const type of FILE_TYPES) {
+          expect(sortByName(await collect(backend.list(type))), type).toEqual(
+            sortByName(stored.get(type) ?? []),
+          );
+        }
+      });
+    });
+
     describe("failures and cancellation", () => {
       it("a save whose source throws half way leaves no file behind", async () => {
         const h = newHandle("pack");
