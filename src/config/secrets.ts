@@ -13,9 +13,14 @@ export function looksLikeInlineSecret(value: string): boolean {
   if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(v)) return true;
   if (/\b(AKIA|ASIA)[0-9A-Z]{16}\b/.test(v)) return true;
   if (urlPassword(v)) return true;
-  // A long token mixing letters and digits with no spaces: an access key, API token or password.
+  // A long token mixing letters and digits with no spaces: an access key, API token or password. Names
+  // (databases, hosts, buckets) are long too, but lower-case words joined by _ - or .; a token mixes cases,
+  // is a long hex string, or carries base64's + and =.
   if (/^[A-Za-z0-9+/=_\-.]{24,}$/.test(v) && /[A-Za-z]/.test(v) && /[0-9]/.test(v) && !v.includes("/")) {
-    return true;
+    const mixedCase = /[a-z]/.test(v) && /[A-Z]/.test(v);
+    const hex = /^[0-9a-fA-F]{32,}$/.test(v);
+    const base64 = /[+=]/.test(v);
+    if (mixedCase || hex || base64) return true;
   }
   return false;
 }

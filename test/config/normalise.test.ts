@@ -94,6 +94,11 @@ describe("inline secrets", () => {
     expect(looksLikeInlineSecret("sftp://backup@nas.lan:2222/volume1")).toBe(false);
     expect(looksLikeInlineSecret("BULWARK_PASSWORD")).toBe(false);
     expect(looksLikeInlineSecret("/etc/bulwark/offsite.password")).toBe(false);
+    // Long names of databases, buckets and hosts are lower-case words, not tokens.
+    expect(looksLikeInlineSecret("e2e_bench_30776_mwx77ilf")).toBe(false);
+    expect(looksLikeInlineSecret("backups-2026-eu-central-1-primary")).toBe(false);
+    expect(looksLikeInlineSecret("3f786850e387550fdab836ed7e6dc881de23001b")).toBe(true);
+    expect(looksLikeInlineSecret("dGhpcyBpcyBhIHNlY3JldCB0b2tlbg==")).toBe(true);
   });
 
   it("finds secrets written as values anywhere in the document, but not reference names", () => {

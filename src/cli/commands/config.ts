@@ -22,16 +22,32 @@ function inFileOrder(diagnostics: Diagnostic[]): Diagnostic[] {
 }
 
 function describeSource(s: Source): string {
+  const hooks = s.hooks !== undefined ? ` ${describeHooks(s.hooks)}` : "";
   switch (s.type) {
     case "files":
-      return `files ${s.paths.join(", ")}${s.excludes.length > 0 ? ` (excluding ${s.excludes.join(", ")})` : ""}`;
+      return `files ${s.paths.join(", ")}${s.excludes.length > 0 ? ` (excluding ${s.excludes.join(", ")})` : ""}${hooks}`;
     case "sqlite":
-      return `sqlite ${s.path}`;
-    case "postgres":
-      return `postgres ${s.database}${s.host !== undefined ? ` on ${s.host}${s.port !== undefined ? `:${s.port}` : ""}` : ""}`;
+      return `sqlite ${s.path} -> /sources/${s.name}.sqlite${hooks}`;
+    case "postgres": {
+      const what = s.all ? "every database" : `database ${s.database ?? "?"}`;
+      const where = s.host !== undefined ? ` on ${s.host}${s.port !== undefined ? `:${s.port}` : ""}` : "";
+      const format =
+        s.format === "directory"
+          ? `directory format, ${s.jobs} job${s.jobs === 1 ? "" : "s"}`
+          : "custom format";
+      return `postgres ${what}${where} (${format}${s.globals ? ", with globals" : ""}) -> /sources/${s.name}${hooks}`;
+    }
     case "command":
-      return `command ${s.command.join(" ")} -> ${s.filename}`;
+      return `command ${s.command.join(" ")} -> /sources/${s.name}/${s.filename}${hooks}`;
   }
+}
+
+function describeHooks(h: NonNullable<Source["hooks"]>): string {
+  const parts = [
+    ...(h.before !== undefined ? [`before: ${h.before}`] : []),
+    ...(h.after !== undefined ? [`after: ${h.after}`] : []),
+  ];
+  return `[hooks ${parts.join("; ")}]`;
 }
 
 /** What a valid config declares, one line per target, dataset, policy and job. */
