@@ -60,7 +60,8 @@ it. Without --retention-days a file stays immutable until an admin deletes it.
 
 Example:
   bulwark serve-repo token add --tokens /etc/bulwark/vault-tokens.json --name web1 --role append-only
-  bulwark serve-repo --init --path /srv/vault --listen 10.0.0.2:8000 --tokens /etc/bulwark/vault-tokens.json`,
+  bulwark serve-repo --init --path /srv/vault --listen 10.0.0.2:8000 --tokens /etc/bulwark/vault-tokens.json \\
+    --retention-days 30`,
     )
     .action(async (flags: ServeFlags) => {
       const out = new Output(globals());

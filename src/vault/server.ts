@@ -212,8 +212,11 @@ export async function startVaultServer(options: VaultServerOptions): Promise<Vau
     `vault serving ${url} (${tokens.length} tokens, immutable files: ${immutability.enabled}, retention: ${retention})`,
   );
 
-  // The first sweep runs in the background: a large repository must not delay serving.
-  const background = (): void => void vault.sweep().catch(() => undefined);
+  // The first sweep runs in the background: a large repository must not delay serving. A timer that fires
+  // while a sweep still runs (a huge repository, a slow disk) skips its turn rather than queue another.
+  const background = (): void => {
+    if (vault.sweeping === undefined) void vault.sweep().catch(() => undefined);
+  };
   background();
   const timer = setInterval(background, sweepIntervalMs);
   timer.unref();
