@@ -8,15 +8,17 @@
  *    target (its older snapshots may be the newest it has);
  *  - a copy sends every snapshot of the dataset that is newer than the newest the target holds, so a target
  *    that was down catches up, and snapshots its retention removed are never sent again;
- *  - a target whose repository does not exist yet is created: the primary with default parameters, a copy
- *    target sharing the primary's chunker parameters and blob ids (so blobs move as they are).
+ *  - with `init`, a target whose repository does not exist yet is created: the primary with default
+ *    parameters, a copy target sharing the primary's chunker parameters and blob ids (so blobs move as they
+ *    are). Without it a missing repository is an error: an unmounted NAS share must not silently become a
+ *    fresh repository on the local disk.
  * Every step is recorded in the catalog when one is given; the repositories stay the truth.
  */
 import { hostname as osHostname } from "node:os";
 
 import type { Catalog } from "../catalog/catalog.js";
 import type { BulwarkConfig, Dataset, Job, Policy, Target } from "../config/types.js";
-import { BulwarkError, errorMessage, hasCode, isNotFound } from "../core/errors.js";
+import { BulwarkError, errorMessage, findBulwarkError, hasCode, isNotFound } from "../core/errors.js";
 import { copySnapshots, snapshotIdentity, type CopyProgress } from "../copy/copier.js";
 import { applyRetention, isEmptyPolicy } from "../policy/retention.js";
 import { RepoLock } from "../repository/lock.js";
@@ -53,6 +55,8 @@ export interface RunJobOptions {
   verify?: boolean;
   /** Host name recorded in snapshots (default this machine's). */
   hostname?: string;
+  /** Create the repository of a target that has none (default false: that is an error). */
+  init?: boolean;
 }
 
 export type StepStatus = "ok" | "partial" | "failed" | "skipped";
@@ -142,8 +146,10 @@ class JobRunner {
     options.access.secrets = this.secrets;
   }
 
+  /** The message and what to do about it, without secrets: a step's error is all the user sees of it. */
   private clean(err: unknown): string {
-    return scrub(errorMessage(err), this.secrets);
+    const hint = findBulwarkError(err)?.hint;
+    return scrub(errorMessage(err) + (hint !== undefined ? ` (${hint})` : ""), this.secrets);
   }
 
   private event(level: "info" | "warning" | "error", message: string, target?: string, runId?: number): void {
@@ -241,6 +247,14 @@ class JobRunner {
       return repo;
     } catch (err) {
       if (!hasCode(err, "NO_REPOSITORY")) throw err;
+      if (this.options.init !== true) {
+        throw new BulwarkError("NO_REPOSITORY", `target ${target.name} holds no repository`, {
+          cause: err,
+          hint:
+            "if the target is new, create its repository with `bulwark run --init`; if it should hold one, " +
+            "check that its storage is mounted or reachable",
+        });
+      }
     }
     const repo = await initTargetRepository(
       target,

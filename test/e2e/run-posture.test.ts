@@ -195,7 +195,7 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
 
   it("runs the job: backup to the primary, copies to the NAS and the bucket, each verified", async () => {
     config = await writeConfig("bulwark.yaml");
-    const r = await cli(["--json", "run", "-c", config]);
+    const r = await cli(["--json", "run", "--init", "-c", config]);
     expect(r.code, describeRun(["run"], r)).toBe(0);
     run1 = JSON.parse(r.stdout) as RunJson;
     const job = run1.jobs[0]!;
@@ -226,7 +226,7 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
   it("a second run copies only what is new, and each target keeps its own retention", async () => {
     await writeFiles(src, { "a.txt": "changed\n" });
     for (let i = 0; i < 2; i++) {
-      const r = await cli(["--json", "run", "-c", config]);
+      const r = await cli(["--json", "run", "--init", "-c", config]);
       expect(r.code, describeRun(["run"], r)).toBe(0);
       const job = (JSON.parse(r.stdout) as RunJson).jobs[0]!;
       for (const c of job.copies) {

@@ -10,7 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, readdir, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import Database from "better-sqlite3";
@@ -126,7 +126,7 @@ class World {
 
   /** `bulwark --json run -c CONFIG ARGS`: the exit code must be `code`; returns the parsed JSON. */
   async run(config: string, args: string[] = [], code = 0): Promise<{ r: RunResult; json: RunJson }> {
-    const full = ["--json", "run", "-c", config, ...args];
+    const full = ["--json", "run", "--init", "-c", config, ...args];
     const r = await this.cli(full);
     expect(r.code, describeRun(full, r)).toBe(code);
     let json: RunJson;
@@ -646,7 +646,7 @@ describe("SIGKILL during a run's copy, then run again", () => {
       jobs: { big: { dataset: "big", policy: "p", primary: "local", copies: ["nas"] } },
     });
 
-    const { child, result } = spawnNode([CLI, "--json", "run", "-c", config], {
+    const { child, result } = spawnNode([CLI, "--json", "run", "--init", "-c", config], {
       env: w.env,
       timeoutMs: 120_000,
     });
@@ -714,4 +714,35 @@ describe("SIGKILL during a run's copy, then run again", () => {
       ["forget", "ok"],
     ]);
   }, 180_000);
+});
+
+describe("a target without a repository is created only with --init", () => {
+  it("without --init: exit 1 naming the target and what to do, nothing created", async () => {
+    const w = await World.create("noinit");
+    await writeFiles(w.path("src"), { "a.txt": "a\n" });
+    const config = await w.config("noinit.json", {
+      targets: { primary: await w.target("primary"), nas: await w.target("nas") },
+      datasets: { app: { sources: [{ type: "files", paths: [w.path("src")] }] } },
+      policies: { p: policy() },
+      jobs: { j: { dataset: "app", policy: "p", primary: "primary", copies: ["nas"] } },
+    });
+    const args = ["--json", "run", "-c", config];
+    const first = await w.cli(args);
+    expect(first.code, describeRun(args, first)).toBe(1);
+    expect(first.stderr).toMatch(/target primary holds no repository/);
+    expect(first.stderr).toMatch(/--init/);
+    expect(existsSync(w.path("primary", "config"))).toBe(false);
+
+    // With the primary made, a copy target that lost its storage (an empty mount point) is not filled.
+    await w.run(config, ["j"]);
+    await rm(w.path("nas"), { recursive: true, force: true });
+    await mkdir(w.path("nas"));
+    const again = await w.cli(args);
+    expect(again.code, describeRun(args, again)).toBe(1);
+    const job = (JSON.parse(again.stdout) as RunJson).jobs[0]!;
+    expect(job.backup.status).toBe("ok");
+    expect(job.copies[0]!.status).toBe("failed");
+    expect(job.copies[0]!.error).toMatch(/holds no repository/);
+    expect(await readdir(w.path("nas"))).toEqual([]);
+  });
 });

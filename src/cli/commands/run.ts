@@ -20,6 +20,7 @@ interface RunFlags {
   verify: boolean;
   catalog: boolean;
   host?: string;
+  init?: boolean;
 }
 
 export function registerRun(program: Command, globals: () => GlobalOptions): void {
@@ -28,8 +29,9 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
     .description(
       "run jobs from the config: back up, copy to every copy target, apply each target's retention",
     )
-    .argument("[job...]", "the jobs to run (default: all), with the jobs they depend on first")
+    .argument("[job...]", "the jobs to run (default: all); among them, a job runs after those it depends on")
     .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option("--init", "create the repository of a target that has none (a new target)")
     .option("--no-forget", "do not apply the targets' retention after the copies")
     .option("--no-verify", "do not read copied packs back from the copy targets")
     .option("--no-catalog", "do not record the run in the catalog")
@@ -39,9 +41,11 @@ export function registerRun(program: Command, globals: () => GlobalOptions): voi
       `
 A job backs up its dataset to its primary target, then copies every snapshot of the dataset that a copy
 target lacks (newer than the newest it holds) there, verifying each pack on arrival, then applies each
-target's retention (the policy's retention.<target>). A target without a repository yet is created, a copy
-target as a copy of the primary (same chunker parameters, its own password). A failed copy does not stop
-the other copies; retention is not applied on a target whose copy failed.
+target's retention (the policy's retention.<target>). With --init, a target without a repository yet gets
+one: a copy target as a copy of the primary (same chunker parameters, its own password); without --init that
+is an error (an unmounted share must not become a new repository on the local disk). A failed copy does not
+stop the other copies; retention is not applied on a target whose copy failed. Jobs named together run in
+dependsOn order, and a job whose dependency failed in this run is skipped.
 Passwords come from each target's password reference, else -p / BULWARK_PASSWORD / BULWARK_PASSWORD_FILE.
 Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 1 when any step failed.`,
     )
@@ -83,6 +87,7 @@ Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 
               ...(catalog ? { catalog } : {}),
               verify: flags.verify,
               forget: flags.forget,
+              init: flags.init === true,
               ...(flags.host !== undefined ? { hostname: flags.host } : {}),
               reporter: {
                 // Step lines are for watching a long run; the summary below says the same when it is over.
