@@ -222,6 +222,18 @@ describe("CLI against S3 with Object Lock (s3:)", () => {
     const still = await repo.json<{ id: string }[]>(["snapshots"], { env });
     expect(still.map((s) => s.id)).toContain(first.snapshot);
 
+    // A retention policy expects locks: the locked snapshot stays, is listed, and the command succeeds.
+    await repo.json(["backup", src], { env });
+    const byPolicy = await repo.json<{ removed: string[]; locked: { id: string }[] }>(
+      ["forget", "--keep-last", "1"],
+      { env },
+    );
+    expect(byPolicy.removed).toEqual([]);
+    expect(byPolicy.locked.map((l) => l.id)).toEqual([first.snapshot]);
+    expect((await repo.json<{ id: string }[]>(["snapshots"], { env })).map((s) => s.id)).toContain(
+      first.snapshot,
+    );
+
     // Retention follows the data: everything kept snapshots need is extended to the new period.
     type Report = { checked: number; drift: unknown[]; extended: number; errors: unknown[] };
     const drift = await repo.json<Report>(["retention", "--days", "2", "--mode", "governance", "--dry-run"], {

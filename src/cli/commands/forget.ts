@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { BulwarkError, isNotFound } from "../../core/errors.js";
+import { BulwarkError, errorMessage, hasCode, isNotFound } from "../../core/errors.js";
 import { formatBytes, formatCount } from "../../core/format.js";
 import { LocalBackend, removeStaleTempFiles } from "../../backend/local/local-backend.js";
 import {
@@ -166,27 +166,47 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
             });
           }
         }
+        // A snapshot under retention (Object Lock, a vault's retention) stays: the others are still removed,
+        // and the locked ones are listed, as prune lists the files it cannot delete yet.
+        const locked: { id: string; error: string }[] = [];
         if (!flags.dryRun) {
           for (const id of toRemove) {
             try {
               await repo.backend.remove({ type: "snapshot", name: id });
             } catch (err) {
-              if (!isNotFound(err)) throw err;
+              if (isNotFound(err)) continue;
+              if (!hasCode(err, "RETENTION_LOCKED")) throw err;
+              locked.push({ id, error: errorMessage(err) });
             }
           }
         }
+        const removed = toRemove.filter((id) => !locked.some((l) => l.id === id));
         out.info(
-          `\n${flags.dryRun ? "would remove" : "removed"} ${toRemove.length} snapshot${toRemove.length === 1 ? "" : "s"}`,
+          `\n${flags.dryRun ? "would remove" : "removed"} ${removed.length} snapshot${removed.length === 1 ? "" : "s"}`,
         );
+        for (const l of locked) {
+          out.warn(`warning: snapshot ${l.id.slice(0, 8)} is under retention and stays: ${l.error}`);
+        }
         let pruned: PruneResult | undefined;
         // A dry run removed nothing: its prune must still plan as if the snapshots were gone.
-        if (flags.prune) pruned = await runPrune(repo, out, flags.dryRun === true, undefined, toRemove);
+        if (flags.prune) pruned = await runPrune(repo, out, flags.dryRun === true, undefined, removed);
         out.emitJson({
           dryRun: flags.dryRun === true,
-          removed: toRemove,
+          removed,
+          locked,
           groups: report,
           ...(pruned ? { prune: pruned } : {}),
         });
+        // Snapshots named explicitly that could not be removed are a failure; a policy expects locks.
+        if (locked.length > 0 && ids.length > 0) {
+          throw new BulwarkError(
+            "RETENTION_LOCKED",
+            `${locked.length} of the named snapshot${ids.length === 1 ? " is" : "s are"} under retention and ${locked.length === 1 ? "was" : "were"} not removed`,
+            {
+              hint: "they can be forgotten once their retention ends (`bulwark retention --dry-run` shows until when)",
+            },
+          );
+        }
       });
     });
 
