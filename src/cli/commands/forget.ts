@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import { BulwarkError, errorMessage, hasCode, isNotFound } from "../../core/errors.js";
 import { formatBytes, formatCount } from "../../core/format.js";
-import { LocalBackend, removeStaleTempFiles } from "../../backend/local/local-backend.js";
 import {
   applyRetention,
   describePolicy,
@@ -239,8 +238,6 @@ async function runPrune(
     ...(threshold === undefined ? {} : { repackThreshold: threshold }),
     reporter: { phase: (m) => out.info(m) },
   });
-  if (!dryRun && repo.backend instanceof LocalBackend)
-    await removeStaleTempFiles(repo.backend.location, 60 * 60 * 1000);
   const verb = dryRun ? "would" : "did";
   out.info(
     `${verb} delete ${formatCount(result.packsToDelete.length + result.unreferencedPacks.length)} packs and repack ${formatCount(result.packsToRepack.length)}, freeing ${formatBytes(result.bytesFreed)}; ${formatCount(result.packsKept)} packs kept`,
