@@ -1,7 +1,7 @@
 /**
  * Opening the repository of a configured target: its location, its credentials (references resolved at
  * the moment they are needed), its password and its immutability. Every command that works from the
- * config file (`run`, `copy --from-target`, `posture`, `catalog rebuild`) opens targets through here, so a
+ * config file (`run`, `copy` with target names, `posture`, `catalog rebuild`) opens targets through here, so a
  * target behaves the same whichever command touches it.
  *
  * Credentials by backend (docs/config.md, "Targets"):
@@ -94,7 +94,8 @@ export async function openTargetBackend(
   options: { create?: boolean } = {},
 ): Promise<Backend> {
   const env = await targetEnvironment(target, access);
-  // Only S3 applies immutability on write; elsewhere the lock is not read back and posture says so.
+  // Only S3 takes an immutability setting from the client; a vault applies its own (--retention-days) and
+  // reports it back, and a local directory has none, which posture reports.
   const s3 = schemeOf(target.location) === "s3";
   return openBackendAt(target.location, {
     create: options.create === true,
