@@ -17,7 +17,8 @@ export const EXIT = {
 export const EXIT_CODES_HELP = `Exit codes:
   0   success
   1   error (for check: the repository has errors)
-  3   partial backup: some files could not be read (they are listed)
+  3   partial: a backup (or run) skipped unreadable files (they are listed); catalog rebuild
+      could not reach every target
   10  no repository at the given location
   11  the repository is locked by another process
   12  wrong password
