@@ -3,8 +3,9 @@
 //
 //   node bench/report-remote.mjs --results bench/work/remote/results.jsonl [--meta F] [--dataset F]
 //
-// Throughput table: MB/s (source bytes by du -sb / wall; MB = 10^6 B) per step, tool and target, then per
-// target Bulwark's speedup over restic (restic wall / Bulwark wall) and its peak-RSS ratio (Bulwark / restic).
+// Throughput table: MB/s (source bytes by du -sb / wall; MB = 10^6 B) per step, for each target and tool that
+// ran (a target may have one tool only: the vault serves Bulwark alone), then per target with both tools
+// Bulwark's speedup over restic (restic wall / Bulwark wall) and its peak-RSS ratio (Bulwark / restic).
 // The full measurements (wall, CPU, peak RSS, repository size) follow.
 import { existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "./lib/prng.mjs";
@@ -29,20 +30,33 @@ const STEPS = [
   { step: "restore", label: "restore latest" },
   { step: "check", label: "check --read-data" },
 ];
-const TARGET_LABEL = { local: "local disk", sftp: "SFTP (loopback)", s3: "S3 RadosGW (loopback)" };
-const measured = rows.filter((r) => r.step !== "verify");
+const TARGET_LABEL = {
+  local: "local disk",
+  sftp: "SFTP (loopback)",
+  s3: "S3 RadosGW (loopback)",
+  vault: "vault rest: (loopback)",
+};
+const measured = rows.filter((r) => STEPS.some((s) => s.step === r.step));
 const targets = [...new Set(measured.map((r) => r.target))];
 const tools = [...new Set(measured.map((r) => r.tool))];
 const steps = STEPS.filter((s) => measured.some((r) => r.step === s.step));
 const get = (target, tool, step) =>
   measured.find((r) => r.target === target && r.tool === tool && r.step === step);
+const ran = (target, tool) => measured.some((r) => r.target === target && r.tool === tool);
+// The (target, tool) pairs that ran, targets in run order, tools in run order within each target.
+const pairs = targets.flatMap((k) => tools.filter((t) => ran(k, t)).map((t) => [k, t]));
+const vaultServers = rows.filter((r) => r.step === "server" && r.target === "vault");
 const fmt = (x, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? "–" : x.toFixed(d));
 const mbps = (r) => (r && r.wall_s > 0 ? r.src_bytes / 1e6 / r.wall_s : null);
 
 const lines = [];
 const out = (s = "") => lines.push(s);
 
-out("# Bulwark remote-repository benchmark (SFTP and S3 on loopback, next to local disk)");
+const remoteNames = { sftp: "SFTP", s3: "S3", vault: "a Bulwark vault" };
+const remoteList = targets.filter((k) => k !== "local").map((k) => remoteNames[k] ?? k);
+out(
+  `# Bulwark remote-repository benchmark (${remoteList.length ? remoteList.join(", ").replace(/, ([^,]*)$/, " and $1") : "no remote target"} on loopback${targets.includes("local") ? ", next to local disk" : ""})`,
+);
 out();
 if (meta) {
   out(
@@ -53,7 +67,10 @@ if (meta) {
   out(
     `Versions: ${Object.entries(meta.versions ?? {})
       .map(([t, v]) => `${t}: ${v}`)
-      .join(" · ")} · sshd: ${meta.services?.sshd ?? "–"} · radosgw: ${meta.services?.radosgw ?? "–"}`,
+      .join(" · ")}` +
+      (targets.includes("sftp") ? ` · sshd: ${meta.services?.sshd ?? "–"}` : "") +
+      (targets.includes("s3") ? ` · radosgw: ${meta.services?.radosgw ?? "–"}` : "") +
+      (targets.includes("vault") && meta.services?.vault ? ` · vault: ${meta.services.vault}` : ""),
   );
   out();
 }
@@ -65,29 +82,60 @@ if (dataset) {
   );
   out();
 }
+const targetText = {
+  local: "local disk (a directory)",
+  sftp:
+    "SFTP to OpenSSH sshd on 127.0.0.1:2222 (`scripts/services/sshd.sh`; restic through `ssh -s sftp`, " +
+    "Bulwark through its own SSH client)",
+  s3: "S3 to Ceph RadosGW on 127.0.0.1:7480 (`scripts/services/ceph.sh`, memstore OSD)",
+  vault: (() => {
+    const imm = [...new Set(vaultServers.map((r) => r.immutable))];
+    const immText =
+      imm.length === 1
+        ? imm[0]
+          ? "stored files made immutable with chattr +i (`--immutable require`, running as root on a file system that supports it)"
+          : "stored files not made immutable (`--immutable off`)"
+        : "immutability: see the raw results";
+    return (
+      "a Bulwark vault: `bulwark serve-repo --init` on 127.0.0.1 (a free port, a fresh directory), reached through " +
+      `the \`rest:\` backend over HTTP with an append-only token; ${immText}; Bulwark only (no restic rest-server here)`
+    );
+  })(),
+};
 out(
-  "Targets: local disk (a directory), SFTP to OpenSSH sshd on 127.0.0.1:2222 (`scripts/services/sshd.sh`; " +
-    "restic through `ssh -s sftp`, Bulwark through its own SSH client), S3 to Ceph RadosGW on 127.0.0.1:7480 " +
-    "(`scripts/services/ceph.sh`, memstore OSD). The servers run on the same machine and share its CPUs " +
-    "with the client. Warm page cache; fresh client caches per target and tool. MB = 10^6 B; MB/s = source " +
-    "bytes (du -sb) / wall; CPU = user + sys; peak RSS = GNU time's max RSS of the largest client process " +
-    "(the servers are not counted); repo = bytes stored on the target after the step.",
+  `Targets: ${targets.map((k) => targetText[k] ?? k).join("; ")}. The servers run on the same machine and share ` +
+    "its CPUs with the client. Warm page cache; fresh client caches per target and tool. MB = 10^6 B; MB/s = " +
+    "source bytes (du -sb) / wall; CPU = user + sys; peak RSS = GNU time's max RSS of the largest client " +
+    "process (the servers are not counted); repo = bytes stored on the target after the step.",
 );
 out();
 
 out("## Throughput (MB/s)");
 out();
-out(`| step | ${targets.flatMap((k) => tools.map((t) => `${t} ${k}`)).join(" | ")} |`);
-out(`|---|${targets.flatMap(() => tools.map(() => "---:")).join("|")}|`);
+out(`| step | ${pairs.map(([k, t]) => `${t} ${k}`).join(" | ")} |`);
+out(`|---|${pairs.map(() => "---:").join("|")}|`);
 for (const s of steps) {
   if (s.step === "init") continue;
-  out(
-    `| ${s.label} | ${targets.flatMap((k) => tools.map((t) => fmt(mbps(get(k, t, s.step)), 0))).join(" | ")} |`,
-  );
+  out(`| ${s.label} | ${pairs.map(([k, t]) => fmt(mbps(get(k, t, s.step)), 0)).join(" | ")} |`);
 }
 out();
+// The tools asked for (meta.tools) that did not run on a target: the vault target runs Bulwark only.
+const requested = meta?.tools ? meta.tools.split(/\s+/).filter(Boolean) : tools;
+const oneTool = targets.filter((k) => requested.some((t) => !ran(k, t)));
+if (oneTool.length) {
+  out(
+    `Not run: ${oneTool
+      .map(
+        (k) =>
+          `${requested.filter((t) => !ran(k, t)).join(", ")} on ${k}${k === "vault" ? " (the vault serves Bulwark's rest: protocol; restic's rest-server is not packaged here)" : ""}`,
+      )
+      .join("; ")}.`,
+  );
+  out();
+}
 
-if (tools.includes("bulwark") && tools.includes("restic")) {
+const both = targets.filter((k) => ran(k, "bulwark") && ran(k, "restic"));
+if (both.length) {
   out("## Bulwark vs restic per target");
   out();
   out(
@@ -95,16 +143,16 @@ if (tools.includes("bulwark") && tools.includes("restic")) {
   );
   out();
   out(
-    `| step | ${targets.map((k) => `speedup ${k}`).join(" | ")} | ${targets.map((k) => `RSS ratio ${k}`).join(" | ")} |`,
+    `| step | ${both.map((k) => `speedup ${k}`).join(" | ")} | ${both.map((k) => `RSS ratio ${k}`).join(" | ")} |`,
   );
-  out(`|---|${targets.map(() => "---:").join("|")}|${targets.map(() => "---:").join("|")}|`);
+  out(`|---|${both.map(() => "---:").join("|")}|${both.map(() => "---:").join("|")}|`);
   for (const s of steps) {
-    const sp = targets.map((k) => {
+    const sp = both.map((k) => {
       const b = get(k, "bulwark", s.step);
       const p = get(k, "restic", s.step);
       return b && p && b.wall_s > 0 ? `${fmt(p.wall_s / b.wall_s, 2)}×` : "–";
     });
-    const rss = targets.map((k) => {
+    const rss = both.map((k) => {
       const b = get(k, "bulwark", s.step);
       const p = get(k, "restic", s.step);
       return b && p && p.max_rss_kib > 0 ? `${fmt(b.max_rss_kib / p.max_rss_kib, 2)}×` : "–";
@@ -112,25 +160,23 @@ if (tools.includes("bulwark") && tools.includes("restic")) {
     out(`| ${s.label} | ${sp.join(" | ")} | ${rss.join(" | ")} |`);
   }
   out();
-  const remotes = targets.filter((k) => k !== "local");
-  if (targets.includes("local") && remotes.length) {
-    out("Remote vs local (the same tool's wall on the local disk / on the target; 1.00 = no remote cost):");
-    out();
-    out(`| step | ${remotes.flatMap((k) => tools.map((t) => `${t} ${k}`)).join(" | ")} |`);
-    out(`|---|${remotes.flatMap(() => tools.map(() => "---:")).join("|")}|`);
-    for (const s of steps) {
-      if (s.step === "init") continue;
-      const cells = remotes.flatMap((k) =>
-        tools.map((t) => {
-          const l = get("local", t, s.step);
-          const r = get(k, t, s.step);
-          return l && r && r.wall_s > 0 ? `${fmt(l.wall_s / r.wall_s, 2)}` : "–";
-        }),
-      );
-      out(`| ${s.label} | ${cells.join(" | ")} |`);
-    }
-    out();
+}
+const remotePairs = pairs.filter(([k, t]) => k !== "local" && ran("local", t));
+if (remotePairs.length) {
+  out("Remote vs local (the same tool's wall on the local disk / on the target; 1.00 = no remote cost):");
+  out();
+  out(`| step | ${remotePairs.map(([k, t]) => `${t} ${k}`).join(" | ")} |`);
+  out(`|---|${remotePairs.map(() => "---:").join("|")}|`);
+  for (const s of steps) {
+    if (s.step === "init") continue;
+    const cells = remotePairs.map(([k, t]) => {
+      const l = get("local", t, s.step);
+      const r = get(k, t, s.step);
+      return l && r && r.wall_s > 0 ? `${fmt(l.wall_s / r.wall_s, 2)}` : "–";
+    });
+    out(`| ${s.label} | ${cells.join(" | ")} |`);
   }
+  out();
 }
 
 out("## Measurements");
@@ -155,13 +201,11 @@ out();
 
 const verifies = rows.filter((r) => r.step === "verify");
 if (verifies.length) {
-  const parts = targets.flatMap((k) =>
-    tools.map((t) => {
-      const v = verifies.find((r) => r.target === k && r.tool === t);
-      if (!v) return `${t} ${k}: not checked`;
-      return `${t} ${k}: ${v.ok ? "identical" : "**DIFFERENT**"}${v.ok ? ` (${v.files} files${v.mtimeWarnings ? `, ${v.mtimeWarnings} mtime differences` : ""})` : ""}`;
-    }),
-  );
+  const parts = pairs.map(([k, t]) => {
+    const v = verifies.find((r) => r.target === k && r.tool === t);
+    if (!v) return `${t} ${k}: not checked`;
+    return `${t} ${k}: ${v.ok ? "identical" : "**DIFFERENT**"}${v.ok ? ` (${v.files} files${v.mtimeWarnings ? `, ${v.mtimeWarnings} mtime differences` : ""})` : ""}`;
+  });
   out(`Restore byte-identity (compare-trees.mjs): ${parts.join(" · ")}.`);
   out();
 }
