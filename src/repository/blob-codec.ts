@@ -23,6 +23,7 @@ export class BlobCodec {
   private readonly sampler = new zstd.CCtx();
   private readonly decompressor = new zstd.DCtx();
   private scratch = Buffer.alloc(0);
+  private decodeScratch = Buffer.alloc(0);
   private readonly sampleScratch = Buffer.allocUnsafe(zstd.compressBound(SAMPLE_BYTES));
 
   constructor(
@@ -76,8 +77,12 @@ export class BlobCodec {
     return seal(this.key, opened);
   }
 
-  /** The plaintext of what `open` returned. */
-  decodeOpened(plain: Buffer, rawLength: number | undefined, what: string): Buffer {
+  /**
+   * The plaintext of what `open` returned. With `transient`, a compressed payload is decompressed into a
+   * buffer this codec reuses: the result is valid only until the next call (enough to hash it, as a copy
+   * does for every blob it moves, without a chunk-sized allocation each time).
+   */
+  decodeOpened(plain: Buffer, rawLength: number | undefined, what: string, transient = false): Buffer {
     const flag = plain[0];
     const payload = plain.subarray(1);
     let data: Buffer;
@@ -88,7 +93,12 @@ export class BlobCodec {
         const size = rawLength ?? zstd.getFrameContentSize(payload);
         if (size === null || size === undefined || size > 1 << 30)
           throw new Error("frame has no usable content size");
-        data = Buffer.allocUnsafe(size);
+        if (transient) {
+          if (this.decodeScratch.length < size) this.decodeScratch = Buffer.allocUnsafe(size);
+          data = this.decodeScratch.subarray(0, size);
+        } else {
+          data = Buffer.allocUnsafe(size);
+        }
         const n = this.decompressor.decompress(data, payload);
         if (n !== size) data = data.subarray(0, n);
       } catch (cause) {

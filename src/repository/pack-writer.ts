@@ -10,7 +10,7 @@
  * master index only after their save completed; the caller writes index files for `takeNewPacks()` before
  * writing any snapshot that refers to their blobs.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes, type Hash } from "node:crypto";
 import type { SaveSource } from "../backend/backend.js";
 import { encodePackHeader, type BlobType, type PackedBlob } from "./pack.js";
 import type { Repository } from "./repository.js";
@@ -35,7 +35,11 @@ export interface PackWriterOptions {
    * Runs after a pack was saved and before it joins the index; a rejection fails the writer. A copy reads the
    * pack back here, so nothing enters the target's index that did not arrive intact.
    */
-  verifySaved?: (pack: string, blobs: readonly PackedBlob[], length: number) => Promise<void>;
+  verifySaved?: (
+    pack: string,
+    blobs: readonly PackedBlob[],
+    saved: { length: number; sha256: string },
+  ) => Promise<void>;
 }
 
 const WRITE_GROUP_BYTES = 4 * 1024 * 1024;
@@ -131,6 +135,12 @@ export class PackWriter {
     const id = randomBytes(32).toString("hex");
     const parts = [...blobParts, header];
     const length = size + header.length;
+    // What was sent, for a reader that checks what arrived (only when one asks: it costs a hash pass).
+    let digest: Hash | undefined;
+    if (this.options.verifySaved !== undefined) {
+      digest = createHash("sha256");
+      for (const part of parts) digest.update(part);
+    }
 
     const source: SaveSource = {
       length,
@@ -154,7 +164,7 @@ export class PackWriter {
     };
     const upload = this.repo.backend
       .save({ type: "pack", name: id }, source)
-      .then(() => this.options.verifySaved?.(id, blobs, length))
+      .then(() => this.options.verifySaved?.(id, blobs, { length, sha256: digest!.digest("hex") }))
       .then(() => {
         this.repo.index.addPack(id, blobs);
         for (const b of blobs) this.pending.delete(b.id);
