@@ -490,7 +490,7 @@ class Vault {
     await this.exclusively(h, async () => {
       const path = this.pathOf(h);
       const info = await this.statFile(h);
-      const current = info.mtimeMs + retentionMs;
+      const current = wholeMs(info.mtimeMs) + retentionMs;
       if (wanted <= current) {
         inForce = current;
         return;
@@ -510,7 +510,7 @@ class Vault {
   /** Until when a stored file is retained, if its retention still runs; NOT_FOUND when it does not exist. */
   private async retainedUntil(h: FileHandle): Promise<Date | undefined> {
     if (this.retentionMs === undefined || h.type === "lock") return undefined;
-    const until = (await this.statFile(h)).mtimeMs + this.retentionMs;
+    const until = wholeMs((await this.statFile(h)).mtimeMs) + this.retentionMs;
     return until > Date.now() ? new Date(until) : undefined;
   }
 
@@ -854,4 +854,12 @@ function bodySource(
       }
     },
   };
+}
+
+/**
+ * A modification time set through utimes (seconds as a double) reads back a fraction of a microsecond off
+ * (…448.9999 for …449): rounded to the millisecond, a retention reads back exactly as it was set.
+ */
+function wholeMs(mtimeMs: number): number {
+  return Math.round(mtimeMs);
 }

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { BulwarkError, errorMessage, hasCode, isNotFound } from "../../core/errors.js";
+import { BulwarkError, errorMessage, findBulwarkError, hasCode, isNotFound } from "../../core/errors.js";
 import { formatBytes, formatCount } from "../../core/format.js";
 import {
   applyRetention,
@@ -167,7 +167,7 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
         }
         // A snapshot under retention (Object Lock, a vault's retention) stays: the others are still removed,
         // and the locked ones are listed, as prune lists the files it cannot delete yet.
-        const locked: { id: string; error: string }[] = [];
+        const locked: { id: string; error: string; hint?: string }[] = [];
         if (!flags.dryRun) {
           for (const id of toRemove) {
             try {
@@ -175,7 +175,8 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
             } catch (err) {
               if (isNotFound(err)) continue;
               if (!hasCode(err, "RETENTION_LOCKED")) throw err;
-              locked.push({ id, error: errorMessage(err) });
+              const hint = findBulwarkError(err)?.hint;
+              locked.push({ id, error: errorMessage(err), ...(hint !== undefined ? { hint } : {}) });
             }
           }
         }
@@ -185,10 +186,16 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
         );
         for (const l of locked) {
           out.warn(`warning: snapshot ${l.id.slice(0, 8)} is under retention and stays: ${l.error}`);
+          if (l.hint !== undefined) out.warn(`hint: ${l.hint}`);
         }
         let pruned: PruneResult | undefined;
+        // Snapshots named explicitly that could not be removed are a failure (a policy expects locks), and the
+        // command stops before pruning: a prune would only rewrite files that then start a retention of their own.
+        const namedLocked = locked.length > 0 && ids.length > 0;
         // A dry run removed nothing: its prune must still plan as if the snapshots were gone.
-        if (flags.prune) pruned = await runPrune(repo, out, flags.dryRun === true, undefined, removed);
+        if (flags.prune && !namedLocked) {
+          pruned = await runPrune(repo, out, flags.dryRun === true, undefined, removed);
+        }
         out.emitJson({
           dryRun: flags.dryRun === true,
           removed,
@@ -196,8 +203,7 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
           groups: report,
           ...(pruned ? { prune: pruned } : {}),
         });
-        // Snapshots named explicitly that could not be removed are a failure; a policy expects locks.
-        if (locked.length > 0 && ids.length > 0) {
+        if (namedLocked) {
           throw new BulwarkError(
             "RETENTION_LOCKED",
             `${locked.length} of the named snapshot${ids.length === 1 ? " is" : "s are"} under retention and ${locked.length === 1 ? "was" : "were"} not removed`,
