@@ -138,12 +138,48 @@ class JobRunner {
     private readonly job: Job,
     private readonly dataset: Dataset,
     private readonly policy: Policy,
-    private readonly options: RunJobOptions,
+    private options: RunJobOptions,
   ) {
     this.now = options.now ?? (() => new Date());
     this.started = this.now();
     this.secrets = options.access.secrets ?? [];
     options.access.secrets = this.secrets;
+    if (options.catalog !== undefined) {
+      this.options = { ...options, catalog: this.failSafe(options.catalog) };
+    }
+  }
+
+  /**
+   * The catalog with every call guarded: when it first fails (disk full, damaged), the failure is reported
+   * once and the rest of the run goes on unrecorded. The repositories are the truth; a backup must not fail
+   * for its index.
+   */
+  private failSafe(catalog: JobCatalog): JobCatalog {
+    let broken = false;
+    const guard =
+      <A extends unknown[], R>(fn: (...args: A) => R) =>
+      (...args: A): R => {
+        if (!broken) {
+          try {
+            return fn.apply(catalog, args);
+          } catch (err) {
+            broken = true;
+            this.options.reporter?.warn?.(
+              `warning: the catalog failed; the rest of this run is not recorded in it: ${this.clean(err)}`,
+            );
+          }
+        }
+        // Only startRun returns a value its callers use, and they accept an unknown run id.
+        return undefined as R;
+      };
+    return {
+      startRun: guard(catalog.startRun),
+      finishRun: guard(catalog.finishRun),
+      recordSnapshot: guard(catalog.recordSnapshot),
+      forgetSnapshots: guard(catalog.forgetSnapshots),
+      recordCopy: guard(catalog.recordCopy),
+      recordEvent: guard(catalog.recordEvent),
+    };
   }
 
   /** The message and what to do about it, without secrets: a step's error is all the user sees of it. */

@@ -746,3 +746,26 @@ describe("a target without a repository is created only with --init", () => {
     expect(await readdir(w.path("nas"))).toEqual([]);
   });
 });
+
+describe("the catalog is an index, not the backups", () => {
+  it("a damaged catalog file does not stop a run: it warns with the way out and the backup and copy happen", async () => {
+    const w = await World.create("badcatalog");
+    await writeFiles(w.path("src"), { "a.txt": "a\n" });
+    const config = await w.config("badcatalog.json", {
+      targets: { primary: await w.target("primary"), nas: await w.target("nas") },
+      datasets: { app: { sources: [{ type: "files", paths: [w.path("src")] }] } },
+      policies: { p: policy() },
+      jobs: { j: { dataset: "app", policy: "p", primary: "primary", copies: ["nas"] } },
+    });
+    await mkdir(w.path("state"), { recursive: true });
+    await writeFile(
+      w.env.BULWARK_CATALOG!,
+      "this is not a database, it was overwritten by mistake\n".repeat(100),
+    );
+    const { r, json } = await w.run(config);
+    expect(json.jobs[0]!.status).toBe("ok");
+    expect(r.stderr).toMatch(/not recorded in the catalog/);
+    expect(r.stderr).toMatch(/catalog rebuild/);
+    expect((await w.snapshots("nas")).length).toBe(1);
+  });
+});

@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 
-import { BulwarkError } from "../../core/errors.js";
+import { BulwarkError, errorMessage, findBulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
 import { jobOrder, runJob, type JobCatalog, type JobResult } from "../../jobs/run.js";
 import { loadConfigForCommand } from "../config-file.js";
@@ -59,9 +59,18 @@ Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 
       }
       let password: Promise<string> | undefined;
       const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)) };
-      const catalog: (JobCatalog & { close(): void }) | undefined = flags.catalog
-        ? await openCatalogForCommand(process.env)
-        : undefined;
+      // The catalog is an index of what happened, not the backups: a damaged or unwritable one must not stop
+      // them. The run goes on unrecorded, and says how to repair it.
+      let catalog: (JobCatalog & { close(): void }) | undefined;
+      if (flags.catalog) {
+        try {
+          catalog = await openCatalogForCommand(process.env);
+        } catch (err) {
+          const hint = findBulwarkError(err)?.hint;
+          out.warn(`warning: this run is not recorded in the catalog: ${errorMessage(err)}`);
+          if (hint !== undefined) out.warn(`hint: ${hint}`);
+        }
+      }
       const results: JobResult[] = [];
       const skipped: { job: string; reason: string }[] = [];
       try {
