@@ -57,6 +57,11 @@ export interface BackendCapabilities {
   readonly atomicReplace: boolean;
   /** Retention modes the backend enforces; empty when it has no immutability. */
   readonly retentionModes: readonly RetentionMode[];
+  /**
+   * True when the server reports that the credentials in use can neither delete nor replace stored files (a
+   * vault's append-only token): evidence for an append-only copy. Absent when the backend cannot tell.
+   */
+  readonly appendOnly?: boolean;
 }
 
 export interface Backend {

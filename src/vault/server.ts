@@ -49,6 +49,7 @@ import {
   LENGTH_HEADER,
   RETAIN_UNTIL_HEADER,
   RETENTION_DAYS_HEADER,
+  TOKEN_ROLE_HEADER,
   TYPE_PATHS,
   typeOfPath,
 } from "../backend/rest/protocol.js";
@@ -296,6 +297,7 @@ class Vault {
       path = new URL(req.url ?? "/", "http://vault").pathname;
       const token = this.authenticate(req);
       who = token.name;
+      res.setHeader(TOKEN_ROLE_HEADER, token.role);
       if (this.retentionMs !== undefined) {
         res.setHeader(RETENTION_DAYS_HEADER, String(this.retentionMs / DAY_MS));
       }

@@ -138,6 +138,58 @@ describe("CLI against a vault (rest:)", () => {
     expect(adminForget.code, describeRun(["forget"], adminForget)).toBe(0);
   });
 
+  it("posture counts the vault as append-only from what the vault says of the token in use", async () => {
+    const src = join(base, "posture-src");
+    await writeFiles(src, { "p.txt": "posture\n" });
+    const pw = join(base, "pw"); // the repository's password file, written by the first test
+    const repo = new TestRepo(location, pw, "");
+    await repo.json(["backup", src], { env: { BULWARK_REST_TOKEN: appendToken } });
+    const config = join(base, "vault-posture.yaml");
+    const write = (tokenVar: string): Promise<void> =>
+      writeFile(
+        config,
+        [
+          "version: 1",
+          "targets:",
+          "  vault:",
+          `    location: ${location}`,
+          "    labels: { medium: vault, site: dc2, offsite: true, failureDomain: dc2, isolation: append-only }",
+          `    password: { file: ${pw} }`,
+          `    credentials: { token: { env: ${tokenVar} } }`,
+          "datasets:",
+          `  app: { sources: [{ type: files, paths: [${src}] }] }`,
+          "policies:",
+          "  p: { rule: { copies: 1, immutableOrIsolated: 1 }, productionCounts: false, rpo: 24h }",
+          "jobs:",
+          "  j: { dataset: app, policy: p, primary: vault }",
+          "",
+        ].join("\n"),
+      );
+    type Posture = {
+      datasets: { rows: { id: string; status: string; evidence: string[]; reason?: string }[] }[];
+    };
+    const immutableRow = async (): Promise<{
+      code: number | null;
+      row: Posture["datasets"][0]["rows"][0];
+    }> => {
+      const r = await runCli(["--json", "posture", "-c", config], {
+        env: { HOST_TOKEN: appendToken, ADMIN_TOKEN: adminToken },
+      });
+      const row = (JSON.parse(r.stdout) as Posture).datasets[0]!.rows.find((x) => x.id === "immutable")!;
+      return { code: r.code, row };
+    };
+    await write("HOST_TOKEN");
+    const asHost = await immutableRow();
+    expect(asHost.row.status, JSON.stringify(asHost.row)).toBe("pass");
+    expect(asHost.row.evidence.join(" ")).toMatch(/append-only, read back/);
+    expect(asHost.code).toBe(0);
+    await write("ADMIN_TOKEN");
+    const asAdmin = await immutableRow();
+    expect(asAdmin.row.status).toBe("fail");
+    expect(JSON.stringify(asAdmin.row)).toMatch(/may delete/);
+    expect(asAdmin.code).toBe(20);
+  });
+
   it("a wrong token is an authentication error that names the target and not the token", async () => {
     const r = await runCli(["-r", location, "snapshots"], {
       env: { BULWARK_REST_TOKEN: "not-a-token", BULWARK_PASSWORD: "x" },

@@ -19,6 +19,10 @@
  * X-Bulwark-Retain-Until extends the retention to that date (never shortens it; either role may) and answers
  * with the date now in force. A DELETE or replacing POST of a retained file is 403, with the date.
  *
+ * Every authenticated answer carries X-Bulwark-Token-Role (append-only or admin): the client learns from the
+ * vault itself whether its credentials can delete, which is the evidence posture counts for an append-only
+ * copy.
+ *
  * Status codes: 400 malformed request or digest mismatch, 401 no or unknown token, 403 refused by the
  * token's role (append-only) or by a running retention, 404 no such file, 405 PATCH on a vault without
  * retention, 409 exists (If-None-Match), 411 no length, 413 too large, 416 range past the end, 507 the
@@ -31,6 +35,8 @@ export const DIGEST_HEADER = "x-content-sha256";
 export const LENGTH_HEADER = "x-content-length";
 /** The days a vault retains each new file; absent when it keeps no retention. */
 export const RETENTION_DAYS_HEADER = "x-bulwark-retention-days";
+/** The role of the token that made the request, as the vault enforces it. */
+export const TOKEN_ROLE_HEADER = "x-bulwark-token-role";
 /** When a file's retention ends (ISO 8601): on HEAD/GET answers, PATCH requests and answers, and 403s. */
 export const RETAIN_UNTIL_HEADER = "x-bulwark-retain-until";
 

@@ -48,6 +48,7 @@ import {
   LENGTH_HEADER,
   RETAIN_UNTIL_HEADER,
   RETENTION_DAYS_HEADER,
+  TOKEN_ROLE_HEADER,
   TYPE_PATHS,
 } from "./protocol.js";
 
@@ -151,6 +152,10 @@ export class RestBackend implements Backend {
       { signal, accept: [200, 404] },
     );
     res.resume();
+    const role = headerValue(res.headers[TOKEN_ROLE_HEADER]);
+    if (role === "append-only" || role === "admin") {
+      this.capabilities = Object.freeze({ ...this.capabilities, appendOnly: role === "append-only" });
+    }
     const days = Number(headerValue(res.headers[RETENTION_DAYS_HEADER]));
     if (headerValue(res.headers[RETENTION_DAYS_HEADER]) === undefined || !Number.isFinite(days) || days < 0) {
       return;

@@ -162,6 +162,16 @@ async function readLock(
   const repo = o.repo;
   if (repo === undefined) return undefined;
   const backend = repo.backend;
+  // A vault says what the token in use may do: an append-only token is the lock, read back from the target.
+  if (target.labels.isolation === "append-only" && backend.capabilities.appendOnly !== undefined) {
+    return backend.capabilities.appendOnly
+      ? { kind: "append-only", readBack: true }
+      : {
+          kind: "append-only",
+          readBack: false,
+          error: `${describeBackend(target.location)} reports that this host's token may delete (an admin token): give the host an append-only token`,
+        };
+  }
   const getRetention = backend.getRetention?.bind(backend);
   if (getRetention === undefined) {
     if (target.labels.isolation === "immutable" || target.labels.isolation === "append-only") {
