@@ -18,7 +18,7 @@ import { hostname as osHostname } from "node:os";
 
 import type { Catalog } from "../catalog/catalog.js";
 import type { BulwarkConfig, Dataset, Job, Policy, Target } from "../config/types.js";
-import { BulwarkError, errorMessage, findBulwarkError, hasCode, isNotFound } from "../core/errors.js";
+import { BulwarkError, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
 import { copySnapshots, snapshotIdentity, type CopyProgress } from "../copy/copier.js";
 import { applyRetention, isEmptyPolicy } from "../policy/retention.js";
 import { RepoLock } from "../repository/lock.js";
@@ -26,7 +26,12 @@ import type { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
 import { backup, type BackupReporter } from "../snapshot/archiver.js";
 import { ExcludeMatcher } from "../snapshot/exclude.js";
-import { loadAllSnapshots, type SnapshotSummary, type SnapshotWithId } from "../snapshot/snapshot.js";
+import {
+  loadAllSnapshots,
+  removeSnapshots,
+  type SnapshotSummary,
+  type SnapshotWithId,
+} from "../snapshot/snapshot.js";
 import { runWithDatasetHooks } from "../sources/dataset.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 
@@ -563,22 +568,14 @@ class JobRunner {
         ["host", "paths"],
         { now: this.now() },
       );
-      for (const group of groups) {
-        for (const d of group.decisions) {
-          if (d.keep) {
-            step.kept++;
-            continue;
-          }
-          try {
-            await repo.backend.remove({ type: "snapshot", name: d.snapshot.id });
-            step.removed.push(d.snapshot.id);
-          } catch (err) {
-            if (isNotFound(err)) continue;
-            if (!hasCode(err, "RETENTION_LOCKED")) throw err;
-            step.locked.push(d.snapshot.id);
-          }
-        }
-      }
+      const decisions = groups.flatMap((g) => g.decisions);
+      step.kept = decisions.filter((d) => d.keep).length;
+      const { removed, locked } = await removeSnapshots(
+        repo,
+        decisions.filter((d) => !d.keep).map((d) => d.snapshot.id),
+      );
+      step.removed = removed;
+      step.locked = locked.map((l) => l.id);
       this.options.catalog?.forgetSnapshots(
         target.name,
         new Set(all.map((s) => s.id).filter((id) => !step.removed.includes(id))),

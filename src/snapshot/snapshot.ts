@@ -1,7 +1,7 @@
 /**
  * Snapshots (docs/design.md, "Snapshots"): the record of one backup, pointing at the root tree.
  */
-import { BulwarkError, hasCode, isNotFound } from "../core/errors.js";
+import { BulwarkError, errorMessage, findBulwarkError, hasCode, isNotFound } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 
 export interface SnapshotSummary {
@@ -121,4 +121,37 @@ export async function findSnapshot(
     });
   }
   return matches[0]!;
+}
+
+/** A snapshot the target refused to delete because its retention runs, with the target's reason. */
+export interface LockedSnapshot {
+  id: string;
+  error: string;
+  hint?: string;
+}
+
+/**
+ * Removes snapshot files. One under retention (Object Lock, a vault's retention) stays and is listed, as
+ * prune lists the files it cannot delete yet; one already gone counts as removed; any other error throws.
+ */
+export async function removeSnapshots(
+  repo: Repository,
+  ids: readonly string[],
+): Promise<{ removed: string[]; locked: LockedSnapshot[] }> {
+  const removed: string[] = [];
+  const locked: LockedSnapshot[] = [];
+  for (const id of ids) {
+    try {
+      await repo.backend.remove({ type: "snapshot", name: id });
+    } catch (err) {
+      if (!isNotFound(err)) {
+        if (!hasCode(err, "RETENTION_LOCKED")) throw err;
+        const hint = findBulwarkError(err)?.hint;
+        locked.push({ id, error: errorMessage(err), ...(hint !== undefined ? { hint } : {}) });
+        continue;
+      }
+    }
+    removed.push(id);
+  }
+  return { removed, locked };
 }

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { BulwarkError, errorMessage, findBulwarkError, hasCode, isNotFound } from "../../core/errors.js";
+import { BulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount } from "../../core/format.js";
 import {
   applyRetention,
@@ -10,7 +10,7 @@ import {
 } from "../../policy/retention.js";
 import { prune, type PruneResult } from "../../repository/prune.js";
 import type { Repository } from "../../repository/repository.js";
-import { findSnapshot, loadAllSnapshots, matchesFilter } from "../../snapshot/snapshot.js";
+import { findSnapshot, loadAllSnapshots, matchesFilter, removeSnapshots } from "../../snapshot/snapshot.js";
 import { withRepository, type GlobalOptions, type Output, warnDamagedSnapshot } from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -165,22 +165,10 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
             });
           }
         }
-        // A snapshot under retention (Object Lock, a vault's retention) stays: the others are still removed,
-        // and the locked ones are listed, as prune lists the files it cannot delete yet.
-        const locked: { id: string; error: string; hint?: string }[] = [];
-        if (!flags.dryRun) {
-          for (const id of toRemove) {
-            try {
-              await repo.backend.remove({ type: "snapshot", name: id });
-            } catch (err) {
-              if (isNotFound(err)) continue;
-              if (!hasCode(err, "RETENTION_LOCKED")) throw err;
-              const hint = findBulwarkError(err)?.hint;
-              locked.push({ id, error: errorMessage(err), ...(hint !== undefined ? { hint } : {}) });
-            }
-          }
-        }
-        const removed = toRemove.filter((id) => !locked.some((l) => l.id === id));
+        // Locked snapshots stay and are listed (removeSnapshots); a dry run removes nothing.
+        const { removed, locked } = flags.dryRun
+          ? { removed: toRemove, locked: [] }
+          : await removeSnapshots(repo, toRemove);
         out.info(
           `\n${flags.dryRun ? "would remove" : "removed"} ${removed.length} snapshot${removed.length === 1 ? "" : "s"}`,
         );
