@@ -5,6 +5,7 @@
 import type { Backend } from "../backend/backend.js";
 import { openBackendAt } from "../backend/registry.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
+import type { EventSink } from "../core/events.js";
 import { RepoLock } from "../repository/lock.js";
 import { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
@@ -46,6 +47,15 @@ export class Output {
   get progressEnabled(): boolean {
     return process.stderr.isTTY === true && !this.opts.json && !this.opts.quiet;
   }
+}
+
+/** Renders an operation's messages: info on stdout (silent with --json/--quiet), warnings and errors on stderr. */
+export function renderEvents(out: Output): EventSink {
+  return (e) => {
+    if (e.type !== "message") return;
+    if (e.level === "info") out.info(e.message);
+    else out.warn(`${e.level}: ${e.message}`);
+  };
 }
 
 /** For listing commands: a damaged snapshot file is skipped with a warning (check reports it as an error). */

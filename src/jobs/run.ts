@@ -20,18 +20,15 @@ import type { Catalog } from "../catalog/catalog.js";
 import type { BulwarkConfig, Dataset, Job, Policy, Target } from "../config/types.js";
 import { BulwarkError, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
 import { copySnapshots, snapshotIdentity, type CopyProgress } from "../copy/copier.js";
-import { applyRetention, isEmptyPolicy } from "../policy/retention.js";
+import { clockOf, type Clock } from "../core/clock.js";
+import { forget } from "../ops/forget.js";
+import { isEmptyPolicy } from "../policy/retention.js";
 import { RepoLock } from "../repository/lock.js";
 import type { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
 import { backup, type BackupReporter } from "../snapshot/archiver.js";
 import { ExcludeMatcher } from "../snapshot/exclude.js";
-import {
-  loadAllSnapshots,
-  removeSnapshots,
-  type SnapshotSummary,
-  type SnapshotWithId,
-} from "../snapshot/snapshot.js";
+import { loadAllSnapshots, type SnapshotSummary, type SnapshotWithId } from "../snapshot/snapshot.js";
 import { runWithDatasetHooks } from "../sources/dataset.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 
@@ -135,6 +132,7 @@ export async function runJob(
 
 class JobRunner {
   private readonly now: () => Date;
+  private readonly clock: Clock;
   private readonly started: Date;
   private readonly secrets: string[];
 
@@ -145,7 +143,8 @@ class JobRunner {
     private readonly policy: Policy,
     private options: RunJobOptions,
   ) {
-    this.now = options.now ?? (() => new Date());
+    this.clock = clockOf(options.now);
+    this.now = () => this.clock.now();
     this.started = this.now();
     this.secrets = options.access.secrets ?? [];
     options.access.secrets = this.secrets;
@@ -554,32 +553,19 @@ class JobRunner {
     try {
       repo ??= await openTargetRepository(target, this.options.access);
       lock = await RepoLock.acquire(repo, true);
-      const all = await loadAllSnapshots(repo);
-      const mine = all.filter((s) => s.dataset === this.dataset.name);
-      const groups = applyRetention(
-        mine.map((s) => ({
-          id: s.id,
-          time: new Date(s.time),
-          hostname: s.hostname,
-          paths: s.paths,
-          tags: s.tags,
-        })),
-        rules,
-        ["host", "paths"],
-        { now: this.now() },
-      );
-      const decisions = groups.flatMap((g) => g.decisions);
-      step.kept = decisions.filter((d) => d.keep).length;
-      const { removed, locked } = await removeSnapshots(
+      // The same operation as `bulwark forget`: a rule that keeps none of a group refuses, removing nothing.
+      const result = await forget({
         repo,
-        decisions.filter((d) => !d.keep).map((d) => d.snapshot.id),
-      );
-      step.removed = removed;
-      step.locked = locked.map((l) => l.id);
-      this.options.catalog?.forgetSnapshots(
-        target.name,
-        new Set(all.map((s) => s.id).filter((id) => !step.removed.includes(id))),
-      );
+        clock: this.clock,
+        policy: rules,
+        filter: (s) => s.dataset === this.dataset.name,
+        groupBy: ["host", "paths"],
+        target: target.name,
+      });
+      step.kept = result.kept.length;
+      step.removed = result.removed;
+      step.locked = result.locked.map((l) => l.id);
+      this.options.catalog?.forgetSnapshots(target.name, new Set(result.remaining));
       step.status = "ok";
       this.event(
         "info",

@@ -392,6 +392,59 @@ describe("retention applies to the job's dataset only", () => {
   });
 });
 
+describe("a keep rule that matches none of the dataset's snapshots", () => {
+  it("removes nothing on that target and fails its step with forget's message and hint; the other targets go on", async () => {
+    const w = await World.create("keep-nothing");
+    await writeFiles(w.path("src"), { "a.txt": "one\n" });
+    const config = await w.config("keep-nothing.json", {
+      targets: { local: await w.target("local"), nas: await w.target("nas"), off: await w.target("off") },
+      datasets: { app: { sources: [{ type: "files", paths: [w.path("src")] }] } },
+      policies: {
+        p: {
+          rule: { copies: 1 },
+          rpo: "24h",
+          // keepTags alone: no snapshot of the job carries the tag, so the rule keeps none of them.
+          retention: { local: { keepLast: 5 }, nas: { keepTags: ["never-set"] }, off: { keepLast: 1 } },
+        },
+      },
+      jobs: { app: { dataset: "app", policy: "p", primary: "local", copies: ["nas", "off"] } },
+    });
+    const snaps: string[] = [];
+    for (const run of [1, 2]) {
+      await writeFiles(w.path("src"), { "a.txt": `version ${run}\n` });
+      const { r, json } = await w.run(config, [], 1);
+      const job = json.jobs[0]!;
+      snaps.push(job.backup.snapshot!);
+      expect(job.status).toBe("failed");
+      expect(job.copies.map((c) => [c.target, c.status])).toEqual([
+        ["nas", "ok"],
+        ["off", "ok"],
+      ]);
+      expect(job.forget.map((f) => [f.target, f.status, f.removed.length])).toEqual([
+        ["local", "ok", 0],
+        ["nas", "failed", 0],
+        ["off", "ok", run === 2 ? 1 : 0],
+      ]);
+      const nas = job.forget[1]!;
+      expect(nas.error).toContain("the policy would remove every snapshot of a group; refusing");
+      expect(nas.error).toContain("check the keep rules");
+      expect(r.stderr).toContain("the policy would remove every snapshot of a group; refusing");
+    }
+    expect(labels(await w.snapshots("nas"))).toEqual(snaps);
+    expect(labels(await w.snapshots("off"))).toEqual([snaps[1]]);
+
+    // `bulwark forget` with the same rule refuses with the same message and hint, and removes nothing either.
+    const args = ["-r", w.path("nas"), "-p", w.path("pw-nas"), "forget", "--keep-tag", "never-set"];
+    const f = await w.cli(args);
+    expect(f.code, describeRun(args, f)).not.toBe(0);
+    const runError = (await w.run(config, [], 1)).json.jobs[0]!.forget[1]!.error!;
+    for (const line of f.stderr.split("\n").filter((l) => l.trim() !== "")) {
+      expect(runError).toContain(line.replace(/^(error|hint): /, ""));
+    }
+    expect(labels(await w.snapshots("nas")).length).toBe(3);
+  });
+});
+
 describe("config sources and hooks", () => {
   let w: World;
   let config: string;

@@ -1,17 +1,19 @@
 import type { Command } from "commander";
+import { systemClock } from "../../core/clock.js";
 import { BulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount } from "../../core/format.js";
-import {
-  applyRetention,
-  describePolicy,
-  isEmptyPolicy,
-  type GroupBy,
-  type RetentionPolicy,
-} from "../../policy/retention.js";
-import { prune, type PruneResult } from "../../repository/prune.js";
+import { forget, pruneRepository } from "../../ops/forget.js";
+import type { GroupBy, RetentionPolicy } from "../../policy/retention.js";
+import type { PruneResult } from "../../repository/prune.js";
 import type { Repository } from "../../repository/repository.js";
-import { findSnapshot, loadAllSnapshots, matchesFilter, removeSnapshots } from "../../snapshot/snapshot.js";
-import { withRepository, type GlobalOptions, type Output, warnDamagedSnapshot } from "../context.js";
+import { findSnapshot, matchesFilter } from "../../snapshot/snapshot.js";
+import {
+  renderEvents,
+  withRepository,
+  type GlobalOptions,
+  type Output,
+  warnDamagedSnapshot,
+} from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -105,70 +107,43 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
         set("withinYearly", flags.keepWithinYearly);
         if (flags.keepTag.length) policy.keepTags = flags.keepTag.map((t) => t.split(",").filter(Boolean));
 
-        const toRemove: string[] = [];
-        const report: unknown[] = [];
-        if (ids.length > 0) {
-          for (const id of ids) toRemove.push((await findSnapshot(repo, id, {}, warnDamagedSnapshot)).id);
-        } else {
-          if (isEmptyPolicy(policy)) {
-            throw new BulwarkError("USAGE", "no policy given: refusing to remove every snapshot", {
-              hint: "give --keep-* options, or snapshot ids to remove",
-            });
-          }
-          const all = (await loadAllSnapshots(repo, warnDamagedSnapshot)).filter((s) =>
-            matchesFilter(s, { hosts: flags.host, tags: flags.tag, paths: flags.path }),
-          );
-          const groupBy = flags.groupBy
+        const named: string[] = [];
+        for (const id of ids) named.push((await findSnapshot(repo, id, {}, warnDamagedSnapshot)).id);
+        const result = await forget({
+          repo,
+          clock: systemClock,
+          events: renderEvents(out),
+          snapshots: named,
+          policy,
+          filter: (s) => matchesFilter(s, { hosts: flags.host, tags: flags.tag, paths: flags.path }),
+          groupBy: flags.groupBy
             .split(",")
             .map((s) => s.trim())
-            .filter(Boolean) as GroupBy;
-          const groups = applyRetention(
-            all.map((s) => ({
-              id: s.id,
-              time: new Date(s.time),
-              hostname: s.hostname,
-              paths: s.paths,
-              tags: s.tags,
-            })),
-            policy,
-            groupBy,
-          );
-          out.info(`Applying policy: ${describePolicy(policy)}`);
-          for (const g of groups) {
-            if (g.decisions.every((d) => !d.keep)) {
-              throw new BulwarkError("USAGE", "the policy would remove every snapshot of a group; refusing", {
-                hint: "check the --keep-* options",
-              });
-            }
-            const label = [
-              g.key.hostname && `host ${g.key.hostname}`,
-              g.key.paths && `paths ${g.key.paths.join(" ")}`,
-              g.key.tags && `tags ${g.key.tags.join(",")}`,
-            ]
-              .filter(Boolean)
-              .join(", ");
-            out.info(`\nsnapshots for ${label}:`);
-            for (const d of g.decisions) {
-              out.info(
-                `  ${d.keep ? "keep  " : "remove"} ${d.snapshot.id.slice(0, 8)} ${d.snapshot.time.toISOString().slice(0, 19).replace("T", " ")}  ${d.reasons.join(", ")}`,
-              );
-              if (!d.keep) toRemove.push(d.snapshot.id);
-            }
-            report.push({
-              group: g.key,
-              keep: g.decisions
-                .filter((d) => d.keep)
-                .map((d) => ({ id: d.snapshot.id, time: d.snapshot.time, reasons: d.reasons })),
-              remove: g.decisions
-                .filter((d) => !d.keep)
-                .map((d) => ({ id: d.snapshot.id, time: d.snapshot.time })),
-            });
+            .filter(Boolean) as GroupBy,
+          dryRun: flags.dryRun === true,
+          prune: flags.prune === true,
+          onDamagedSnapshot: warnDamagedSnapshot,
+        });
+        for (const g of result.groups) {
+          const label = [
+            g.group.hostname && `host ${g.group.hostname}`,
+            g.group.paths && `paths ${g.group.paths.join(" ")}`,
+            g.group.tags && `tags ${g.group.tags.join(",")}`,
+          ]
+            .filter(Boolean)
+            .join(", ");
+          out.info(`\nsnapshots for ${label}:`);
+          const rows = [
+            ...g.keep.map((k) => ({ ...k, keep: true })),
+            ...g.remove.map((r) => ({ ...r, keep: false, reasons: [] as string[] })),
+          ].sort((a, b) => b.time.getTime() - a.time.getTime());
+          for (const d of rows) {
+            out.info(
+              `  ${d.keep ? "keep  " : "remove"} ${d.id.slice(0, 8)} ${d.time.toISOString().slice(0, 19).replace("T", " ")}  ${d.reasons.join(", ")}`,
+            );
           }
         }
-        // Locked snapshots stay and are listed (removeSnapshots); a dry run removes nothing.
-        const { removed, locked } = flags.dryRun
-          ? { removed: toRemove, locked: [] }
-          : await removeSnapshots(repo, toRemove);
+        const { removed, locked, namedLocked } = result;
         out.info(
           `\n${flags.dryRun ? "would remove" : "removed"} ${removed.length} snapshot${removed.length === 1 ? "" : "s"}`,
         );
@@ -176,20 +151,13 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
           out.warn(`warning: snapshot ${l.id.slice(0, 8)} is under retention and stays: ${l.error}`);
           if (l.hint !== undefined) out.warn(`hint: ${l.hint}`);
         }
-        let pruned: PruneResult | undefined;
-        // Snapshots named explicitly that could not be removed are a failure (a policy expects locks), and the
-        // command stops before pruning: a prune would only rewrite files that then start a retention of their own.
-        const namedLocked = locked.length > 0 && ids.length > 0;
-        // A dry run removed nothing: its prune must still plan as if the snapshots were gone.
-        if (flags.prune && !namedLocked) {
-          pruned = await runPrune(repo, out, flags.dryRun === true, undefined, removed);
-        }
+        if (result.prune) renderPrune(repo, out, result.prune, flags.dryRun === true);
         out.emitJson({
           dryRun: flags.dryRun === true,
           removed,
           locked,
-          groups: report,
-          ...(pruned ? { prune: pruned } : {}),
+          groups: result.groups,
+          ...(result.prune ? { prune: result.prune } : {}),
         });
         if (namedLocked) {
           throw new BulwarkError(
@@ -213,25 +181,20 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
         const threshold = Number(flags.repackThreshold) / 100;
         if (!(threshold > 0 && threshold <= 1))
           throw new BulwarkError("USAGE", "--repack-threshold must be a percentage from 1 to 100");
-        const result = await runPrune(repo, out, flags.dryRun === true, threshold);
+        const result = await pruneRepository({
+          repo,
+          clock: systemClock,
+          events: renderEvents(out),
+          dryRun: flags.dryRun === true,
+          repackThreshold: threshold,
+        });
+        renderPrune(repo, out, result, flags.dryRun === true);
         out.emitJson({ dryRun: flags.dryRun === true, ...result });
       });
     });
 }
 
-async function runPrune(
-  repo: Repository,
-  out: Output,
-  dryRun: boolean,
-  threshold?: number,
-  ignoreSnapshots: string[] = [],
-): Promise<PruneResult> {
-  const result = await prune(repo, {
-    dryRun,
-    ...(dryRun ? { ignoreSnapshots } : {}),
-    ...(threshold === undefined ? {} : { repackThreshold: threshold }),
-    reporter: { phase: (m) => out.info(m) },
-  });
+function renderPrune(repo: Repository, out: Output, result: PruneResult, dryRun: boolean): void {
   const verb = dryRun ? "would" : "did";
   out.info(
     `${verb} delete ${formatCount(result.packsToDelete.length + result.unreferencedPacks.length)} packs and repack ${formatCount(result.packsToRepack.length)}, freeing ${formatBytes(result.bytesFreed)}; ${formatCount(result.packsKept)} packs kept`,
@@ -247,5 +210,4 @@ async function runPrune(
         (until ? `; they can be freed by a prune after ${until}` : ""),
     );
   }
-  return result;
 }
