@@ -12,7 +12,7 @@ import { registerKey } from "./commands/key.js";
 import { registerRestore } from "./commands/restore.js";
 import { registerSnapshotCommands } from "./commands/snapshots.js";
 import { registerUnlock } from "./commands/unlock.js";
-import { registerServeRepo } from "../vault/serve-command.js";
+import { registerServeRepo } from "./commands/serve-repo.js";
 import { registerRetention } from "./commands/retention.js";
 import { registerConfig } from "./commands/config.js";
 import { registerPosture } from "./commands/posture.js";

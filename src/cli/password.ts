@@ -12,6 +12,9 @@ import { StringDecoder } from "node:string_decoder";
 
 import { BulwarkError } from "../core/errors.js";
 import { formatIoReason } from "../core/format.js";
+import { readPasswordFile } from "../core/secret-file.js";
+
+export { readPasswordFile };
 
 export interface ReadPasswordOptions {
   /** --password-file: wins over everything else. */
@@ -53,27 +56,6 @@ export async function readPassword(opts: ReadPasswordOptions): Promise<string> {
     throw new BulwarkError("USAGE", "the passwords do not match");
   }
   return password;
-}
-
-/** The first line of the file, without its line ending; everything else in it is ignored. */
-export async function readPasswordFile(path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, "utf8");
-  } catch (err) {
-    throw new BulwarkError("USAGE", `cannot read password file ${path}: ${formatIoReason(err)}`, {
-      cause: err,
-    });
-  }
-  const newline = text.indexOf("\n");
-  let firstLine = newline === -1 ? text : text.slice(0, newline);
-  if (firstLine.endsWith("\r")) firstLine = firstLine.slice(0, -1);
-  if (firstLine === "") {
-    throw new BulwarkError("USAGE", `password file ${path} is empty`, {
-      hint: "put the password on the first line of the file",
-    });
-  }
-  return firstLine;
 }
 
 /**

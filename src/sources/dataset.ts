@@ -15,11 +15,13 @@
 import type { Dataset, HookConfig, Source } from "../config/types.js";
 import { BulwarkError } from "../core/errors.js";
 import { normalisePaths, type VirtualFile } from "../snapshot/archiver.js";
-import { SOURCES_ROOT } from "./cli.js";
 import { commandSource } from "./command.js";
 import { withNestedHooks, type Hooks } from "./hooks.js";
 import { DATABASES_DIR, DUMP_DIR, postgresSource } from "./postgres.js";
 import { sqliteSource } from "./sqlite.js";
+
+/** Where sources other than files are stored in a snapshot: /sources/NAME (docs/design.md). */
+export const SOURCES_ROOT = "/sources";
 
 export interface DatasetBackupPlan {
   /** The file sources' paths, normalised as the archiver records them (normalisePaths). */

@@ -22,7 +22,7 @@ import { RepoLock } from "../../src/repository/lock.js";
 import { Repository } from "../../src/repository/repository.js";
 import { isImmutable } from "../../src/vault/immutable.js";
 import { startVaultServer, type VaultServer, type VaultServerOptions } from "../../src/vault/server.js";
-import { parseListen } from "../../src/vault/serve-command.js";
+import { parseListen } from "../../src/cli/commands/serve-repo.js";
 import { addToken, generateToken, hashToken, loadTokens, type VaultToken } from "../../src/vault/tokens.js";
 import { chattrCapableDir, type ChattrDir } from "./chattr-dir.js";
 

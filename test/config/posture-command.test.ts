@@ -10,7 +10,8 @@ import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
 import { registerConfig, summariseConfig } from "../../src/cli/commands/config.js";
-import { collectEvidence, datasetPaths, latestOf, registerPosture } from "../../src/cli/commands/posture.js";
+import { registerPosture } from "../../src/cli/commands/posture.js";
+import { collectEvidence, datasetPaths, latestOf } from "../../src/ops/posture.js";
 import type { GlobalOptions } from "../../src/cli/context.js";
 import { resolveConfig } from "../../src/config/load.js";
 import type { SnapshotWithId } from "../../src/snapshot/snapshot.js";

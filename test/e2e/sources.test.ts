@@ -12,7 +12,7 @@ import { LocalBackend } from "../../src/backend/local/local-backend.js";
 import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
 import { backup } from "../../src/snapshot/archiver.js";
-import { sourcesFromFlags } from "../../src/sources/cli.js";
+import { sourcesFromFlags } from "../../src/cli/sources-options.js";
 import { haveTool } from "../sources/helpers.js";
 import { TestRepo, describeRun, makeTempDir, removeTempDirs } from "./helpers.js";
 

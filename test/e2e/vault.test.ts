@@ -1,6 +1,6 @@
 /**
  * The vault in its own network namespace, reached over a veth pair (scripts/services/vault-netns.sh), the
- * built server (`node dist/vault/main.js serve-repo`) storing on a tmpfs that exists only in the server's
+ * built server (`node dist/cli/vault-main.js serve-repo`) storing on a tmpfs that exists only in the server's
  * private mount namespace: this process has no file system path to the vault's files, only HTTPS.
  *
  * With the append-only token a protected host would hold, the test backs up a tree through the library
@@ -57,7 +57,7 @@ import {
 } from "./helpers.js";
 
 const SCRIPT = join(ROOT, "scripts", "services", "vault-netns.sh");
-const SERVER = join(ROOT, "dist", "vault", "main.js");
+const SERVER = join(ROOT, "dist", "cli", "vault-main.js");
 const PASSWORD = "vault e2e password";
 const WEAK_KDF = { N: 2 ** 10, r: 8, p: 1 };
 

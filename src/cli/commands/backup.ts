@@ -14,7 +14,7 @@ import {
   registerSourceOptions,
   sourcesFromFlags,
   type SourceFlags,
-} from "../../sources/cli.js";
+} from "../sources-options.js";
 import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 
 interface BackupFlags extends SourceFlags {

@@ -12,7 +12,7 @@ import { existsSync } from "node:fs";
 import type { Command } from "commander";
 
 import type { Catalog, EventRecord, RunKind, RunRecord, SnapshotRecord } from "../../catalog/catalog.js";
-import type { RebuildSummary } from "../../catalog/rebuild.js";
+import type { RebuildSummary } from "../../ops/catalog-rebuild.js";
 import { formatDiagnostic } from "../../config/diagnostic.js";
 import { configPath, loadConfigFile, processSecretEnvironment } from "../../config/load.js";
 import { BulwarkError } from "../../core/errors.js";
@@ -137,7 +137,7 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
       }
       const [{ Catalog }, { rebuildCatalog }] = await Promise.all([
         load(),
-        import("../../catalog/rebuild.js"),
+        import("../../ops/catalog-rebuild.js"),
       ]);
       const catalog = Catalog.open(await catalogPath());
       let summary: RebuildSummary;

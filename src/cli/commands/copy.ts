@@ -9,7 +9,7 @@ import type { Target } from "../../config/types.js";
 import { BulwarkError, hasCode } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
 import { assertCopyCompatible, copySnapshots, type CopyResult } from "../../copy/copier.js";
-import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "../../jobs/targets.js";
+import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "../../ops/targets.js";
 import { RepoLock } from "../../repository/lock.js";
 import { Repository } from "../../repository/repository.js";
 import { findSnapshot, type SnapshotWithId } from "../../snapshot/snapshot.js";

@@ -10,7 +10,7 @@ import {
   restoreSource,
   wantsSourceRestore,
   type RestoreTargetFlags,
-} from "../../sources/cli.js";
+} from "../sources-options.js";
 import { createProgress } from "../progress.js";
 import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 

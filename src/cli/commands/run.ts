@@ -7,7 +7,7 @@ import type { Command } from "commander";
 
 import { BulwarkError, errorMessage, findBulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
-import { jobOrder, runJob, type JobCatalog, type JobResult } from "../../jobs/run.js";
+import { jobOrder, runJob, type JobCatalog, type JobResult } from "../../ops/run-job.js";
 import { loadConfigForCommand } from "../config-file.js";
 import { Output, getPassword, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";

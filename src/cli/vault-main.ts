@@ -7,7 +7,7 @@
 import { Command, CommanderError } from "commander";
 
 import { errorMessage, findBulwarkError } from "../core/errors.js";
-import { registerServeRepo } from "./serve-command.js";
+import { registerServeRepo } from "./commands/serve-repo.js";
 
 const program = new Command();
 program

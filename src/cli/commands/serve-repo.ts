@@ -9,11 +9,11 @@
 
 import type { Command } from "commander";
 
-import { Output, type GlobalOptions } from "../cli/context.js";
-import { BulwarkError } from "../core/errors.js";
-import type { ImmutabilityMode } from "./immutable.js";
-import { MAX_RETENTION_DAYS, startVaultServer, type VaultLogger } from "./server.js";
-import { addToken, VAULT_ROLES, type VaultRole } from "./tokens.js";
+import { Output, type GlobalOptions } from "../context.js";
+import { BulwarkError } from "../../core/errors.js";
+import type { ImmutabilityMode } from "../../vault/immutable.js";
+import { MAX_RETENTION_DAYS, startVaultServer, type VaultLogger } from "../../vault/server.js";
+import { addToken, VAULT_ROLES, type VaultRole } from "../../vault/tokens.js";
 
 interface ServeFlags {
   path?: string;

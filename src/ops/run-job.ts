@@ -21,7 +21,7 @@ import type { BulwarkConfig, Dataset, Job, Policy, Target } from "../config/type
 import { BulwarkError, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
 import { copySnapshots, snapshotIdentity, type CopyProgress } from "../copy/copier.js";
 import { clockOf, type Clock } from "../core/clock.js";
-import { forget } from "../ops/forget.js";
+import { forget } from "./forget.js";
 import { isEmptyPolicy } from "../policy/retention.js";
 import { RepoLock } from "../repository/lock.js";
 import type { Repository } from "../repository/repository.js";

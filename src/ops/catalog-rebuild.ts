@@ -17,10 +17,10 @@
  */
 import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
 import { errorMessage } from "../core/errors.js";
-import { datasetPaths } from "../cli/commands/posture.js";
-import { openTargetRepository, scrub, type TargetAccess } from "../jobs/targets.js";
+import { datasetPaths } from "./posture.js";
+import { openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
-import type { Catalog } from "./catalog.js";
+import type { Catalog } from "../catalog/catalog.js";
 
 export interface RebuildTargetSummary {
   name: string;

@@ -14,8 +14,8 @@ import {
   wantsSourceRestore,
   type RestoreTargetFlags,
   type SourceFlags,
-} from "../../src/sources/cli.js";
-import { haveTool, memoryRepository, snapshotCount, type TestRepository } from "./helpers.js";
+} from "../../src/cli/sources-options.js";
+import { haveTool, memoryRepository, snapshotCount, type TestRepository } from "../sources/helpers.js";
 
 let t: TestRepository;
 let dir: string;

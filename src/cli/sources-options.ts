@@ -22,13 +22,13 @@ import { BulwarkError } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 import type { VirtualFile } from "../snapshot/archiver.js";
 import { isSafeName } from "../snapshot/tree.js";
-import { commandSource, restoreToCommand } from "./command.js";
-import { DEFAULT_HOOK_TIMEOUT_MS, withHooks, type Hooks } from "./hooks.js";
-import { postgresSource, restorePostgres, type PasswordRef } from "./postgres.js";
-import { restoreSqlite, sqliteSource, validateSqlite } from "./sqlite.js";
+import { SOURCES_ROOT } from "../sources/dataset.js";
+import { commandSource, restoreToCommand } from "../sources/command.js";
+import { DEFAULT_HOOK_TIMEOUT_MS, withHooks, type Hooks } from "../sources/hooks.js";
+import { postgresSource, restorePostgres, type PasswordRef } from "../sources/postgres.js";
+import { restoreSqlite, sqliteSource, validateSqlite } from "../sources/sqlite.js";
 
 /** Where sources appear in a snapshot. */
-export const SOURCES_ROOT = "/sources";
 
 export interface SourceFlags {
   source?: string[];

@@ -4,7 +4,7 @@
  */
 import type { SecretRef } from "../config/types.js";
 import { BulwarkError } from "../core/errors.js";
-import { readPasswordFile } from "../cli/password.js";
+import { readPasswordFile } from "../core/secret-file.js";
 
 export async function readSecret(
   ref: SecretRef,

@@ -1,0 +1,203 @@
+/**
+ * Posture evidence (docs/design.md §21 "Target labels and posture"): what every target of the datasets' jobs
+ * holds, read from the repositories themselves: whether each could be opened, the newest snapshot of the
+ * dataset, and, where the backend reads retention back, until when that snapshot's file and its tree's pack
+ * are locked. src/policy/posture.ts decides from this evidence; this module only gathers it, and a target's
+ * failure is evidence, never an exception. Called by `bulwark posture` and (later) the daemon.
+ */
+import type { Backend } from "../backend/backend.js";
+import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
+import { errorMessage } from "../core/errors.js";
+import type { CopyEvidence, PostureEvidence } from "../policy/posture.js";
+import { Repository } from "../repository/repository.js";
+import { normalisePaths } from "../snapshot/archiver.js";
+import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
+import { openTargetRepository, scrub, targetPassword } from "./targets.js";
+
+export interface EvidenceOptions {
+  env: Readonly<Record<string, string | undefined>>;
+  /** The password of a target that has no password reference (-p, BULWARK_PASSWORD, BULWARK_PASSWORD_FILE). */
+  defaultPassword: () => Promise<string>;
+  /** Opens a target's backend (the CLI's openBackend; a fake in tests). */
+  open?: (location: string) => Promise<Backend>;
+  /** Only this dataset. */
+  dataset?: string;
+  /** Reports a damaged snapshot file that was skipped. */
+  onDamaged?: (target: string, name: string, err: unknown) => void;
+}
+
+interface OpenedTarget {
+  repo?: Repository;
+  snapshots?: SnapshotWithId[];
+  error?: string;
+  indexLoaded?: boolean;
+}
+
+/** Reads what every target of the datasets' jobs holds. Never throws for a target: its failure is evidence. */
+export async function collectEvidence(
+  config: BulwarkConfig,
+  options: EvidenceOptions,
+): Promise<PostureEvidence> {
+  const secrets: string[] = [];
+  const clean = (message: string): string => scrub(message, secrets);
+
+  const opened = new Map<string, OpenedTarget>();
+  const backends: Backend[] = [];
+  const access = { env: options.env, defaultPassword: options.defaultPassword, secrets };
+  const openTarget = async (target: Target): Promise<OpenedTarget> => {
+    const known = opened.get(target.name);
+    if (known) return known;
+    const result: OpenedTarget = {};
+    opened.set(target.name, result);
+    try {
+      if (options.open !== undefined) {
+        const password = await targetPassword(target, access);
+        const backend = await options.open(target.location);
+        backends.push(backend);
+        result.repo = await Repository.open(backend, password);
+      } else {
+        result.repo = await openTargetRepository(target, access);
+        backends.push(result.repo.backend);
+      }
+      result.snapshots = await loadAllSnapshots(result.repo, (name, err) =>
+        options.onDamaged?.(target.name, name, err),
+      );
+    } catch (err) {
+      delete result.repo;
+      result.error = clean(errorMessage(err));
+    }
+    return result;
+  };
+
+  const evidence: PostureEvidence = { datasets: {} };
+  try {
+    for (const [name, dataset] of Object.entries(config.datasets)) {
+      if (options.dataset !== undefined && name !== options.dataset) continue;
+      const targets: string[] = [];
+      for (const job of Object.values(config.jobs)) {
+        if (job.dataset !== name) continue;
+        for (const t of [job.primary, ...job.copies]) if (!targets.includes(t)) targets.push(t);
+      }
+      const paths = datasetPaths(dataset);
+      const copies: Record<string, CopyEvidence> = {};
+      for (const t of targets) {
+        const target = config.targets[t];
+        if (target === undefined) continue;
+        const o = await openTarget(target);
+        if (o.repo === undefined || o.snapshots === undefined) {
+          copies[t] = { reachable: false, ...(o.error !== undefined ? { error: o.error } : {}) };
+          continue;
+        }
+        const snapshot = latestOf(o.snapshots, paths, name);
+        if (snapshot === undefined) {
+          copies[t] = { reachable: true };
+          continue;
+        }
+        const lock = await readLock(target, o, snapshot, clean);
+        copies[t] = {
+          reachable: true,
+          snapshot: { id: snapshot.id, time: new Date(snapshot.time) },
+          ...(lock ? { lock } : {}),
+        };
+      }
+      evidence.datasets[name] = { copies };
+    }
+  } finally {
+    for (const b of backends) await b.close().catch(() => undefined);
+  }
+  return evidence;
+}
+
+/** The paths a dataset's snapshots record: its file sources' paths, as `backup` normalises them. */
+export function datasetPaths(dataset: Dataset): string[] {
+  const paths = dataset.sources.flatMap((s) => (s.type === "files" ? s.paths : []));
+  return paths.length === 0 ? [] : normalisePaths(paths);
+}
+
+/**
+ * The newest snapshot of the dataset: one `bulwark run` recorded as the dataset's, or one without a dataset
+ * whose paths are exactly the dataset's (a plain `bulwark backup` of them).
+ */
+export function latestOf(
+  snapshots: SnapshotWithId[],
+  paths: string[],
+  dataset?: string,
+): SnapshotWithId | undefined {
+  const want = [...paths].sort().join("\0");
+  let latest: SnapshotWithId | undefined;
+  for (const s of snapshots) {
+    const ours =
+      s.dataset !== undefined
+        ? s.dataset === dataset
+        : paths.length > 0 && [...s.paths].sort().join("\0") === want;
+    if (!ours) continue;
+    if (latest === undefined || s.time > latest.time) latest = s;
+  }
+  return latest;
+}
+
+/**
+ * The lock on a snapshot as the target reports it: the retention of its snapshot file and of the pack holding
+ * its root tree, until the earlier of the two. Undefined for a target that is not labelled isolated and whose
+ * backend reads no retention.
+ */
+async function readLock(
+  target: Target,
+  o: OpenedTarget,
+  snapshot: SnapshotWithId,
+  clean: (m: string) => string,
+): Promise<CopyEvidence["lock"]> {
+  const repo = o.repo;
+  if (repo === undefined) return undefined;
+  const backend = repo.backend;
+  // A vault says what the token in use may do: an append-only token is the lock, read back from the target.
+  if (target.labels.isolation === "append-only" && backend.capabilities.appendOnly !== undefined) {
+    return backend.capabilities.appendOnly
+      ? { kind: "append-only", readBack: true }
+      : {
+          kind: "append-only",
+          readBack: false,
+          error: `${describeBackend(target.location)} reports that this host's token may delete (an admin token): give the host an append-only token`,
+        };
+  }
+  const getRetention = backend.getRetention?.bind(backend);
+  if (getRetention === undefined) {
+    if (target.labels.isolation === "immutable" || target.labels.isolation === "append-only") {
+      return {
+        kind: target.labels.isolation === "immutable" ? "retention" : "append-only",
+        readBack: false,
+        error:
+          target.labels.isolation === "immutable"
+            ? `${describeBackend(target.location)} has no retention lock to read back`
+            : `${describeBackend(target.location)} cannot report whether it is append-only`,
+      };
+    }
+    return undefined;
+  }
+  try {
+    if (!o.indexLoaded) {
+      await repo.loadIndex();
+      o.indexLoaded = true;
+    }
+    const fromSnapshot = await getRetention({ type: "snapshot", name: snapshot.id });
+    const treePack = repo.index.get(snapshot.tree)?.pack;
+    if (treePack === undefined) {
+      return {
+        kind: "retention",
+        readBack: false,
+        error: `the tree of snapshot ${snapshot.id.slice(0, 8)} is not in the index`,
+      };
+    }
+    const fromTree = await getRetention({ type: "pack", name: treePack });
+    if (fromSnapshot === undefined || fromTree === undefined) return { kind: "retention", readBack: true };
+    const until = fromSnapshot.until.getTime() <= fromTree.until.getTime() ? fromSnapshot : fromTree;
+    return { kind: "retention", readBack: true, retainUntil: until.until, mode: until.mode };
+  } catch (err) {
+    return { kind: "retention", readBack: false, error: clean(errorMessage(err)) };
+  }
+}
+
+function describeBackend(location: string): string {
+  const scheme = /^([a-z][a-z0-9]+):/.exec(location)?.[1];
+  return scheme === undefined || scheme === "local" ? "a local directory" : `the ${scheme} backend`;
+}
