@@ -15,6 +15,15 @@
 //   vm/ db/     10%   2 sparse VM images (ftruncate + a few data regions), zero-heavy DB pages
 // plus a few symlinks (one dangling, one to a directory), empty files and empty dirs.
 // Counts scale with --size (with small minimums), so a 20 MiB tree has the same shape.
+//
+// Any --size from 1MiB and any --seed work. The fixed shares are exact; projects/ (mean 15.35%)
+// and the whole-file copies (up to 9%) come out at random totals, and the last DB file takes the
+// remainder. Where the random parts leave less than the DB files need (the first ones as planned, the
+// last at least 8 KiB), the bundles shrink by the difference, so the total is still exactly --size
+// (in every other case the tree is byte-identical to what earlier versions of this script made, which
+// threw "remainder ... too small" in this one). Below ~2 MiB (where the minimum count of small files
+// applies) the small files are smaller. bench/check-gen.sh runs seeds and sizes through this script
+// and mutate.mjs.
 import {
   closeSync,
   copyFileSync,
@@ -59,10 +68,15 @@ try {
 if (args.help) usage();
 if (!args.out) usage("--out is required");
 const OUT = resolve(args.out);
-const TOTAL = parseSize(args.size ?? "1GiB");
+let TOTAL;
+try {
+  TOTAL = parseSize(args.size ?? "1GiB");
+} catch (e) {
+  usage(e.message);
+}
 const SEED = args.seed ?? "bench1";
 const f = TOTAL / GiB; // scale factor
-if (TOTAL < 4 * MiB) usage("--size must be at least 4MiB");
+if (!(TOTAL >= MiB) || !Number.isSafeInteger(TOTAL)) usage("--size must be at least 1MiB");
 
 const log = (s) => {
   if (!args.quiet) process.stderr.write(`gen-dataset: ${s}\n`);
@@ -81,6 +95,73 @@ const text = textGen(SEED, "text", Date.UTC(2023, 0, 1));
 const rnd = keystream(SEED, "random");
 
 const count = (n, min) => Math.max(min, Math.round(n * f));
+
+// Fixed shares of the total (each group or file gets Math.floor(share * TOTAL) bytes).
+const SHARE = {
+  // 2. text (35%)
+  logs: 0.084,
+  events: 0.056,
+  exports: 0.028,
+  handbook: 0.047,
+  docs: 0.042,
+  vendor: 0.093,
+  // 3. binaries (25%)
+  footage: 0.1322,
+  photosZip: 0.055,
+  binaries: 0.0628,
+  // 4. duplicates (15%): whole-file copies at most this share, then bundles
+  wholeCopies: 0.09,
+  bundles: 0.06,
+  // 5. two sparse images, then DB files (planned share; they take the remainder)
+  image: 0.0375,
+  db: 0.025,
+};
+const share = (k) => Math.floor(SHARE[k] * TOTAL);
+
+// The decisions of section 5 (image regions, DB file sizes) come from their own stream and depend only
+// on (seed, size), so they are drawn here, up front: sections 1-4 then know what 5 needs at least.
+const plan5 = (() => {
+  const r = makeRng(SEED, "sparse");
+  const images = ["vm/images/disk-01.img", "vm/images/disk-02.raw"].map((rel) => {
+    const size = Math.floor((SHARE.image * TOTAL) / 4096) * 4096;
+    // a "boot" region at 0, then a few 4 KiB-aligned data regions elsewhere
+    const regions = [[0, Math.min(size / 8, Math.max(4096, Math.floor((MiB * f) / 4096) * 4096))]];
+    const slots = Math.floor(size / (8 * 4096));
+    for (let k = 0; k < 7; k++) {
+      const len = Math.max(4096, Math.floor(r.logUniform(64 * KiB, 3 * MiB) * f) & ~4095);
+      const pos = (1 + r.int(slots - 1)) * 8 * 4096;
+      if (pos + len > size) continue;
+      if (regions.some(([p, l]) => pos < p + l + 4096 && p < pos + len + 4096)) continue;
+      regions.push([pos, len]);
+    }
+    // content of each region: random bytes, or text of a kind
+    for (const region of regions) region.push(r.chance(0.5) ? "bin" : r.pick(["log", "code", "prose"]));
+    return { rel, size, regions };
+  });
+  const dbSizes = splitBudget(r, share("db"), count(8, 2), 20);
+  // the last DB file takes the remainder, which must hold at least one 8 KiB page
+  const dbMin = dbSizes.slice(0, -1).reduce((a, b) => a + b, 0) + 8192;
+  return { images, imageBytes: images.reduce((a, im) => a + im.size, 0), dbSizes, dbMin };
+})();
+// What sections 1-4 may spend in all (bundles give back what the random parts overshoot) ...
+const BEFORE_5 = TOTAL - plan5.imageBytes - plan5.dbMin;
+// ... so projects/ may take at most what is left after every fixed share and the whole-file copies.
+const SMALL_CAP =
+  BEFORE_5 -
+  [
+    "logs",
+    "events",
+    "exports",
+    "handbook",
+    "docs",
+    "vendor",
+    "footage",
+    "photosZip",
+    "binaries",
+    "wholeCopies",
+  ]
+    .map(share)
+    .reduce((a, b) => a + b, 0);
 const files = []; // {rel, size, kind, category, mode}
 const fileMtimes = new Map(); // rel -> seconds
 const dirModes = new Map(); // rel -> mode
@@ -135,11 +216,11 @@ function producerFor(kind) {
   return kind === "bin" ? (n) => rnd.bytes(n) : text.stream(kind);
 }
 
-/** Splits `budget` bytes over n sizes, log-uniform with the given spread, summing exactly. */
+/** Splits `budget` (>= 0) bytes over n sizes, log-uniform with the given spread, summing exactly. */
 function splitBudget(r, budget, n, spread) {
   const w = Array.from({ length: n }, () => r.logUniform(1, spread));
   const s = w.reduce((a, b) => a + b, 0);
-  const sizes = w.map((x) => Math.max(1, Math.floor((x / s) * budget)));
+  const sizes = w.map((x) => Math.floor((x / s) * budget));
   sizes[n - 1] += budget - sizes.reduce((a, b) => a + b, 0);
   return sizes;
 }
@@ -150,6 +231,11 @@ function splitBudget(r, budget, n, spread) {
   const r = makeRng(SEED, "projects");
   const nDirs = count(540, 6);
   const nSmall = count(20000, 40);
+  // Up to 16 KiB (mean ~8 KiB: ~15%). Where the minimum count applies (below ~2 MiB), smaller
+  // files: a mean of 13% of the total.
+  const smallMax =
+    nSmall > Math.round(20000 * f) ? Math.min(16 * KiB, Math.floor((0.26 * TOTAL) / nSmall) - 100) : 16 * KiB;
+  let smallBytes = 0;
   const SUBNAMES = ["src", "lib", "test", "utils", "components", "internal", "docs", "assets", "api", "core"];
   const dirs = [{ rel: SMALL_ROOT, depth: 0, names: new Set() }];
   ensureDir(SMALL_ROOT);
@@ -209,7 +295,10 @@ function splitBudget(r, budget, n, spread) {
     while (d.names.has(`${base}.${ext}`)) base += `${r.int(10)}`;
     const name = `${base}.${ext}`;
     d.names.add(name);
-    const size = r.range(100, 16 * KiB);
+    let size = r.range(100, smallMax);
+    // the ceiling (~23% minus the DB files' minimum) is far above the share; only tiny trees get near it
+    if (smallBytes + size > SMALL_CAP) size = Math.max(0, SMALL_CAP - smallBytes);
+    smallBytes += size;
     const mode = ext === "sh" ? 0o755 : r.chance(0.02) ? 0o600 : 0o644;
     const rel = `${d.rel}/${name}`;
     const buf = kind === "bin" ? rnd.bytes(size) : text.fill(kind, size);
@@ -236,16 +325,16 @@ function splitBudget(r, budget, n, spread) {
   const r = makeRng(SEED, "text-files");
   const SERVICES = ["nginx", "app", "worker", "postgres", "auth", "cron"];
   const nLogs = count(60, 8);
-  splitBudget(r, Math.floor(0.084 * TOTAL), nLogs, 40).forEach((size, i) => {
+  splitBudget(r, share("logs"), nLogs, 40).forEach((size, i) => {
     const svc = SERVICES[i % SERVICES.length];
     const day = String(1 + Math.floor(i / SERVICES.length)).padStart(2, "0");
     text.setClock(Date.UTC(2023, 9, Number(day)));
     writeProduced(`${LOG_ROOT}/${svc}/${svc}-2023-10-${day}.log`, size, text.stream("log"), "log", "text");
   });
 
-  writeProduced(BIG_FILES[2], Math.floor(0.056 * TOTAL), text.stream("json"), "json", "text");
+  writeProduced(BIG_FILES[2], share("events"), text.stream("json"), "json", "text");
   const nJson = count(19, 2);
-  splitBudget(r, Math.floor(0.028 * TOTAL), nJson, 20).forEach((size, i) => {
+  splitBudget(r, share("exports"), nJson, 20).forEach((size, i) => {
     const ext = i % 3 === 0 ? "json" : "jsonl";
     writeProduced(
       `data/exports/export-${String(i).padStart(3, "0")}.${ext}`,
@@ -256,11 +345,11 @@ function splitBudget(r, budget, n, spread) {
     );
   });
 
-  writeProduced(BIG_FILES[3], Math.floor(0.047 * TOTAL), text.stream("prose"), "prose", "text");
+  writeProduced(BIG_FILES[3], share("handbook"), text.stream("prose"), "prose", "text");
   const SPECIAL = ["Meeting notes 2023 (final).md", "résumé-ünïcode.txt", "naïve café ☕.md"];
   const DOCDIRS = ["docs/guides", "docs/reference", "docs/notes", "docs/archive/2022"];
   const nProse = count(39, 3);
-  splitBudget(r, Math.floor(0.042 * TOTAL), nProse, 30).forEach((size, i) => {
+  splitBudget(r, share("docs"), nProse, 30).forEach((size, i) => {
     const name =
       i < SPECIAL.length ? SPECIAL[i] : `${text.word()}-${text.word()}-${i}.${i % 4 ? "md" : "txt"}`;
     writeProduced(`${DOCDIRS[i % DOCDIRS.length]}/${name}`, size, producerFor("prose"), "prose", "text");
@@ -268,7 +357,7 @@ function splitBudget(r, budget, n, spread) {
 
   const nCode = count(80, 4);
   const pkgs = Array.from({ length: Math.min(9, nCode) }, (_, i) => `vendor/${text.word()}-${i}`);
-  splitBudget(r, Math.floor(0.093 * TOTAL), nCode, 50).forEach((size, i) => {
+  splitBudget(r, share("vendor"), nCode, 50).forEach((size, i) => {
     const pkg = pkgs[i % pkgs.length];
     writeProduced(
       `${pkg}/dist/${text.ident()}.${i % 5 ? "js" : "mjs"}`,
@@ -285,8 +374,8 @@ function splitBudget(r, budget, n, spread) {
 // 3. incompressible binaries (25%) incl. the two big ones
 {
   const r = makeRng(SEED, "binaries");
-  writeProduced(BIG_FILES[0], Math.floor(0.1322 * TOTAL), producerFor("bin"), "bin", "binary");
-  writeProduced(BIG_FILES[1], Math.floor(0.055 * TOTAL), producerFor("bin"), "bin", "binary");
+  writeProduced(BIG_FILES[0], share("footage"), producerFor("bin"), "bin", "binary");
+  writeProduced(BIG_FILES[1], share("photosZip"), producerFor("bin"), "bin", "binary");
   const nBin = count(43, 4);
   const KINDS = [
     ["media/photos", "IMG_", "jpg"],
@@ -294,7 +383,7 @@ function splitBudget(r, budget, n, spread) {
     ["media/audio", "track-", "ogg"],
     ["packages", "pkg-", "tar.gz"],
   ];
-  splitBudget(r, Math.floor(0.0628 * TOTAL), nBin, 100).forEach((size, i) => {
+  splitBudget(r, share("binaries"), nBin, 100).forEach((size, i) => {
     const [dir, prefix, ext] = KINDS[i % KINDS.length];
     const mode = ext === "so" ? 0o755 : 0o644;
     writeProduced(`${dir}/${prefix}${1000 + i * 7}.${ext}`, size, producerFor("bin"), "bin", "binary", mode);
@@ -327,6 +416,8 @@ function splitBudget(r, budget, n, spread) {
     const subDirs = projDirs.filter((x) => x === d || x.startsWith(d + "/")).length;
     // dense subtrees only (a copied project, not a chain of near-empty dirs)
     if (sub.length < 20 * subDirs || copied + sub.length > targetCopies * 1.03) continue;
+    // whole-file copies stay within their share (this only bites in small trees)
+    if ((categoryBytes.dup ?? 0) + sub.reduce((a, fl) => a + fl.size, 0) > share("wholeCopies")) continue;
     taken.push(d);
     const dest = `backup/projects-copy/${d.split("/").pop()}-${taken.length}`;
     for (const dir of projDirs.filter((x) => x === d || x.startsWith(d + "/"))) {
@@ -340,7 +431,7 @@ function splitBudget(r, budget, n, spread) {
     }
   }
   // 4b. copies of medium files until 9% of the total in whole-file copies
-  let budget = Math.floor(0.09 * TOTAL) - (categoryBytes.dup ?? 0);
+  let budget = share("wholeCopies") - (categoryBytes.dup ?? 0);
   const maxMedium = count(61, 2);
   const candidates = r.shuffle(
     files.filter((fl) => (fl.category === "text" || fl.category === "binary") && !BIG_FILES.includes(fl.rel)),
@@ -367,7 +458,10 @@ function splitBudget(r, budget, n, spread) {
   const sources = files.filter(
     (fl) => (fl.category === "text" || fl.category === "binary") && fl.size > blockMax + 1024,
   );
-  const sizes = splitBudget(r, Math.floor(0.06 * TOTAL), nBundles, 3);
+  // Their share, unless projects/ and the whole-file copies overshot theirs by more than the DB files'
+  // slack: then what is left before section 5 (at least 0: SMALL_CAP sees to that).
+  const bundleBytes = Math.max(0, Math.min(share("bundles"), BEFORE_5 - written.bytes));
+  const sizes = splitBudget(r, bundleBytes, nBundles, 3);
   sizes.forEach((size, i) => {
     let off = 0;
     const producePiece = (n) => {
@@ -405,42 +499,32 @@ function splitBudget(r, budget, n, spread) {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. sparse VM images (7.5%) and zero-heavy DB-like files (the remainder, ~2.5%)
+// 5. sparse VM images (7.5%) and zero-heavy DB-like files (the remainder, ~2.5%), as planned in plan5
 {
-  const r = makeRng(SEED, "sparse");
-  ["vm/images/disk-01.img", "vm/images/disk-02.raw"].forEach((rel) => {
-    const size = Math.floor((0.0375 * TOTAL) / 4096) * 4096;
+  for (const { rel, size, regions } of plan5.images) {
     ensureDir(dirname(rel));
     const fd = openSync(join(OUT, rel), "w", 0o600);
     try {
       ftruncateSync(fd, size);
-      // a "boot" region at 0, then a few 4 KiB-aligned data regions elsewhere
-      const regions = [[0, Math.min(size / 8, Math.max(4096, Math.floor((MiB * f) / 4096) * 4096))]];
-      const slots = Math.floor(size / (8 * 4096));
-      for (let k = 0; k < 7; k++) {
-        const len = Math.max(4096, Math.floor(r.logUniform(64 * KiB, 3 * MiB) * f) & ~4095);
-        const pos = (1 + r.int(slots - 1)) * 8 * 4096;
-        if (pos + len > size) continue;
-        if (regions.some(([p, l]) => pos < p + l + 4096 && p < pos + len + 4096)) continue;
-        regions.push([pos, len]);
-      }
-      for (const [pos, len] of regions) {
-        const buf = r.chance(0.5) ? rnd.bytes(len) : text.fill(r.pick(["log", "code", "prose"]), len);
+      for (const [pos, len, kind] of regions) {
+        const buf = kind === "bin" ? rnd.bytes(len) : text.fill(kind, len);
         writeSync(fd, buf, 0, len, pos);
       }
     } finally {
       closeSync(fd);
     }
     account(rel, size, "sparse", "sparse", 0o600);
-  });
+  }
 
-  const nDb = count(8, 2);
-  const sizes = splitBudget(r, Math.floor(0.025 * TOTAL), nDb, 20);
+  const nDb = plan5.dbSizes.length;
   for (let i = 0; i < nDb; i++) {
     const rel = `db/pg/base/16384/${16400 + i * 3}`;
     // the last DB file absorbs the difference so that the total is exactly --size
-    const size = i === nDb - 1 ? TOTAL - written.bytes : sizes[i];
-    if (size < 8192) throw new Error(`internal: remainder ${size} too small at --size ${TOTAL}`);
+    const size = i === nDb - 1 ? TOTAL - written.bytes : plan5.dbSizes[i];
+    // sections 1-4 stay within BEFORE_5, so this cannot happen
+    if (size < 0 || (i === nDb - 1 && size < 8192)) {
+      throw new Error(`internal: remainder ${size} too small at --size ${TOTAL}`);
+    }
     writeProduced(rel, size, (n) => text.dbPages(n), "db", "zero-heavy", 0o600);
   }
 }

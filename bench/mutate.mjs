@@ -13,6 +13,8 @@
 // "Mutated bytes" = inserted + appended + edited + new + deleted + renamed bytes; the larger new
 // files are sized so that this is 2.00% of the tree's bytes. The same tree and seed always
 // give the same result (contents, names and mtimes). Run it once per fresh copy of the dataset.
+// In trees under ~8 MiB the minimum counts (a renamed directory of 3 files, a few new files) make
+// the mutation more than 2% (up to ~6% at 1 MiB).
 import {
   appendFileSync,
   existsSync,
@@ -108,11 +110,16 @@ for (const d of r.shuffle([...smallDirs])) {
   const diff = Math.abs(filesUnder(d).length - wantRenamed);
   if (diff < bestDiff) [renameDir, bestDiff] = [d, diff];
 }
+if (renameDir === null)
+  usage(`${DIR} does not look like a gen-dataset.mjs tree (no directory under ${SMALL_ROOT}/)`);
 const renamedFrom = renameDir + "/";
-const renameTo = `${renameDir}-renamed`;
+let renameTo = `${renameDir}-renamed`;
+for (let k = 2; existsSync(join(DIR, renameTo)); k++) renameTo = `${renameDir}-renamed-${k}`;
 
 // --- 2. insertions in the middle of the 4 big files
 const insertions = [3, 3, 2, 2];
+// 4 KiB at least, less in trees under 4 MiB (where 10 x 4 KiB would be most of the 2%)
+const insMin = Math.min(4096, Math.floor(BUDGET / 20));
 BIG_FILES.forEach((rel, i) => {
   const p = join(DIR, rel);
   const old = readFileSync(p);
@@ -128,7 +135,7 @@ BIG_FILES.forEach((rel, i) => {
       pos = nl < 0 ? old.length : nl + 1;
     }
     pos = Math.max(pos, prev);
-    const n = r.range(4096, Math.max(4096, Math.min(64 * 1024, Math.floor(old.length / 50))));
+    const n = r.range(insMin, Math.max(insMin, Math.min(64 * 1024, Math.floor(old.length / 50))));
     parts.push(old.subarray(prev, pos), content(BIG_FILE_KINDS[i], n));
     add("insertions in big files", 0, n);
     prev = pos;
@@ -208,6 +215,7 @@ for (const fl of candidates.slice(nEdit, nEdit + nDelete)) {
   const nNew = scaleCount(217, 2);
   const nLarge = Math.max(1, Math.round(nNew * 0.08));
   const liveDirs = smallDirs.filter((d) => d !== renameDir && !d.startsWith(renamedFrom));
+  if (liveDirs.length === 0) liveDirs.push(SMALL_ROOT); // the renamed directory held all the others
   const EXT = ["ts", "js", "py", "md", "json", "png", "txt", "go", "yaml", "csv"];
   for (let i = 0; i < nNew - nLarge; i++) {
     const d = r.pick(liveDirs);
@@ -237,7 +245,15 @@ for (const fl of candidates.slice(nEdit, nEdit + nDelete)) {
       i < LARGE.length ? base : base.replace(/(\.[a-z]+)$/, `-${Math.floor(i / LARGE.length) + 1}$1`);
     const size = i === nLarge - 1 ? left : Math.floor((w[i] / ws) * remaining);
     left -= size;
-    mkdirSync(join(DIR, dirname(rel)), { recursive: true });
+    // new directories (and the one they were made in) get the fixed mtime too
+    const first = mkdirSync(join(DIR, dirname(rel)), { recursive: true });
+    for (let d = dirname(rel); first !== undefined && d !== "."; d = dirname(d)) {
+      touchedDirs.add(d);
+      if (join(DIR, d) === first) {
+        touchedDirs.add(dirname(d));
+        break;
+      }
+    }
     const fd = openSync(join(DIR, rel), "w", 0o644);
     try {
       const produce = kind === "bin" ? (n) => rnd.bytes(n) : text.stream(kind);
