@@ -2,6 +2,8 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
+import { layerRules } from "./eslint.layers.js";
+
 export default tseslint.config(
   { ignores: ["dist/", "node_modules/", "coverage/", "bench/data/", "bench/work/", "**/*.js", "**/*.mjs"] },
   js.configs.recommended,
@@ -27,4 +29,5 @@ export default tseslint.config(
       "no-constant-condition": ["error", { checkLoops: false }],
     },
   },
+  ...layerRules,
 );

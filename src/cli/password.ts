@@ -7,7 +7,6 @@
  * read in raw mode so nothing is echoed, and the password never appears in output or error messages.
  */
 
-import { readFile } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
 
 import { BulwarkError } from "../core/errors.js";

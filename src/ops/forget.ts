@@ -24,6 +24,7 @@ import {
 } from "../policy/retention.js";
 import { prune, type PruneResult } from "../repository/prune.js";
 import type { Repository } from "../repository/repository.js";
+import { usedBlobs } from "../snapshot/used-blobs.js";
 import {
   loadAllSnapshots,
   removeSnapshots,
@@ -183,7 +184,8 @@ export interface PruneInput {
 export async function pruneRepository(input: PruneInput): Promise<PruneResult> {
   return prune(input.repo, {
     dryRun: input.dryRun === true,
-    ...(input.ignoreSnapshots ? { ignoreSnapshots: [...input.ignoreSnapshots] } : {}),
+    usedBlobs: () =>
+      usedBlobs(input.repo, input.ignoreSnapshots ? { ignoreSnapshots: input.ignoreSnapshots } : {}),
     ...(input.repackThreshold === undefined ? {} : { repackThreshold: input.repackThreshold }),
     now: () => input.clock.now().getTime(),
     reporter: {

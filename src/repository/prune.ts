@@ -14,8 +14,6 @@
  * 5 leaves a complete index of existing packs. Every earlier snapshot stays restorable at every step.
  */
 import { BulwarkError, errorMessage, hasCode, isNotFound } from "../core/errors.js";
-import { loadAllSnapshots } from "../snapshot/snapshot.js";
-import { loadTree } from "../snapshot/walker.js";
 import type { IndexFile } from "./master-index.js";
 import type { PackedBlob } from "./pack.js";
 import { PackWriter } from "./pack-writer.js";
@@ -23,8 +21,11 @@ import { forEachLimit, type Repository } from "./repository.js";
 
 export interface PruneOptions {
   dryRun?: boolean;
-  /** Snapshots to treat as removed (a dry run of `forget --prune`, whose forget removed nothing). */
-  ignoreSnapshots?: readonly string[];
+  /**
+   * The blobs (trees and data) the snapshots use, called once the index is loaded. The caller walks the
+   * snapshots (src/snapshot/used-blobs.ts): this layer knows packs and blobs, not snapshots.
+   */
+  usedBlobs: () => Promise<ReadonlySet<string>>;
   /** Repack a partly used pack when at least this fraction of its bytes is unused. */
   repackThreshold?: number;
   reporter?: { phase?(message: string): void };
@@ -63,7 +64,7 @@ const INDEX_FILE_MAX_BLOBS = 50_000;
  */
 export const TEMP_FILE_GRACE_MS = 60 * 60 * 1000;
 
-export async function prune(repo: Repository, options: PruneOptions = {}): Promise<PruneResult> {
+export async function prune(repo: Repository, options: PruneOptions): Promise<PruneResult> {
   const threshold = options.repackThreshold ?? 0.2;
   const now = options.now ?? Date.now;
   const phase = (m: string): void => options.reporter?.phase?.(m);
@@ -93,31 +94,7 @@ export async function prune(repo: Repository, options: PruneOptions = {}): Promi
   for await (const info of repo.backend.list("pack")) stored.set(info.name, info.size);
 
   phase("finding data in use");
-  const used = new Set<string>();
-  const ignored = new Set(options.ignoreSnapshots ?? []);
-  for (const snapshot of await loadAllSnapshots(repo)) {
-    if (ignored.has(snapshot.id)) continue;
-    const stack = [snapshot.tree];
-    while (stack.length > 0) {
-      const treeId = stack.pop()!;
-      if (used.has(treeId)) continue;
-      used.add(treeId);
-      let nodes;
-      try {
-        nodes = await loadTree(repo, treeId);
-      } catch (err) {
-        throw new BulwarkError(
-          "INVALID_DATA",
-          `prune stopped: tree ${treeId.slice(0, 12)} of snapshot ${snapshot.id.slice(0, 8)} is unreadable: ${errorMessage(err)}`,
-          { hint: "run `bulwark check --read-data`; nothing was deleted" },
-        );
-      }
-      for (const node of nodes) {
-        if (node.subtree) stack.push(node.subtree);
-        for (const id of node.content ?? []) used.add(id);
-      }
-    }
-  }
+  const used = await options.usedBlobs();
   for (const id of used) {
     const entry = repo.index.get(id);
     if (!entry || !stored.has(entry.pack)) {

@@ -12,8 +12,6 @@
  */
 import type { FileHandle, FileType, RetentionMode } from "../backend/backend.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
-import { loadAllSnapshots } from "../snapshot/snapshot.js";
-import { loadTree } from "../snapshot/walker.js";
 import { forEachLimit, type Repository } from "./repository.js";
 
 export interface RetentionPlan {
@@ -22,6 +20,8 @@ export interface RetentionPlan {
   days: number;
   dryRun?: boolean;
   now?: Date;
+  /** The blobs the snapshots use (src/snapshot/used-blobs.ts), called once the index is loaded. */
+  usedBlobs: () => Promise<ReadonlySet<string>>;
 }
 
 export interface DriftEntry {
@@ -60,23 +60,9 @@ export async function maintainRetention(repo: Repository, plan: RetentionPlan): 
   }
   await repo.loadIndex();
   const packs = new Set<string>();
-  const seenTrees = new Set<string>();
-  for (const snapshot of await loadAllSnapshots(repo)) {
-    const stack = [snapshot.tree];
-    while (stack.length > 0) {
-      const id = stack.pop()!;
-      if (seenTrees.has(id)) continue;
-      seenTrees.add(id);
-      const treePack = repo.index.get(id)?.pack;
-      if (treePack) packs.add(treePack);
-      for (const node of await loadTree(repo, id)) {
-        if (node.subtree) stack.push(node.subtree);
-        for (const blob of node.content ?? []) {
-          const pack = repo.index.get(blob)?.pack;
-          if (pack) packs.add(pack);
-        }
-      }
-    }
+  for (const id of await plan.usedBlobs()) {
+    const pack = repo.index.get(id)?.pack;
+    if (pack) packs.add(pack);
   }
   for (const name of packs) needed.push({ type: "pack", name });
 

@@ -19,6 +19,7 @@ import { promisify } from "node:util";
 import ssh2, { type SFTPWrapper } from "ssh2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { usedBlobs } from "../../src/snapshot/used-blobs.js";
 import { bufferSource, type FileHandle } from "../../src/backend/backend.js";
 import {
   fingerprintOf,
@@ -733,11 +734,13 @@ describe.skipIf(server === undefined)("SftpBackend on a real sshd", () => {
         );
         await helper.writeFile(live, "partial");
 
-        const result = await prune(repo);
+        const result = await prune(repo, { usedBlobs: () => usedBlobs(repo) });
         expect(result.tempFilesRemoved).toBe(1);
         expect(await helper.readdir(posix.join(path, "data", "3c"))).toEqual([]);
         expect(await helper.readdir(posix.join(path, "data", "5d"))).toEqual([".tmp-live-upload"]);
-        expect((await prune(repo, { dryRun: true })).tempFilesRemoved).toBe(0);
+        expect((await prune(repo, { dryRun: true, usedBlobs: () => usedBlobs(repo) })).tempFilesRemoved).toBe(
+          0,
+        );
       } finally {
         await backend.close();
       }

@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { usedBlobs } from "../../src/snapshot/used-blobs.js";
 import { MemoryBackend } from "../../src/backend/memory/memory-backend.js";
 import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
@@ -44,13 +45,27 @@ describe("retention on a target with immutability", () => {
       const second = await backup(repo, pool, { paths: [b] });
 
       // Nothing is locked yet: everything the snapshots need drifts.
-      const dry = await maintainRetention(repo, { mode: "governance", days: 30, dryRun: true });
+      const dry = await maintainRetention(repo, {
+        mode: "governance",
+        days: 30,
+        dryRun: true,
+        usedBlobs: () => usedBlobs(repo),
+      });
       expect(dry.drift.length).toBe(dry.checked);
       expect(dry.extended).toBe(0);
-      const done = await maintainRetention(repo, { mode: "governance", days: 30 });
+      const done = await maintainRetention(repo, {
+        mode: "governance",
+        days: 30,
+        usedBlobs: () => usedBlobs(repo),
+      });
       expect(done.extended).toBe(dry.drift.length);
       expect(done.errors).toEqual([]);
-      const again = await maintainRetention(repo, { mode: "governance", days: 30, dryRun: true });
+      const again = await maintainRetention(repo, {
+        mode: "governance",
+        days: 30,
+        dryRun: true,
+        usedBlobs: () => usedBlobs(repo),
+      });
       expect(again.drift).toEqual([]);
 
       // The first snapshot's file is locked: forgetting it is refused by the target.
@@ -84,7 +99,7 @@ describe("retention on a target with immutability", () => {
       await backend.remove({ type: "snapshot", name: first.id });
 
       const reopened = await Repository.open(backend, "pw");
-      const result = await prune(reopened, { now: () => clock });
+      const result = await prune(reopened, { now: () => clock, usedBlobs: () => usedBlobs(reopened) });
       expect(result.locked.length).toBeGreaterThan(0);
       for (const l of result.locked) expect(l.until).toBe(until.toISOString());
       const stillThere = new Set<string>();
@@ -97,7 +112,8 @@ describe("retention on a target with immutability", () => {
 
       // After the locks expire, a prune frees them.
       clock += 2 * 86_400_000;
-      const after = await prune(await Repository.open(backend, "pw"), { now: () => clock });
+      const afterRepo = await Repository.open(backend, "pw");
+      const after = await prune(afterRepo, { now: () => clock, usedBlobs: () => usedBlobs(afterRepo) });
       expect(after.locked).toEqual([]);
       for await (const info of backend.list("pack")) expect(firstPacks.has(info.name)).toBe(false);
     } finally {

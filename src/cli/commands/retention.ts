@@ -2,7 +2,8 @@ import type { Command } from "commander";
 import type { RetentionMode } from "../../backend/backend.js";
 import { BulwarkError } from "../../core/errors.js";
 import { formatCount } from "../../core/format.js";
-import { maintainRetention } from "../../repository/retention.js";
+import { systemClock } from "../../core/clock.js";
+import { extendRetention } from "../../ops/extend-retention.js";
 import { EXIT } from "../exit-codes.js";
 import { withRepository, type GlobalOptions } from "../context.js";
 
@@ -33,7 +34,9 @@ export function registerRetention(program: Command, globals: () => GlobalOptions
         );
       }
       const code = await withRepository(globals(), "write", async ({ repo, out }) => {
-        const report = await maintainRetention(repo, {
+        const report = await extendRetention({
+          repo,
+          clock: systemClock,
           days,
           mode: flags.mode as RetentionMode,
           dryRun: flags.dryRun === true,
