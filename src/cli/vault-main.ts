@@ -1,5 +1,5 @@
 /**
- * A standalone entry for the vault host: `node dist/vault/main.js serve-repo ...`, the same command as
+ * A standalone entry for the vault host: `node dist/cli/vault-main.js serve-repo ...`, the same command as
  * `bulwark serve-repo` without the rest of the CLI (a vault host needs nothing else). The end-to-end test
  * starts it inside a network namespace.
  */

@@ -1,5 +1,5 @@
 /**
- * A config dataset as a backup: what `bulwark run` (src/jobs/run.ts) hands to the archiver, and the hooks it
+ * A config dataset as a backup: what `bulwark run` (src/ops/run-job.ts) hands to the archiver, and the hooks it
  * runs around it. The CLI's `--source` flags (./cli.ts) make the same virtual files from a command line.
  *
  * planDatasetBackup: the `files` sources give the paths and exclude patterns; every other source becomes

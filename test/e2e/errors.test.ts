@@ -598,7 +598,7 @@ describe("target errors: a clear message naming the target, no secret, nothing s
   });
 
   describe("vault (rest:)", () => {
-    const VAULT = join(ROOT, "dist", "vault", "main.js");
+    const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
     let base = "";
     let disk = "";
     let diskProblem: string | undefined;

@@ -21,7 +21,7 @@ import {
   writeFiles,
 } from "./helpers.js";
 
-const VAULT = join(ROOT, "dist", "vault", "main.js");
+const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -31,7 +31,7 @@ import {
   type RunResult,
 } from "./helpers.js";
 
-// The JSON of `bulwark --json run`: { jobs: JobResult[], skipped } (src/jobs/run.ts, src/cli/commands/run.ts).
+// The JSON of `bulwark --json run`: { jobs: JobResult[], skipped } (src/ops/run-job.ts, src/cli/commands/run.ts).
 interface BackupJson {
   target: string;
   status: string;

@@ -1,5 +1,5 @@
 /**
- * `bulwark run [JOB...]`: runs jobs from the config file (src/jobs/run.ts does the work): backup to the
+ * `bulwark run [JOB...]`: runs jobs from the config file (src/ops/run-job.ts does the work): backup to the
  * primary target, copies to the copy targets, each target's retention. Jobs run in dependency order; a job
  * whose dependency failed is skipped. Every step is recorded in the catalog.
  */
