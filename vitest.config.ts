@@ -6,6 +6,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: "forks",
-    // The CLI end-to-end tests run the built dist/; build before testing (scripts/test.sh does).
+    // The CLI end-to-end tests run the built dist/: scripts/test.sh builds it, and the global setup
+    // rebuilds it when it is older than src/ or holds outputs of moved files (test/setup/fresh-dist.ts).
+    globalSetup: ["test/setup/fresh-dist.ts"],
   },
 });
