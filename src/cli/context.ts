@@ -10,6 +10,7 @@ import { RepoLock } from "../repository/lock.js";
 import { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
 import { readPassword } from "./password.js";
+import type { ProgressSink } from "./progress.js";
 
 export interface GlobalOptions {
   repo?: string;
@@ -55,6 +56,37 @@ export function renderEvents(out: Output): EventSink {
     if (e.type !== "message") return;
     if (e.level === "info") out.info(e.message);
     else out.warn(`${e.level}: ${e.message}`);
+  };
+}
+
+/**
+ * Renders an operation's events on a command with a progress bar: progress events move the bar (totals the
+ * operation does not know, such as a background file count, come from `totals`); info lines go above the
+ * bar, or to stdout without one (silent with --json/--quiet); warnings and errors always go to stderr.
+ */
+export function renderWithProgress(
+  out: Output,
+  progress: ProgressSink,
+  totals?: () => { files?: number; bytes?: number },
+): EventSink {
+  return (e) => {
+    if (e.type === "progress") {
+      const known = totals?.() ?? {};
+      const filesTotal = e.itemsTotal ?? known.files;
+      const bytesTotal = e.bytesTotal ?? known.bytes;
+      progress.update({
+        filesDone: e.items,
+        ...(filesTotal !== undefined ? { filesTotal } : {}),
+        bytesDone: e.bytes,
+        ...(bytesTotal !== undefined ? { bytesTotal } : {}),
+        ...(e.current !== undefined ? { current: e.current } : {}),
+        ...(e.errors !== undefined ? { errors: e.errors } : {}),
+      });
+    } else if (e.type === "message") {
+      if (e.level !== "info") progress.log(`${e.level}: ${e.message}`);
+      else if (out.progressEnabled) progress.log(e.message);
+      else out.info(e.message);
+    }
   };
 }
 

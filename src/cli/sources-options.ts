@@ -23,10 +23,11 @@ import type { Repository } from "../repository/repository.js";
 import type { VirtualFile } from "../snapshot/archiver.js";
 import { isSafeName } from "../snapshot/tree.js";
 import { SOURCES_ROOT } from "../sources/dataset.js";
-import { commandSource, restoreToCommand } from "../sources/command.js";
+import { commandSource } from "../sources/command.js";
 import { DEFAULT_HOOK_TIMEOUT_MS, withHooks, type Hooks } from "../sources/hooks.js";
-import { postgresSource, restorePostgres, type PasswordRef } from "../sources/postgres.js";
-import { restoreSqlite, sqliteSource, validateSqlite } from "../sources/sqlite.js";
+import { postgresSource, type PasswordRef } from "../sources/postgres.js";
+import { sqliteSource } from "../sources/sqlite.js";
+import { restoreSourceTo, type SourceDestination, type SourceRestoreReport } from "../ops/restore.js";
 
 /** Where sources appear in a snapshot. */
 
@@ -215,66 +216,31 @@ export function wantsSourceRestore(flags: RestoreTargetFlags): boolean {
   return flags.pipeTo !== undefined || flags.toSqlite !== undefined || flags.toPostgres !== undefined;
 }
 
-export interface SourceRestoreReport {
-  kind: "pipe" | "sqlite" | "postgres";
-  source: string;
-  bytes: number;
-  /** Lines for the user: what was restored where, and the checks. */
-  lines: string[];
-  /** Extra data for --json (tables and row counts, validation). */
-  details?: unknown;
-  ok: boolean;
-}
+export type { SourceRestoreReport };
 
-/** Performs the source restore the flags ask for (wantsSourceRestore must be true). */
+/** Performs the source restore the flags ask for (wantsSourceRestore must be true): ops/restore.ts does it. */
 export async function restoreSource(
   repo: Repository,
   snapshot: { tree: string },
   flags: RestoreTargetFlags,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<SourceRestoreReport> {
-  const source = flags.sourcePath;
-  if (!source) {
-    throw new BulwarkError("USAGE", "name the source to restore with --source-path", {
-      hint: "e.g. --source-path /sources/shop (see `bulwark ls` or the snapshot's paths)",
-    });
-  }
-  if (flags.pipeTo !== undefined) {
-    const { bytes } = await restoreToCommand(repo, snapshot, source, flags.pipeTo, { env });
-    return {
-      kind: "pipe",
-      source,
-      bytes,
-      ok: true,
-      lines: [`piped ${source} (${bytes} bytes) into \`${flags.pipeTo}\``],
-    };
-  }
-  if (flags.toSqlite !== undefined) {
-    const { bytes } = await restoreSqlite(repo, snapshot, source, flags.toSqlite);
-    const validation = await validateSqlite(flags.toSqlite);
-    const check = validation.checks[0]!;
-    return {
-      kind: "sqlite",
-      source,
-      bytes,
-      ok: validation.ok,
-      details: validation,
-      lines: [`restored ${source} to ${flags.toSqlite} (${bytes} bytes)`, `integrity_check: ${check.actual}`],
-    };
-  }
+  return restoreSourceTo(repo, snapshot, flags.sourcePath, sourceDestination(flags), env);
+}
+
+/** The destination the flags name, typed. */
+function sourceDestination(flags: RestoreTargetFlags): SourceDestination {
+  if (flags.pipeTo !== undefined) return { kind: "pipe", command: flags.pipeTo };
+  if (flags.toSqlite !== undefined) return { kind: "sqlite", path: flags.toSqlite };
   const password = passwordRef(flags);
   const jobs = wholeNumber(flags.pgJobs, "--pg-jobs");
-  const lines: string[] = [];
-  const report = await restorePostgres(repo, snapshot, source, {
-    target: flags.toPostgres!,
-    env,
+  return {
+    kind: "postgres",
+    url: flags.toPostgres!,
     ...(password ? { password } : {}),
     ...(jobs !== undefined ? { jobs } : {}),
     ...(flags.withGlobals ? { globals: true } : {}),
-    log: (line) => lines.push(line),
-  });
-  for (const t of report.tables) lines.push(`  ${t.table}: ${t.rows} rows`);
-  return { kind: "postgres", source, bytes: report.bytes, ok: true, details: report, lines };
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -156,6 +156,9 @@ export async function forget(input: ForgetInput): Promise<ForgetResult> {
     remaining: all.map((s) => s.id).filter((id) => dryRun || !removed.includes(id)),
     namedLocked,
   };
+  if (!dryRun) {
+    input.events?.({ type: "snapshots-remaining", time: input.clock.now(), snapshots: result.remaining });
+  }
   if (input.prune !== undefined && input.prune !== false && !namedLocked) {
     const threshold = typeof input.prune === "object" ? input.prune.repackThreshold : undefined;
     result.prune = await pruneRepository({

@@ -1,6 +1,10 @@
 /**
  * Running a job (`bulwark run [JOB]`, docs/config.md "Jobs"): back up the dataset to the primary target,
- * copy the new snapshot to every copy target, then apply each target's own retention.
+ * copy the new snapshot to every copy target, then apply each target's own retention. Each step is one call
+ * of the operation the CLI command of the same name makes (ops/backup.ts, ops/copy.ts, ops/forget.ts); the
+ * runner only composes them, and reports each step on the event stream (step-started, step-finished, and
+ * the operation's own events with the job, dataset, target and step added) for the CLI to render and the
+ * catalog to record (ops/catalog-recorder.ts).
  *
  * Order and failure rules, chosen so that a failure never costs a copy that already exists:
  *  - a failed backup stops the job (there is nothing new to copy), and nothing is forgotten anywhere;
@@ -12,45 +16,37 @@
  *    parameters, a copy target sharing the primary's chunker parameters and blob ids (so blobs move as they
  *    are). Without it a missing repository is an error: an unmounted NAS share must not silently become a
  *    fresh repository on the local disk.
- * Every step is recorded in the catalog when one is given; the repositories stay the truth.
  */
 import { hostname as osHostname } from "node:os";
 
-import type { Catalog } from "../catalog/catalog.js";
 import type { BulwarkConfig, Dataset, Job, Policy, Target } from "../config/types.js";
+import { systemClock, type Clock } from "../core/clock.js";
 import { BulwarkError, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
-import { copySnapshots, snapshotIdentity, type CopyProgress } from "../copy/copier.js";
-import { clockOf, type Clock } from "../core/clock.js";
-import { forget } from "./forget.js";
+import {
+  emitMessage,
+  withContext,
+  type EventLevel,
+  type EventSink,
+  type StepKind,
+  type StepStatus,
+} from "../core/events.js";
 import { isEmptyPolicy } from "../policy/retention.js";
 import { RepoLock } from "../repository/lock.js";
 import type { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
-import { backup, type BackupReporter } from "../snapshot/archiver.js";
-import { ExcludeMatcher } from "../snapshot/exclude.js";
-import { loadAllSnapshots, type SnapshotSummary, type SnapshotWithId } from "../snapshot/snapshot.js";
-import { runWithDatasetHooks } from "../sources/dataset.js";
+import type { SnapshotSummary } from "../snapshot/snapshot.js";
+import { backupOperation } from "./backup.js";
+import { copyToDestination, datasetSnapshotsToCopy } from "./copy.js";
+import { forget } from "./forget.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 
-/** What the runner records in the catalog (a type-only dependency: SQLite is loaded by the CLI on demand). */
-export type JobCatalog = Pick<
-  Catalog,
-  "startRun" | "finishRun" | "recordSnapshot" | "forgetSnapshots" | "recordCopy" | "recordEvent"
->;
-
-export interface JobReporter {
-  /** A step starts or ends: "backup of app to local", "copy to nas: 12 blobs". */
-  info?(line: string): void;
-  warn?(line: string): void;
-  backupFile?(path: string, bytes: number): void;
-  copyProgress?(target: string, p: CopyProgress): void;
-}
+export type { StepStatus };
 
 export interface RunJobOptions {
   access: TargetAccess;
-  catalog?: JobCatalog;
-  reporter?: JobReporter;
-  now?: () => Date;
+  /** Where the run's events go: the CLI's renderer, the catalog recorder (fanOut for both). */
+  events?: EventSink;
+  clock?: Clock;
   /** Apply each target's retention after the copies (default true). */
   forget?: boolean;
   /** Read every copied pack back from the copy target (default true). */
@@ -60,8 +56,6 @@ export interface RunJobOptions {
   /** Create the repository of a target that has none (default false: that is an error). */
   init?: boolean;
 }
-
-export type StepStatus = "ok" | "partial" | "failed" | "skipped";
 
 export interface BackupStep {
   target: string;
@@ -107,6 +101,10 @@ export interface JobResult {
   durationMs: number;
 }
 
+const MISSING_REPOSITORY_HINT =
+  "if the target is new, create its repository with `bulwark run --init`; if it should hold one, " +
+  "check that its storage is mounted or reachable";
+
 export async function runJob(
   config: BulwarkConfig,
   jobName: string,
@@ -130,80 +128,60 @@ export async function runJob(
   return runner.run(primary);
 }
 
+/** One step of the job as it runs: its events carry the step id, and it ends with step-finished. */
+interface StepHandle {
+  events: EventSink;
+  say(level: EventLevel, message: string): void;
+  finish(
+    status: StepStatus,
+    extra: { snapshot?: string; error?: string; stats?: Record<string, unknown> },
+  ): void;
+}
+
 class JobRunner {
-  private readonly now: () => Date;
   private readonly clock: Clock;
   private readonly started: Date;
   private readonly secrets: string[];
+  private readonly events: EventSink;
+  private steps = 0;
 
   constructor(
     private readonly config: BulwarkConfig,
     private readonly job: Job,
     private readonly dataset: Dataset,
     private readonly policy: Policy,
-    private options: RunJobOptions,
+    private readonly options: RunJobOptions,
   ) {
-    this.clock = clockOf(options.now);
-    this.now = () => this.clock.now();
-    this.started = this.now();
+    this.clock = options.clock ?? systemClock;
+    this.started = this.clock.now();
     this.secrets = options.access.secrets ?? [];
     options.access.secrets = this.secrets;
-    if (options.catalog !== undefined) {
-      this.options = { ...options, catalog: this.failSafe(options.catalog) };
-    }
+    // Every message leaves scrubbed of the secrets read for the targets: a step's error is all the user
+    // (and the catalog) sees of it.
+    const sink = options.events;
+    this.events = (e) => sink?.(e.type === "message" ? { ...e, message: scrub(e.message, this.secrets) } : e);
   }
 
-  /**
-   * The catalog with every call guarded: when it first fails (disk full, damaged), the failure is reported
-   * once and the rest of the run goes on unrecorded. The repositories are the truth; a backup must not fail
-   * for its index.
-   */
-  private failSafe(catalog: JobCatalog): JobCatalog {
-    let broken = false;
-    const guard =
-      <A extends unknown[], R>(fn: (...args: A) => R) =>
-      (...args: A): R => {
-        if (!broken) {
-          try {
-            return fn.apply(catalog, args);
-          } catch (err) {
-            broken = true;
-            this.options.reporter?.warn?.(
-              `warning: the catalog failed; the rest of this run is not recorded in it: ${this.clean(err)}`,
-            );
-          }
-        }
-        // Only startRun returns a value its callers use, and they accept an unknown run id.
-        return undefined as R;
-      };
-    return {
-      startRun: guard(catalog.startRun),
-      finishRun: guard(catalog.finishRun),
-      recordSnapshot: guard(catalog.recordSnapshot),
-      forgetSnapshots: guard(catalog.forgetSnapshots),
-      recordCopy: guard(catalog.recordCopy),
-      recordEvent: guard(catalog.recordEvent),
-    };
-  }
-
-  /** The message and what to do about it, without secrets: a step's error is all the user sees of it. */
+  /** The message and what to do about it, without secrets. */
   private clean(err: unknown): string {
     const hint = findBulwarkError(err)?.hint;
     return scrub(errorMessage(err) + (hint !== undefined ? ` (${hint})` : ""), this.secrets);
   }
 
-  private event(level: "info" | "warning" | "error", message: string, target?: string, runId?: number): void {
-    if (level === "info") this.options.reporter?.info?.(message);
-    else this.options.reporter?.warn?.(`${level}: ${message}`);
-    this.options.catalog?.recordEvent({
-      time: this.now(),
-      level,
-      message,
+  private step(kind: StepKind, target: string): StepHandle {
+    const events = withContext(this.events, {
       job: this.job.name,
       dataset: this.dataset.name,
-      ...(target !== undefined ? { target } : {}),
-      ...(runId !== undefined ? { runId } : {}),
+      target,
+      step: `${this.job.name}/${++this.steps}/${kind}/${target}`,
     });
+    events({ type: "step-started", time: this.clock.now(), kind });
+    return {
+      events,
+      say: (level, message) => emitMessage(events, this.clock.now(), level, message),
+      finish: (status, extra) =>
+        events({ type: "step-finished", time: this.clock.now(), kind, status, ...extra }),
+    };
   }
 
   async run(primaryTarget: Target): Promise<JobResult> {
@@ -219,20 +197,7 @@ class JobRunner {
     };
     let primary: Repository | undefined;
     try {
-      try {
-        primary = await this.openOrCreate(primaryTarget, undefined, (created) => {
-          result.backup.createdRepository = created;
-        });
-        result.backup = { ...result.backup, ...(await this.backupStep(primary, primaryTarget)) };
-      } catch (err) {
-        result.backup.status = "failed";
-        result.backup.error = this.clean(err);
-        this.event(
-          "error",
-          `backup of ${this.dataset.name} to ${primaryTarget.name} failed: ${result.backup.error}`,
-          primaryTarget.name,
-        );
-      }
+      primary = await this.backupStep(primaryTarget, result);
       if (primary !== undefined && result.backup.snapshot !== undefined) {
         for (const name of this.job.copies) {
           const target = this.config.targets[name];
@@ -271,144 +236,85 @@ class JobRunner {
       result.copies.some((c) => c.status === "failed") ||
       result.forget.some((f) => f.status === "failed");
     result.status = failed ? "failed" : result.backup.status === "partial" ? "partial" : "ok";
-    result.durationMs = this.now().getTime() - this.started.getTime();
+    result.durationMs = this.clock.now().getTime() - this.started.getTime();
     return result;
   }
 
-  /** Opens a target's repository, creating it when there is none (a copy target as a copy of `copyOf`). */
+  /** Opens a target's repository; with `init`, creates one where there is none. */
   private async openOrCreate(
     target: Target,
-    copyOf: Repository | undefined,
-    created: (yes: boolean) => void,
-  ): Promise<Repository> {
+    step: StepHandle,
+  ): Promise<{ repo: Repository; created: boolean }> {
     try {
-      const repo = await openTargetRepository(target, this.options.access);
-      created(false);
-      return repo;
+      return { repo: await openTargetRepository(target, this.options.access), created: false };
     } catch (err) {
       if (!hasCode(err, "NO_REPOSITORY")) throw err;
       if (this.options.init !== true) {
         throw new BulwarkError("NO_REPOSITORY", `target ${target.name} holds no repository`, {
           cause: err,
-          hint:
-            "if the target is new, create its repository with `bulwark run --init`; if it should hold one, " +
-            "check that its storage is mounted or reachable",
+          hint: MISSING_REPOSITORY_HINT,
         });
       }
     }
-    const repo = await initTargetRepository(
-      target,
-      this.options.access,
-      copyOf !== undefined ? { copyParamsFrom: copyOf.config } : {},
-    );
-    created(true);
-    this.event(
-      "info",
-      `created the repository of target ${target.name} (${repo.id.slice(0, 10)})`,
-      target.name,
-    );
-    return repo;
+    const repo = await initTargetRepository(target, this.options.access, {});
+    step.say("info", `created the repository of target ${target.name} (${repo.id.slice(0, 10)})`);
+    return { repo, created: true };
   }
 
-  private async backupStep(repo: Repository, target: Target): Promise<Omit<BackupStep, "target">> {
-    const runId = this.options.catalog?.startRun({
-      kind: "backup",
-      job: this.job.name,
-      dataset: this.dataset.name,
-      target: target.name,
-      startedAt: this.now(),
-    });
-    this.event("info", `backup of ${this.dataset.name} to ${target.name}`, target.name, runId);
-    const lock = await RepoLock.acquire(repo, false);
-    const pool = new WorkerPool(repo);
+  /** The backup step; returns the primary's repository (open) when it could be opened. */
+  private async backupStep(target: Target, result: JobResult): Promise<Repository | undefined> {
+    const step = this.step("backup", target.name);
+    step.say("info", `backup of ${this.dataset.name} to ${target.name}`);
+    let repo: Repository | undefined;
     try {
-      await repo.loadIndex();
-      const host = this.options.hostname ?? osHostname();
-      const snapshots = await loadAllSnapshots(repo, (name, err) =>
-        this.event(
-          "warning",
-          `skipping damaged snapshot ${name.slice(0, 8)}: ${this.clean(err)}`,
-          target.name,
-        ),
-      );
-      const env = this.options.access.env;
-      const result = await runWithDatasetHooks(
-        this.dataset,
-        env,
-        async (plan) => {
-          const key = JSON.stringify([...plan.paths, ...plan.virtualFiles.map((v) => v.path)].sort());
-          const parent = snapshots
-            .filter(
-              (s) =>
-                s.hostname === host &&
-                (s.dataset === this.dataset.name || s.dataset === undefined) &&
-                JSON.stringify([...s.paths].sort()) === key,
-            )
-            .at(-1);
-          const excludes = await ExcludeMatcher.fromOptions(plan.excludes, [], env);
-          const reporter: BackupReporter = {
-            fileDone: (path, bytes) => this.options.reporter?.backupFile?.(path, bytes),
-            skipped: (entry) =>
-              this.options.reporter?.warn?.(`warning: skipped ${entry.path}: ${entry.error}`),
-          };
-          return backup(repo, pool, {
-            paths: plan.paths,
-            ...(plan.virtualFiles.length > 0 ? { virtualFiles: plan.virtualFiles } : {}),
-            hostname: host,
-            excludes,
-            dataset: this.dataset.name,
-            ...(parent ? { parent } : {}),
-            reporter,
-            now: this.now,
-          });
-        },
-        (line) => this.options.reporter?.info?.(line),
-      );
-      const skipped = result.snapshot.skipped ?? [];
-      const status: StepStatus = skipped.length > 0 ? "partial" : "ok";
-      this.options.catalog?.recordSnapshot({
-        target: target.name,
-        snapshot: result.id,
-        original: result.id,
-        dataset: this.dataset.name,
-        time: new Date(result.snapshot.time),
-        hostname: result.snapshot.hostname,
-        paths: result.snapshot.paths,
-        tags: result.snapshot.tags,
-        seenAt: this.now(),
-      });
-      if (runId !== undefined) {
-        this.options.catalog?.finishRun(runId, {
+      const opened = await this.openOrCreate(target, step);
+      repo = opened.repo;
+      result.backup.createdRepository = opened.created;
+      const lock = await RepoLock.acquire(repo, false);
+      const pool = new WorkerPool(repo);
+      try {
+        const outcome = await backupOperation({
+          repo,
+          pool,
+          clock: this.clock,
+          events: step.events,
+          what: { kind: "dataset", dataset: this.dataset },
+          env: this.options.access.env,
+          hostname: this.options.hostname ?? osHostname(),
+          onDamagedSnapshot: (name, err) =>
+            step.say("warning", `skipping damaged snapshot ${name.slice(0, 8)}: ${this.clean(err)}`),
+        });
+        const skipped = outcome.snapshot.skipped ?? [];
+        const status: StepStatus = skipped.length > 0 ? "partial" : "ok";
+        result.backup = {
+          ...result.backup,
           status,
-          finishedAt: this.now(),
-          snapshot: result.id,
-          stats: { ...result.snapshot.summary, skipped: skipped.length },
+          snapshot: outcome.id,
+          ...(outcome.snapshot.summary ? { summary: outcome.snapshot.summary } : {}),
+          skipped,
+        };
+        step.say("info", `snapshot ${outcome.id.slice(0, 8)} saved on ${target.name}`);
+        step.finish(status, {
+          snapshot: outcome.id,
+          stats: { ...outcome.snapshot.summary, skipped: skipped.length },
         });
+      } finally {
+        await pool.close();
+        await lock.release().catch(() => undefined);
       }
-      this.event("info", `snapshot ${result.id.slice(0, 8)} saved on ${target.name}`, target.name, runId);
-      return {
-        status,
-        snapshot: result.id,
-        ...(result.snapshot.summary ? { summary: result.snapshot.summary } : {}),
-        skipped,
-      };
+      return repo;
     } catch (err) {
-      if (runId !== undefined) {
-        this.options.catalog?.finishRun(runId, {
-          status: "failed",
-          finishedAt: this.now(),
-          error: this.clean(err),
-        });
-      }
-      throw err;
-    } finally {
-      await pool.close();
-      await lock.release().catch(() => undefined);
+      result.backup.status = "failed";
+      result.backup.error = this.clean(err);
+      step.say("error", `backup of ${this.dataset.name} to ${target.name} failed: ${result.backup.error}`);
+      step.finish("failed", { error: result.backup.error });
+      return repo;
     }
   }
 
   private async copyStep(primary: Repository, from: Target, to: Target): Promise<CopyStep> {
-    const step: CopyStep = {
+    const step = this.step("copy", to.name);
+    const result: CopyStep = {
       target: to.name,
       status: "failed",
       snapshots: [],
@@ -417,179 +323,104 @@ class JobRunner {
       adoptedPacks: 0,
       verifiedPacks: 0,
     };
-    const runId = this.options.catalog?.startRun({
-      kind: "copy",
-      job: this.job.name,
-      dataset: this.dataset.name,
-      target: to.name,
-      startedAt: this.now(),
-    });
-    this.event("info", `copy to ${to.name}`, to.name, runId);
-    let repo: Repository | undefined;
-    let targetLock: RepoLock | undefined;
-    let sourceLock: RepoLock | undefined;
+    step.say("info", `copy to ${to.name}`);
     try {
-      repo = await this.openOrCreate(to, primary, (created) => {
-        if (created) step.createdRepository = true;
-      });
-      sourceLock = await RepoLock.acquire(primary, false);
-      targetLock = await RepoLock.acquire(repo, false);
-      await repo.loadIndex();
-      const wanted = await this.snapshotsToCopy(primary, repo);
-      const result = await copySnapshots(primary, repo, {
-        snapshots: wanted,
-        verify: this.options.verify !== false,
-        reporter: {
-          progress: (p) => this.options.reporter?.copyProgress?.(to.name, p),
-          warn: (m) => this.event("warning", scrub(m, this.secrets), to.name, runId),
+      const outcome = await copyToDestination({
+        source: primary,
+        sourceLabel: from.name,
+        destination: {
+          label: to.name,
+          open: () => openTargetRepository(to, this.options.access),
+          create: (source) =>
+            initTargetRepository(to, this.options.access, { copyParamsFrom: source.config }),
         },
+        clock: this.clock,
+        events: step.events,
+        init: this.options.init === true,
+        missingHint: MISSING_REPOSITORY_HINT,
+        verify: this.options.verify !== false,
+        sourceIndexLoaded: true,
+        select: (source, destination) => datasetSnapshotsToCopy(this.dataset.name, source, destination),
       });
-      step.snapshots = result.snapshots.map((s) => ({
+      if (outcome.createdRepository) result.createdRepository = true;
+      result.snapshots = outcome.snapshots.map((s) => ({
         source: s.source,
         target: s.target,
         alreadyThere: s.alreadyThere,
       }));
-      step.blobsCopied = result.blobsCopied;
-      step.bytesCopied = result.bytesCopied;
-      step.adoptedPacks = result.adoptedPacks;
-      step.verifiedPacks = result.verifiedPacks;
-      for (const s of result.snapshots) {
-        const source = wanted.find((w) => w.id === s.source);
-        if (source === undefined) continue;
-        this.options.catalog?.recordSnapshot({
-          target: to.name,
-          snapshot: s.target,
-          original: snapshotIdentity(source),
-          dataset: this.dataset.name,
-          time: new Date(source.time),
-          hostname: source.hostname,
-          paths: source.paths,
-          tags: source.tags,
-          seenAt: this.now(),
-        });
-        if (!s.alreadyThere) {
-          this.options.catalog?.recordCopy({
-            dataset: this.dataset.name,
-            from: from.name,
-            to: to.name,
-            sourceSnapshot: s.source,
-            targetSnapshot: s.target,
-            time: this.now(),
-            blobs: s.blobsCopied,
-            bytes: s.bytesCopied,
-            verified: this.options.verify !== false,
-            ...(runId !== undefined ? { runId } : {}),
-          });
-        }
-      }
-      if (result.failed.length > 0) {
-        step.status = "failed";
-        step.error = result.failed.map((f) => `${f.source.slice(0, 8)}: ${f.error}`).join("; ");
+      result.blobsCopied = outcome.blobsCopied;
+      result.bytesCopied = outcome.bytesCopied;
+      result.adoptedPacks = outcome.adoptedPacks;
+      result.verifiedPacks = outcome.verifiedPacks;
+      if (outcome.failed.length > 0) {
+        result.error = outcome.failed.map((f) => `${f.source.slice(0, 8)}: ${f.error}`).join("; ");
       } else {
-        step.status = "ok";
+        result.status = "ok";
       }
-      this.event(
-        step.status === "ok" ? "info" : "error",
-        `copy to ${to.name}: ${result.snapshots.filter((s) => !s.alreadyThere).length} snapshots, ${result.blobsCopied} blobs sent` +
-          (result.adoptedPacks > 0 ? `, ${result.adoptedPacks} packs of an interrupted copy resumed` : "") +
-          (step.error !== undefined ? `; failed: ${step.error}` : ""),
-        to.name,
-        runId,
+      step.say(
+        result.status === "ok" ? "info" : "error",
+        `copy to ${to.name}: ${outcome.snapshots.filter((s) => !s.alreadyThere).length} snapshots, ${outcome.blobsCopied} blobs sent` +
+          (outcome.adoptedPacks > 0 ? `, ${outcome.adoptedPacks} packs of an interrupted copy resumed` : "") +
+          (result.error !== undefined ? `; failed: ${result.error}` : ""),
       );
     } catch (err) {
-      step.status = "failed";
-      step.error = this.clean(err);
-      this.event("error", `copy to ${to.name} failed: ${step.error}`, to.name, runId);
-    } finally {
-      await targetLock?.release().catch(() => undefined);
-      await sourceLock?.release().catch(() => undefined);
-      await repo?.backend.close().catch(() => undefined);
+      result.status = "failed";
+      result.error = this.clean(err);
+      step.say("error", `copy to ${to.name} failed: ${result.error}`);
     }
-    if (runId !== undefined) {
-      this.options.catalog?.finishRun(runId, {
-        status: step.status === "ok" ? "ok" : "failed",
-        finishedAt: this.now(),
-        ...(step.snapshots.at(-1) ? { snapshot: step.snapshots.at(-1)!.target } : {}),
-        ...(step.error !== undefined ? { error: step.error } : {}),
-        stats: {
-          blobs: step.blobsCopied,
-          bytes: step.bytesCopied,
-          adoptedPacks: step.adoptedPacks,
-          verifiedPacks: step.verifiedPacks,
-        },
-      });
-    }
-    return step;
-  }
-
-  /** The dataset's snapshots on the primary newer than the newest the target holds (all, on a new target). */
-  private async snapshotsToCopy(primary: Repository, target: Repository): Promise<SnapshotWithId[]> {
-    const mine = (s: SnapshotWithId): boolean => s.dataset === this.dataset.name;
-    const onPrimary = (await loadAllSnapshots(primary, () => undefined)).filter(mine);
-    const onTarget = (await loadAllSnapshots(target, () => undefined)).filter(mine);
-    const newest = onTarget.reduce<string | undefined>(
-      (t, s) => (t === undefined || s.time > t ? s.time : t),
-      undefined,
-    );
-    const there = new Set(onTarget.map(snapshotIdentity));
-    return onPrimary.filter(
-      (s) => !there.has(snapshotIdentity(s)) && (newest === undefined || s.time > newest),
-    );
+    step.finish(result.status === "ok" ? "ok" : "failed", {
+      ...(result.snapshots.at(-1) ? { snapshot: result.snapshots.at(-1)!.target } : {}),
+      ...(result.error !== undefined ? { error: result.error } : {}),
+      stats: {
+        blobs: result.blobsCopied,
+        bytes: result.bytesCopied,
+        adoptedPacks: result.adoptedPacks,
+        verifiedPacks: result.verifiedPacks,
+      },
+    });
+    return result;
   }
 
   /** Applies the policy's retention for this target to the dataset's snapshots there. */
   private async forgetStep(open: Repository | undefined, target: Target): Promise<ForgetStep> {
-    const step: ForgetStep = { target: target.name, status: "failed", removed: [], kept: 0, locked: [] };
+    const step = this.step("forget", target.name);
+    const result: ForgetStep = { target: target.name, status: "failed", removed: [], kept: 0, locked: [] };
     const rules = this.policy.retention[target.name]!;
-    const runId = this.options.catalog?.startRun({
-      kind: "forget",
-      job: this.job.name,
-      dataset: this.dataset.name,
-      target: target.name,
-      startedAt: this.now(),
-    });
     let repo = open;
     let lock: RepoLock | undefined;
     try {
       repo ??= await openTargetRepository(target, this.options.access);
       lock = await RepoLock.acquire(repo, true);
       // The same operation as `bulwark forget`: a rule that keeps none of a group refuses, removing nothing.
-      const result = await forget({
+      const outcome = await forget({
         repo,
         clock: this.clock,
+        events: step.events,
         policy: rules,
         filter: (s) => s.dataset === this.dataset.name,
         groupBy: ["host", "paths"],
-        target: target.name,
       });
-      step.kept = result.kept.length;
-      step.removed = result.removed;
-      step.locked = result.locked.map((l) => l.id);
-      this.options.catalog?.forgetSnapshots(target.name, new Set(result.remaining));
-      step.status = "ok";
-      this.event(
+      result.kept = outcome.kept.length;
+      result.removed = outcome.removed;
+      result.locked = outcome.locked.map((l) => l.id);
+      result.status = "ok";
+      step.say(
         "info",
-        `retention on ${target.name}: ${step.removed.length} snapshots forgotten, ${step.kept} kept` +
-          (step.locked.length > 0 ? `, ${step.locked.length} still under retention lock` : ""),
-        target.name,
-        runId,
+        `retention on ${target.name}: ${result.removed.length} snapshots forgotten, ${result.kept} kept` +
+          (result.locked.length > 0 ? `, ${result.locked.length} still under retention lock` : ""),
       );
     } catch (err) {
-      step.error = this.clean(err);
-      this.event("error", `retention on ${target.name} failed: ${step.error}`, target.name, runId);
+      result.error = this.clean(err);
+      step.say("error", `retention on ${target.name} failed: ${result.error}`);
     } finally {
       await lock?.release().catch(() => undefined);
       if (open === undefined) await repo?.backend.close().catch(() => undefined);
     }
-    if (runId !== undefined) {
-      this.options.catalog?.finishRun(runId, {
-        status: step.status === "ok" ? "ok" : "failed",
-        finishedAt: this.now(),
-        ...(step.error !== undefined ? { error: step.error } : {}),
-        stats: { removed: step.removed.length, kept: step.kept, locked: step.locked.length },
-      });
-    }
-    return step;
+    step.finish(result.status === "ok" ? "ok" : "failed", {
+      ...(result.error !== undefined ? { error: result.error } : {}),
+      stats: { removed: result.removed.length, kept: result.kept, locked: result.locked.length },
+    });
+    return result;
   }
 }
 

@@ -1,21 +1,20 @@
+/**
+ * `bulwark backup [PATH...] [--source ...]`: parses the options, calls the backup operation
+ * (src/ops/backup.ts) and renders its events and result.
+ */
 import type { Command } from "commander";
-import { existsSync } from "node:fs";
 import { hostname } from "node:os";
+import { systemClock } from "../../core/clock.js";
 import { BulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
-import { backup, normalisePaths } from "../../snapshot/archiver.js";
+import { backupOperation } from "../../ops/backup.js";
+import { normalisePaths } from "../../snapshot/archiver.js";
 import { ExcludeMatcher } from "../../snapshot/exclude.js";
-import { loadAllSnapshots, findSnapshot, type SnapshotWithId } from "../../snapshot/snapshot.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
 import { countFiles } from "../scan.js";
-import {
-  backupWithSources,
-  registerSourceOptions,
-  sourcesFromFlags,
-  type SourceFlags,
-} from "../sources-options.js";
-import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
+import { registerSourceOptions, sourcesFromFlags, type SourceFlags } from "../sources-options.js";
+import { renderWithProgress, withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 
 interface BackupFlags extends SourceFlags {
   tag: string[];
@@ -51,73 +50,37 @@ export function registerBackup(program: Command, globals: () => GlobalOptions): 
       });
     }
     const code = await withRepository(globals(), "write", async ({ repo, out, pool }) => {
-      const excludes = await ExcludeMatcher.fromOptions(flags.exclude, flags.excludeFile, process.env);
-      const host = flags.host ?? hostname();
-      const normalised = paths.length > 0 ? normalisePaths(paths) : [];
       for (const d of sources.descriptions) out.info(`source: ${d}`);
-      if (paths.length > 0 && !normalised.some((p) => existsSync(p))) {
-        throw new BulwarkError(
-          "USAGE",
-          `nothing to back up: ${normalised.join(", ")} ${normalised.length === 1 ? "does" : "do"} not exist`,
-          {
-            hint: "check the paths; a backup with only missing paths would save an empty snapshot",
-          },
-        );
-      }
-      await repo.loadIndex();
-      let parent: SnapshotWithId | undefined;
-      if (flags.parent) parent = await findSnapshot(repo, flags.parent, {}, warnDamagedSnapshot);
-      else if (!flags.force) {
-        const key = JSON.stringify([...normalised, ...sources.virtualFiles.map((v) => v.path)].sort());
-        parent = (await loadAllSnapshots(repo, warnDamagedSnapshot))
-          .filter((s) => s.hostname === host && JSON.stringify([...s.paths].sort()) === key)
-          .at(-1);
-      }
-      if (parent) out.info(`using parent snapshot ${parent.id.slice(0, 8)}`);
-
       const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "backup" });
+      // The total is counted in the background; until it is known the bar shows no percentage.
       const totals: { files?: number; bytes?: number } = {};
-      if (out.progressEnabled) {
-        void countFiles(normalised, excludes).then(
-          (t) => Object.assign(totals, t),
-          () => undefined,
-        );
+      if (out.progressEnabled && paths.length > 0) {
+        void ExcludeMatcher.fromOptions(flags.exclude, flags.excludeFile, process.env)
+          .then((excludes) => countFiles(normalisePaths(paths), excludes))
+          .then(
+            (t) => Object.assign(totals, t),
+            () => undefined,
+          );
       }
-      let filesDone = 0;
-      let bytesDone = 0;
-      let errors = 0;
-      const result = await backupWithSources(
-        sources,
-        (virtualFiles) =>
-          backup(repo, pool(), {
-            paths: normalised,
-            ...(virtualFiles.length > 0 ? { virtualFiles } : {}),
-            tags: flags.tag,
-            hostname: host,
-            excludes,
-            ...(parent ? { parent } : {}),
-            reporter: {
-              fileDone: (path, bytes) => {
-                filesDone++;
-                bytesDone += bytes;
-                progress.update({
-                  filesDone,
-                  bytesDone,
-                  ...(totals.files === undefined
-                    ? {}
-                    : { filesTotal: totals.files, bytesTotal: totals.bytes }),
-                  current: path,
-                  errors,
-                });
-              },
-              skipped: (entry) => {
-                errors++;
-                progress.log(`warning: skipped ${entry.path}: ${entry.error}`);
-              },
-            },
-          }),
-        (line) => progress.log(line),
-      );
+      const result = await backupOperation({
+        repo,
+        pool: pool(),
+        clock: systemClock,
+        events: renderWithProgress(out, progress, () => totals),
+        what: {
+          kind: "paths",
+          paths,
+          virtualFiles: sources.virtualFiles,
+          hooks: sources.hooks,
+          excludes: flags.exclude,
+          excludeFiles: flags.excludeFile,
+        },
+        env: process.env,
+        hostname: flags.host ?? hostname(),
+        tags: flags.tag,
+        ...(flags.parent !== undefined ? { parent: flags.parent } : flags.force ? { parent: false } : {}),
+        onDamagedSnapshot: warnDamagedSnapshot,
+      });
       progress.done();
       const s = result.snapshot.summary!;
       const skipped = result.snapshot.skipped ?? [];
@@ -132,7 +95,7 @@ export function registerBackup(program: Command, globals: () => GlobalOptions): 
         `Added to the repository: ${formatBytes(s.dataAdded)} (${formatBytes(s.dataAddedStored)} stored) in ${formatCount(s.blobsAdded)} blobs`,
       );
       out.info(
-        `Processed ${formatCount(filesDone)} files, ${formatBytes(s.totalBytes)} in ${formatDuration(s.durationMs)}`,
+        `Processed ${formatCount(result.files)} files, ${formatBytes(s.totalBytes)} in ${formatDuration(s.durationMs)}`,
       );
       out.result(`snapshot ${result.id.slice(0, 8)} saved`);
       if (skipped.length > 0) {

@@ -1,9 +1,15 @@
+/**
+ * `bulwark check [--read-data | --read-data-subset SPEC]`: parses the options, calls the check operation
+ * (src/ops/check.ts) and renders its findings; the exit code says whether any error was found.
+ */
 import type { Command } from "commander";
+import { systemClock } from "../../core/clock.js";
 import { formatBytes, formatCount } from "../../core/format.js";
-import { check, parseReadDataSubset, type CheckOptions } from "../../verify/checker.js";
+import { checkRepository } from "../../ops/check.js";
+import { parseReadDataSubset, type CheckOptions } from "../../verify/checker.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
-import { withRepository, type GlobalOptions } from "../context.js";
+import { renderWithProgress, withRepository, type GlobalOptions } from "../context.js";
 
 export function registerCheck(program: Command, globals: () => GlobalOptions): void {
   program
@@ -23,16 +29,15 @@ export function registerCheck(program: Command, globals: () => GlobalOptions): v
             ? { kind: "all" }
             : false;
         const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "check" });
-        const { findings, stats } = await check(repo, pool(), {
+        const { findings, stats, errors } = await checkRepository({
+          repo,
+          pool: pool(),
+          clock: systemClock,
+          events: renderWithProgress(out, progress),
           readData,
-          reporter: {
-            progress: (done, total, bytes) =>
-              progress.update({ filesDone: done, filesTotal: total, bytesDone: bytes }),
-          },
         });
         progress.done();
-        const errors = findings.filter((f) => f.severity === "error");
-        out.emitJson({ ok: errors.length === 0, errors: errors.length, findings, stats });
+        out.emitJson({ ok: errors === 0, errors, findings, stats });
         for (const f of findings) {
           out.result(`${f.severity}: ${f.message}`);
           if (f.snapshots?.length)
@@ -46,8 +51,8 @@ export function registerCheck(program: Command, globals: () => GlobalOptions): v
               ? `; read ${formatCount(stats.packsRead)} packs (${formatBytes(stats.bytesRead)})`
               : ""),
         );
-        if (errors.length > 0) {
-          out.result(`${errors.length} error${errors.length === 1 ? "" : "s"} found`);
+        if (errors > 0) {
+          out.result(`${errors} error${errors === 1 ? "" : "s"} found`);
           return EXIT.ERROR;
         }
         out.result("no errors were found");

@@ -1,20 +1,27 @@
 /**
  * `bulwark copy --from R1 --to R2 [SNAPSHOT...]`: copies snapshots between repositories of one copy set
- * (src/copy/copier.ts does the work). R1 and R2 are locations, or the names of targets in the config file;
+ * (the copy operation, src/ops/copy.ts, does the work; bulwark run's copy steps call the same). R1 and R2 are locations, or the names of targets in the config file;
  * a target's password, credentials and immutability then come from the config.
  */
 import type { Command } from "commander";
 
 import type { Target } from "../../config/types.js";
-import { BulwarkError, hasCode } from "../../core/errors.js";
+import { systemClock } from "../../core/clock.js";
+import { BulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
-import { assertCopyCompatible, copySnapshots, type CopyResult } from "../../copy/copier.js";
+import { copyToDestination, type CopyEndpoint, type CopyOutcome } from "../../ops/copy.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "../../ops/targets.js";
-import { RepoLock } from "../../repository/lock.js";
 import { Repository } from "../../repository/repository.js";
 import { findSnapshot, type SnapshotWithId } from "../../snapshot/snapshot.js";
 import { loadConfigIfPresent } from "../config-file.js";
-import { Output, getPassword, openBackend, warnDamagedSnapshot, type GlobalOptions } from "../context.js";
+import {
+  Output,
+  getPassword,
+  openBackend,
+  renderWithProgress,
+  warnDamagedSnapshot,
+  type GlobalOptions,
+} from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
 
@@ -26,13 +33,6 @@ interface CopyFlags {
   config?: string;
   init?: boolean;
   verify: boolean;
-}
-
-/** One end of a copy: how to open (or create) its repository, and what to call it in messages. */
-export interface Endpoint {
-  label: string;
-  open(): Promise<Repository>;
-  create(from: Repository): Promise<Repository>;
 }
 
 export function registerCopy(program: Command, globals: () => GlobalOptions): void {
@@ -88,66 +88,41 @@ Exit code 0 when every snapshot was copied, 1 when any could not be (the others 
       const to = endpoint(flags.to, targets, { env: process.env, defaultPassword: toPassword, secrets });
 
       const source = await from.open();
-      let target: Repository | undefined;
-      let sourceLock: RepoLock | undefined;
-      let targetLock: RepoLock | undefined;
       const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "copy" });
       try {
-        try {
-          target = await to.open();
-        } catch (err) {
-          if (!(flags.init === true && hasCode(err, "NO_REPOSITORY"))) throw err;
-          target = await to.create(source);
-          out.info(`created repository ${target.id.slice(0, 10)} at ${to.label} as a copy of ${from.label}`);
-        }
-        // Before any lock: an incompatible destination must not be written to at all.
-        assertCopyCompatible(source, target);
-        sourceLock = await RepoLock.acquire(source, false);
-        targetLock = await RepoLock.acquire(target, false);
-        await Promise.all([source.loadIndex(), target.loadIndex()]);
-        let snapshots: SnapshotWithId[] | undefined;
-        if (refs.length > 0) {
-          snapshots = [];
-          for (const ref of refs) {
-            const s = await findSnapshot(source, ref, {}, warnDamagedSnapshot);
-            if (!snapshots.some((x) => x.id === s.id)) snapshots.push(s);
-          }
-        }
-        const result = await copySnapshots(source, target, {
-          ...(snapshots ? { snapshots } : {}),
+        const result = await copyToDestination({
+          source,
+          sourceLabel: from.label,
+          destination: to,
+          clock: systemClock,
+          events: renderWithProgress(out, progress),
+          init: flags.init === true,
           verify: flags.verify,
-          reporter: {
-            progress: (p) =>
-              progress.update({
-                filesDone: p.blobsDone,
-                filesTotal: p.blobsTotal,
-                bytesDone: p.bytesDone,
-                bytesTotal: p.bytesTotal,
-                current: `snapshot ${p.snapshot.slice(0, 8)} (${p.snapshotIndex + 1}/${p.snapshotCount})`,
-              }),
-            snapshotDone: (c) =>
-              progress.log(
-                c.alreadyThere
-                  ? `${c.source.slice(0, 8)} is already on ${to.label} as ${c.target.slice(0, 8)}`
-                  : `${c.source.slice(0, 8)} copied as ${c.target.slice(0, 8)}: ${formatCount(c.blobsCopied)} blobs, ${formatBytes(c.bytesCopied)}`,
-              ),
-            warn: (m) => progress.log(`warning: ${scrub(m, secrets)}`),
-          },
+          scrub: (m) => scrub(m, secrets),
+          ...(refs.length > 0
+            ? {
+                select: async (repo) => {
+                  const snapshots: SnapshotWithId[] = [];
+                  for (const ref of refs) {
+                    const s = await findSnapshot(repo, ref, {}, warnDamagedSnapshot);
+                    if (!snapshots.some((x) => x.id === s.id)) snapshots.push(s);
+                  }
+                  return snapshots;
+                },
+              }
+            : {}),
         });
         progress.done();
         report(out, result, from.label, to.label);
         process.exitCode = result.failed.length > 0 ? EXIT.ERROR : EXIT.OK;
       } finally {
         progress.done();
-        await targetLock?.release().catch(() => undefined);
-        await sourceLock?.release().catch(() => undefined);
-        await target?.backend.close().catch(() => undefined);
         await source.backend.close().catch(() => undefined);
       }
     });
 }
 
-function report(out: Output, result: CopyResult, from: string, to: string): void {
+function report(out: Output, result: CopyOutcome, from: string, to: string): void {
   out.emitJson({ from, to, ...result });
   const copied = result.snapshots.filter((s) => !s.alreadyThere).length;
   const present = result.snapshots.length - copied;
@@ -180,7 +155,7 @@ function looksLikeTargetName(value: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(value) && !value.includes("/");
 }
 
-function endpoint(value: string, targets: Record<string, Target>, access: TargetAccess): Endpoint {
+function endpoint(value: string, targets: Record<string, Target>, access: TargetAccess): CopyEndpoint {
   const target = looksLikeTargetName(value) ? targets[value] : undefined;
   if (target !== undefined) {
     return {

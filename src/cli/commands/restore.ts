@@ -1,8 +1,12 @@
+/**
+ * `bulwark restore SNAPSHOT --target DIR | --source-path P --pipe-to/--to-sqlite/--to-postgres`: parses the
+ * options, calls the restore operation (src/ops/restore.ts) and renders the result.
+ */
 import type { Command } from "commander";
 import { resolve } from "node:path";
+import { systemClock } from "../../core/clock.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
-import { restore } from "../../snapshot/restorer.js";
-import { findSnapshot } from "../../snapshot/snapshot.js";
+import { restoreFiles, snapshotToRestore } from "../../ops/restore.js";
 import { EXIT } from "../exit-codes.js";
 import { BulwarkError } from "../../core/errors.js";
 import {
@@ -12,7 +16,7 @@ import {
   type RestoreTargetFlags,
 } from "../sources-options.js";
 import { createProgress } from "../progress.js";
-import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
+import { renderWithProgress, withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -47,9 +51,7 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
         });
       }
       const code = await withRepository(globals(), "read", async ({ repo, out, pool }) => {
-        const started = Date.now();
-        await repo.loadIndex();
-        const snapshot = await findSnapshot(
+        const snapshot = await snapshotToRestore(
           repo,
           ref,
           flags.host ? { hosts: [flags.host] } : {},
@@ -61,42 +63,23 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
           for (const line of report.lines) out.result(line);
           return report.ok ? EXIT.OK : EXIT.ERROR;
         }
-        const targetDir = flags.target!;
         out.info(
-          `restoring snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.paths.join(" ")} to ${resolve(targetDir)}`,
+          `restoring snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.paths.join(" ")} to ${resolve(flags.target!)}`,
         );
         const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "restore" });
-        let files = 0;
-        let bytesTotal = 0;
-        let bytes = 0;
-        let errors = 0;
-        const result = await restore(repo, pool(), snapshot.tree, {
-          target: resolve(targetDir),
+        const result = await restoreFiles({
+          repo,
+          pool: pool(),
+          clock: systemClock,
+          events: renderWithProgress(out, progress),
+          snapshot,
+          target: flags.target!,
           include: flags.include,
-          reporter: {
-            planned: (f, b) => {
-              files = f;
-              bytesTotal = b;
-            },
-            progress: (b) => {
-              bytes = b;
-              progress.update({ filesDone: 0, filesTotal: files, bytesDone: bytes, bytesTotal, errors });
-            },
-            error: (path, error) => {
-              errors++;
-              progress.log(`error: ${path}: ${error}`);
-            },
-          },
         });
         progress.done();
-        out.emitJson({
-          snapshot: snapshot.id,
-          target: resolve(targetDir),
-          ...result,
-          durationMs: Date.now() - started,
-        });
+        out.emitJson(result);
         out.info(
-          `restored ${formatCount(result.files)} files, ${formatCount(result.dirs)} dirs, ${formatCount(result.links)} hard links, ${formatBytes(result.bytes)} written in ${formatDuration(Date.now() - started)}`,
+          `restored ${formatCount(result.files)} files, ${formatCount(result.dirs)} dirs, ${formatCount(result.links)} hard links, ${formatBytes(result.bytes)} written in ${formatDuration(result.durationMs)}`,
         );
         if (result.errors.length > 0) {
           out.warn(

@@ -5,11 +5,14 @@
  */
 import type { Command } from "commander";
 
+import { systemClock } from "../../core/clock.js";
 import { BulwarkError, errorMessage, findBulwarkError } from "../../core/errors.js";
+import { fanOut, type EventSink } from "../../core/events.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
-import { jobOrder, runJob, type JobCatalog, type JobResult } from "../../ops/run-job.js";
+import { catalogRecorder, type RecordingCatalog } from "../../ops/catalog-recorder.js";
+import { jobOrder, runJob, type JobResult } from "../../ops/run-job.js";
 import { loadConfigForCommand } from "../config-file.js";
-import { Output, getPassword, type GlobalOptions } from "../context.js";
+import { Output, getPassword, renderWithProgress, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
 import { openCatalogForCommand } from "./catalog-access.js";
@@ -61,7 +64,7 @@ Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 
       const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)) };
       // The catalog is an index of what happened, not the backups: a damaged or unwritable one must not stop
       // them. The run goes on unrecorded, and says how to repair it.
-      let catalog: (JobCatalog & { close(): void }) | undefined;
+      let catalog: (RecordingCatalog & { close(): void }) | undefined;
       if (flags.catalog) {
         try {
           catalog = await openCatalogForCommand(process.env);
@@ -71,6 +74,13 @@ Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 
           if (hint !== undefined) out.warn(`hint: ${hint}`);
         }
       }
+      const record: EventSink | undefined =
+        catalog &&
+        catalogRecorder(catalog, (err) =>
+          out.warn(
+            `warning: the catalog failed; the rest of this run is not recorded in it: ${errorMessage(err)}`,
+          ),
+        );
       const results: JobResult[] = [];
       const skipped: { job: string; reason: string }[] = [];
       try {
@@ -88,36 +98,23 @@ Exit code 0 when every job succeeded, 3 when a backup skipped unreadable files, 
           }
           out.info(`job ${name}: dataset ${job.dataset} -> ${[job.primary, ...job.copies].join(", ")}`);
           const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: name });
-          let files = 0;
-          let bytes = 0;
+          const render = renderWithProgress(out, progress);
           try {
             const result = await runJob(config, name, {
               access,
-              ...(catalog ? { catalog } : {}),
+              clock: systemClock,
+              events: fanOut(
+                // Step lines are for watching a long run; the summary below says the same when it is over.
+                (e) => {
+                  if (e.type === "message" && e.level === "info" && !out.progressEnabled) return;
+                  render(e);
+                },
+                record,
+              ),
               verify: flags.verify,
               forget: flags.forget,
               init: flags.init === true,
               ...(flags.host !== undefined ? { hostname: flags.host } : {}),
-              reporter: {
-                // Step lines are for watching a long run; the summary below says the same when it is over.
-                info: (line) => {
-                  if (out.progressEnabled) progress.log(line);
-                },
-                warn: (line) => progress.log(line),
-                backupFile: (path, size) => {
-                  files++;
-                  bytes += size;
-                  progress.update({ filesDone: files, bytesDone: bytes, current: path });
-                },
-                copyProgress: (target, p) =>
-                  progress.update({
-                    filesDone: p.blobsDone,
-                    filesTotal: p.blobsTotal,
-                    bytesDone: p.bytesDone,
-                    bytesTotal: p.bytesTotal,
-                    current: `copy to ${target}`,
-                  }),
-              },
             });
             results.push(result);
             progress.done();
