@@ -24,7 +24,7 @@ import type { VirtualFile } from "../snapshot/archiver.js";
 import { isSafeName } from "../snapshot/tree.js";
 import { SOURCES_ROOT } from "../sources/dataset.js";
 import { commandSource } from "../sources/command.js";
-import { DEFAULT_HOOK_TIMEOUT_MS, withHooks, type Hooks } from "../sources/hooks.js";
+import { DEFAULT_HOOK_TIMEOUT_MS, type Hooks } from "../sources/hooks.js";
 import { postgresSource, type PasswordRef } from "../sources/postgres.js";
 import { sqliteSource } from "../sources/sqlite.js";
 import { restoreSourceTo, type SourceDestination, type SourceRestoreReport } from "../ops/restore.js";
@@ -160,15 +160,6 @@ export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = pr
   const after = hook(flags.hookAfter);
   const hooks: Hooks = { env, ...(before ? { before } : {}), ...(after ? { after } : {}) };
   return { virtualFiles, hooks, descriptions };
-}
-
-/** Runs a backup between the hooks of the flags (withHooks); `fn` gets the sources' virtual files. */
-export function backupWithSources<T>(
-  parsed: ParsedSources,
-  fn: (virtualFiles: VirtualFile[]) => Promise<T>,
-  log?: (line: string) => void,
-): Promise<T> {
-  return withHooks({ ...parsed.hooks, ...(log ? { log } : {}) }, () => fn(parsed.virtualFiles));
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -4,20 +4,41 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
+import { systemClock } from "../../src/core/clock.js";
+import { backupOperation, type BackupOutcome } from "../../src/ops/backup.js";
 import { backup } from "../../src/snapshot/archiver.js";
 import {
-  backupWithSources,
   registerRestoreTargetOptions,
   registerSourceOptions,
   restoreSource,
   sourcesFromFlags,
   wantsSourceRestore,
+  type ParsedSources,
   type RestoreTargetFlags,
   type SourceFlags,
 } from "../../src/cli/sources-options.js";
 import { haveTool, memoryRepository, snapshotCount, type TestRepository } from "../sources/helpers.js";
 
 let t: TestRepository;
+
+/** Backs up what the flags parsed to, through the backup operation `bulwark backup` calls. */
+function backupParsed(parsed: ParsedSources): Promise<BackupOutcome> {
+  return backupOperation({
+    repo: t.repo,
+    pool: t.pool,
+    clock: systemClock,
+    what: {
+      kind: "paths",
+      paths: [],
+      virtualFiles: parsed.virtualFiles,
+      hooks: parsed.hooks,
+      excludes: [],
+      excludeFiles: [],
+    },
+    env: process.env,
+    hostname: "test-host",
+  });
+}
 let dir: string;
 beforeAll(async () => {
   t = await memoryRepository();
@@ -102,9 +123,7 @@ describe("source options", () => {
       hookBefore: `echo before >> '${log}'`,
       hookAfter: `echo "after $BULWARK_HOOK_RESULT" >> '${log}'`,
     };
-    const ok = await backupWithSources(sourcesFromFlags(flags), (virtualFiles) =>
-      backup(t.repo, t.pool, { paths: [], virtualFiles }),
-    );
+    const ok = await backupParsed(sourcesFromFlags(flags));
     const piped = join(dir, "piped");
     const restoreFlags = parse<RestoreTargetFlags>(registerRestoreTargetOptions, [
       "--pipe-to",
@@ -119,9 +138,8 @@ describe("source options", () => {
 
     const before = await snapshotCount(t.repo);
     await expect(
-      backupWithSources(
+      backupParsed(
         sourcesFromFlags({ ...flags, source: ["command:broken=echo 'dump: access denied' >&2; exit 7"] }),
-        (virtualFiles) => backup(t.repo, t.pool, { paths: [], virtualFiles }),
       ),
     ).rejects.toThrow(/exited with code 7[\s\S]*access denied/);
     expect(await snapshotCount(t.repo)).toBe(before);
