@@ -23,6 +23,7 @@ import { PackWriter } from "../repository/pack-writer.js";
 import type { Repository } from "../repository/repository.js";
 import { loadAllSnapshots, type Snapshot, type SnapshotWithId } from "../snapshot/snapshot.js";
 import { decodeTree } from "../snapshot/tree.js";
+import { systemClock } from "../core/clock.js";
 
 export interface CopyProgress {
   /** The snapshot being copied: its position and how many will be. */
@@ -130,7 +131,7 @@ export async function copySnapshots(
   options: CopyOptions = {},
 ): Promise<CopyResult> {
   assertCopyCompatible(source, target);
-  const started = Date.now();
+  const started = systemClock.now().getTime();
   const result: CopyResult = {
     snapshots: [],
     failed: [],
@@ -273,7 +274,7 @@ export async function copySnapshots(
   await writeIndex();
   result.packsWritten = writer.stats.packs;
   result.storedBytes = writer.stats.storedBytes;
-  result.durationMs = Date.now() - started;
+  result.durationMs = systemClock.now().getTime() - started;
   return result;
 }
 

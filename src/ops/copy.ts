@@ -84,8 +84,8 @@ export async function copyToDestination(input: CopyInput): Promise<CopyOutcome> 
   try {
     // Before any lock: a destination of another copy set must not be written to at all.
     assertCopyCompatible(source, target);
-    sourceLock = await RepoLock.acquire(source, false);
-    targetLock = await RepoLock.acquire(target, false);
+    sourceLock = await RepoLock.acquire(source, false, clock);
+    targetLock = await RepoLock.acquire(target, false, clock);
     await Promise.all([
       input.sourceIndexLoaded === true ? undefined : source.loadIndex(),
       target.loadIndex(),

@@ -270,7 +270,7 @@ class JobRunner {
       const opened = await this.openOrCreate(target, step);
       repo = opened.repo;
       result.backup.createdRepository = opened.created;
-      const lock = await RepoLock.acquire(repo, false);
+      const lock = await RepoLock.acquire(repo, false, this.clock);
       const pool = new WorkerPool(repo);
       try {
         const outcome = await backupOperation({
@@ -390,7 +390,7 @@ class JobRunner {
     let lock: RepoLock | undefined;
     try {
       repo ??= await openTargetRepository(target, this.options.access);
-      lock = await RepoLock.acquire(repo, true);
+      lock = await RepoLock.acquire(repo, true, this.clock);
       // The same operation as `bulwark forget`: a rule that keeps none of a group refuses, removing nothing.
       const outcome = await forget({
         repo,

@@ -15,6 +15,7 @@ import {
   sha256Hex,
   type ScryptParams,
 } from "../crypto/crypto.js";
+import { systemClock } from "../core/clock.js";
 
 export interface MasterKey {
   /** AES-256-GCM key for every sealed object of the repository. */
@@ -35,7 +36,7 @@ export async function createKeyFile(
   master: MasterKey,
   password: string,
   params: ScryptParams = defaultScryptParams(),
-  now: Date = new Date(),
+  now: Date = systemClock.now(),
 ): Promise<{ name: string; bytes: Buffer; file: KeyFile }> {
   const salt = randomBytes(32);
   const passwordKey = await deriveKey(password, salt, params);

@@ -13,6 +13,7 @@ import { hostname } from "node:os";
 import { userInfo } from "node:os";
 import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
 import type { Repository } from "./repository.js";
+import { systemClock, type Clock } from "../core/clock.js";
 
 export interface LockInfo {
   time: string;
@@ -25,7 +26,7 @@ export interface LockInfo {
 export const REFRESH_EVERY_MS = 5 * 60 * 1000;
 export const STALE_AFTER_MS = 30 * 60 * 1000;
 
-export function isStale(lock: LockInfo, now = Date.now()): boolean {
+export function isStale(lock: LockInfo, now = systemClock.now().getTime()): boolean {
   if (now - Date.parse(lock.time) > STALE_AFTER_MS) return true;
   if (lock.hostname === hostname()) {
     try {
@@ -68,21 +69,23 @@ export class RepoLock {
     private readonly repo: Repository,
     private name: string,
     private readonly info: LockInfo,
+    private readonly clock: Clock,
   ) {}
 
-  static async acquire(repo: Repository, exclusive: boolean): Promise<RepoLock> {
+  /** `clock` decides both our lock's time and which other locks are stale (tests move it by hand). */
+  static async acquire(repo: Repository, exclusive: boolean, clock: Clock = systemClock): Promise<RepoLock> {
     const info: LockInfo = {
-      time: new Date().toISOString(),
+      time: clock.now().toISOString(),
       exclusive,
       hostname: hostname(),
       username: safeUser(),
       pid: process.pid,
     };
     const name = await repo.saveDocument("lock", info);
-    const lock = new RepoLock(repo, name, info);
+    const lock = new RepoLock(repo, name, info, clock);
     try {
       for (const other of await listLocks(repo)) {
-        if (other.name === name || !other.lock || isStale(other.lock)) continue;
+        if (other.name === name || !other.lock || isStale(other.lock, clock.now().getTime())) continue;
         if (exclusive || other.lock.exclusive) {
           const o = other.lock;
           throw new BulwarkError(
@@ -106,7 +109,10 @@ export class RepoLock {
     if (this.released) return;
     const old = this.name;
     try {
-      this.name = await this.repo.saveDocument("lock", { ...this.info, time: new Date().toISOString() });
+      this.name = await this.repo.saveDocument("lock", {
+        ...this.info,
+        time: this.clock.now().toISOString(),
+      });
       await this.repo.backend.remove({ type: "lock", name: old });
     } catch {
       // A failed refresh is retried at the next interval; the lock only goes stale after STALE_AFTER.

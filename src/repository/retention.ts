@@ -13,6 +13,7 @@
 import type { FileHandle, FileType, RetentionMode } from "../backend/backend.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
 import { forEachLimit, type Repository } from "./repository.js";
+import { systemClock } from "../core/clock.js";
 
 export interface RetentionPlan {
   mode: RetentionMode;
@@ -48,7 +49,7 @@ export async function maintainRetention(repo: Repository, plan: RetentionPlan): 
       hint: "retention maintenance applies to targets with Object Lock, such as an S3 bucket created with it",
     });
   }
-  const now = plan.now ?? new Date();
+  const now = plan.now ?? systemClock.now();
   const period = plan.days * 86_400_000;
   const until = new Date(now.getTime() + period);
   // Extend a little past the requirement, so a run tomorrow does not find everything drifting by a day.

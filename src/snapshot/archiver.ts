@@ -29,6 +29,7 @@ import type { ChunkedFile, WorkerPool } from "../repository/worker-pool.js";
 import type { EncodedBlob, FileToChunk } from "../repository/worker-protocol.js";
 import { decodeTree, encodeTree, isSafeName, sameNode, type Node, type NodeType } from "./tree.js";
 import type { SkippedEntry, Snapshot, SnapshotSummary, SnapshotWithId } from "./snapshot.js";
+import { systemClock } from "../core/clock.js";
 
 export const PROGRAM = "bulwark 0.1.0";
 
@@ -162,7 +163,7 @@ class Archiver {
     private readonly options: BackupOptions,
   ) {
     this.packer = new PackWriter(repo);
-    this.now = options.now ?? (() => new Date());
+    this.now = options.now ?? (() => systemClock.now());
   }
 
   /** Virtual files whose producer was started: stopped and released however the backup ends. */

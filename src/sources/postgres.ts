@@ -43,6 +43,7 @@ import { loadTree } from "../snapshot/walker.js";
 import { commandSource, findNode, pipeToCommand, readSnapshotFile } from "./command.js";
 import { startThrowawayCluster, type ThrowawayClusterOptions } from "./pg-cluster.js";
 import { exitError, killTree, run, succeeded, waitForExit } from "./process.js";
+import { systemClock } from "../core/clock.js";
 
 /** A secret by reference: an environment variable's name or a file's path (its first line is used). */
 export type PasswordRef = { env: string } | { file: string };
@@ -293,7 +294,7 @@ export async function restorePostgres(
   sourceDir: string,
   options: RestorePostgresOptions,
 ): Promise<RestorePostgresReport> {
-  const started = Date.now();
+  const started = systemClock.now().getTime();
   const dir = sourceDir.replace(/\/+$/, "");
   const dump = await findDump(repo, snapshot.tree, dir); // a wrong path fails before anything is created
   const env = connectionEnv(options);
@@ -354,7 +355,7 @@ export async function restorePostgres(
   }
   options.log?.(`restored ${bytes} bytes of dump into ${database}`);
   const tables = await countRows(options, env, target);
-  return { database, bytes, tables, durationMs: Date.now() - started };
+  return { database, bytes, tables, durationMs: systemClock.now().getTime() - started };
 }
 
 /** The stored dump of a postgres source directory: db.pgdump (a file) or db.dir (a directory). */

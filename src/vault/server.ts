@@ -56,6 +56,7 @@ import {
 import { BulwarkError, errnoCode, errorMessage, findBulwarkError, hasCode } from "../core/errors.js";
 import { detectImmutability, immutableFlags, type Immutability, type ImmutabilityMode } from "./immutable.js";
 import { findToken, loadTokens, type VaultToken } from "./tokens.js";
+import { systemClock } from "../core/clock.js";
 
 export interface VaultLogger {
   info(message: string): void;
@@ -290,7 +291,7 @@ class Vault {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const started = Date.now();
+    const started = systemClock.now().getTime();
     let who = "-";
     let path = "?";
     try {
@@ -306,7 +307,7 @@ class Vault {
     } catch (err) {
       this.fail(req, res, err, path, who);
     } finally {
-      const ms = Date.now() - started;
+      const ms = systemClock.now().getTime() - started;
       // The path holds only a type and a file name; the Authorization header is never logged.
       this.logger.info(`${req.method ?? "?"} ${path} ${res.statusCode} ${ms}ms token=${who}`);
     }
@@ -513,7 +514,7 @@ class Vault {
   private async retainedUntil(h: FileHandle): Promise<Date | undefined> {
     if (this.retentionMs === undefined || h.type === "lock") return undefined;
     const until = wholeMs((await this.statFile(h)).mtimeMs) + this.retentionMs;
-    return until > Date.now() ? new Date(until) : undefined;
+    return until > systemClock.now().getTime() ? new Date(until) : undefined;
   }
 
   private async refuseIfRetained(h: FileHandle): Promise<void> {
@@ -543,7 +544,7 @@ class Vault {
   }
 
   /** Whether a file modified at `mtimeMs` must stay immutable now. */
-  private isRetained(mtimeMs: number, now = Date.now()): boolean {
+  private isRetained(mtimeMs: number, now = systemClock.now().getTime()): boolean {
     return this.retentionMs === undefined || mtimeMs + this.retentionMs > now;
   }
 
@@ -577,7 +578,7 @@ class Vault {
    * exclusive section after a second look, so a PATCH or delete racing with the sweep always wins.
    */
   private async sweepOnce(): Promise<SweepResult> {
-    const started = Date.now();
+    const started = systemClock.now().getTime();
     const result: SweepResult = { released: 0, protected: 0, tempFilesRemoved: 0, failures: [] };
     const fail = (what: string, err: unknown): void => {
       const line = `${what}: ${describe(err)}`;
@@ -613,7 +614,7 @@ class Vault {
       } catch (err) {
         fail("reading the immutable flags", err);
       }
-      const now = Date.now();
+      const now = systemClock.now().getTime();
       for (const file of files) {
         if (this.stopping) break;
         const flagged = flags.get(file.path);
@@ -635,7 +636,7 @@ class Vault {
     if (changed > 0) {
       this.logger.info(
         `sweep: released ${result.released} files whose retention ended, protected ${result.protected}, ` +
-          `removed ${result.tempFilesRemoved} stale temp files (${Date.now() - started} ms)`,
+          `removed ${result.tempFilesRemoved} stale temp files (${systemClock.now().getTime() - started} ms)`,
       );
     }
     return result;

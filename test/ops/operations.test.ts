@@ -20,6 +20,7 @@ import { catalogRecorder, type RecordingCatalog } from "../../src/ops/catalog-re
 import { checkRepository } from "../../src/ops/check.js";
 import { copyToDestination, datasetSnapshotsToCopy, type CopyEndpoint } from "../../src/ops/copy.js";
 import { restoreFiles, snapshotToRestore } from "../../src/ops/restore.js";
+import { RepoLock } from "../../src/repository/lock.js";
 import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
 import type { SnapshotWithId } from "../../src/snapshot/snapshot.js";
@@ -299,5 +300,22 @@ describe("copy, check and restore operations, and the catalog listening to their
     expect(calls).toEqual(["startRun"]);
     expect(broken).toHaveLength(1);
     expect(String(broken[0])).toMatch(/disk full/);
+  });
+});
+
+describe("the clock decides lock staleness", () => {
+  it("a lock not refreshed for 30 minutes of the injected clock no longer blocks an exclusive lock", async () => {
+    const { repo } = await newRepo();
+    const clock = new ManualClock("2034-04-04T04:00:00Z");
+    const shared = await RepoLock.acquire(repo, false, clock);
+    try {
+      clock.advance(29 * 60_000);
+      await expect(RepoLock.acquire(repo, true, clock)).rejects.toThrow(/locked by pid/);
+      clock.advance(2 * 60_000);
+      const exclusive = await RepoLock.acquire(repo, true, clock);
+      await exclusive.release();
+    } finally {
+      await shared.release();
+    }
   });
 });

@@ -41,6 +41,7 @@ import {
   type SaveSource,
 } from "../backend.js";
 import { BulwarkError, errnoCode, errorMessage } from "../../core/errors.js";
+import { systemClock } from "../../core/clock.js";
 
 export interface LocalBackendOptions {
   /** Saves worth running at once. Overlapping fsyncs is what makes parallelism pay off, even on one disk. */
@@ -309,7 +310,7 @@ export async function removeStaleTempFiles(dir: string, olderThanMs: number): Pr
     ...Object.values(TYPE_DIRECTORIES).map((sub) => join(root, sub)),
     ...PACK_PREFIXES.map((prefix) => join(root, "data", prefix)),
   ];
-  const cutoff = Date.now() - olderThanMs;
+  const cutoff = systemClock.now().getTime() - olderThanMs;
   let removed = 0;
   for (const directory of directories) {
     let names: string[];

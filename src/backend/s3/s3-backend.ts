@@ -89,6 +89,7 @@ import {
 import { BulwarkError } from "../../core/errors.js";
 import { httpStatus, s3Code, s3Error, type S3Action } from "./s3-errors.js";
 import { parseS3Location, type S3Location } from "./s3-location.js";
+import { systemClock } from "../../core/clock.js";
 
 export interface S3Immutability {
   readonly mode: RetentionMode;
@@ -424,7 +425,7 @@ export class S3Backend implements Backend {
   async removeStaleTempFiles(olderThanMs: number, signal?: AbortSignal): Promise<number> {
     this.assertOpen();
     signal?.throwIfAborted();
-    const cutoff = Date.now() - olderThanMs;
+    const cutoff = systemClock.now().getTime() - olderThanMs;
     let removed = 0;
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
@@ -485,7 +486,7 @@ export class S3Backend implements Backend {
     }
     signal?.throwIfAborted();
     const current = await this.retentionOf(h, key, undefined, signal);
-    if (current !== undefined && current.until.getTime() > Date.now()) {
+    if (current !== undefined && current.until.getTime() > systemClock.now().getTime()) {
       if (retention.until.getTime() < current.until.getTime()) {
         throw new BulwarkError(
           "RETENTION_LOCKED",
@@ -639,7 +640,7 @@ export class S3Backend implements Backend {
     }
     if (ifAbsent) throw new BulwarkError("ALREADY_EXISTS", `${what} already exists in ${this.location}`);
     const until = head.ObjectLockRetainUntilDate;
-    if (until !== undefined && new Date(until).getTime() > Date.now()) {
+    if (until !== undefined && new Date(until).getTime() > systemClock.now().getTime()) {
       throw new BulwarkError(
         "RETENTION_LOCKED",
         `cannot replace ${what} in ${this.location}: it is under ${String(head.ObjectLockMode).toLowerCase()} retention until ${new Date(until).toISOString()}`,
@@ -652,7 +653,7 @@ export class S3Backend implements Backend {
     if (this.immutability === undefined || h.type === "lock") return undefined;
     return {
       mode: this.immutability.mode,
-      until: new Date(Date.now() + this.immutability.days * DAY_MS),
+      until: new Date(systemClock.now().getTime() + this.immutability.days * DAY_MS),
     };
   }
 

@@ -57,6 +57,7 @@ import { BulwarkError, errnoCode, errorMessage } from "../../core/errors.js";
 import { normaliseFingerprint, parseKnownHosts, type KnownHostEntry } from "./host-keys.js";
 import { SftpConnection, type Channel } from "./sftp-connection.js";
 import { formatSftpLocation, parseSftpLocation } from "./sftp-location.js";
+import { systemClock } from "../../core/clock.js";
 
 export interface SftpOptions {
   /**
@@ -424,7 +425,7 @@ export class SftpBackend implements Backend {
       ...PACK_PREFIXES.map((prefix) => posix.join(this.root, "data", prefix)),
     ];
     // SFTP times are whole seconds.
-    const cutoffSeconds = (Date.now() - olderThanMs) / 1000;
+    const cutoffSeconds = (systemClock.now().getTime() - olderThanMs) / 1000;
     let removed = 0;
     await forEachLimit(directories, this.capabilities.connections, async (directory) => {
       let entries: { filename: string; attrs: Stats }[];

@@ -25,6 +25,7 @@ import {
 } from "../backend.js";
 import { bufferSource } from "../backend.js";
 import { hasCode, isAlreadyExists, isNotFound, type ErrorCode } from "../../core/errors.js";
+import { systemClock } from "../../core/clock.js";
 
 export interface BackendFixture {
   readonly backend: Backend;
@@ -598,7 +599,7 @@ function sortByName(files: readonly FileInfo[]): FileInfo[] {
 }
 
 function wholeSecondsFromNow(seconds: number): Date {
-  return new Date(Math.ceil(Date.now() / 1000) * 1000 + seconds * 1000);
+  return new Date(Math.ceil(systemClock.now().getTime() / 1000) * 1000 + seconds * 1000);
 }
 
 const RESOLVED = Symbol("resolved");

@@ -3,12 +3,13 @@
  * start-up time that commands without a catalog should not pay.
  */
 import type { Catalog } from "../../catalog/catalog.js";
+import { systemClock } from "../../core/clock.js";
 
 export async function openCatalogForCommand(
   env: Readonly<Record<string, string | undefined>>,
 ): Promise<Catalog> {
   const { Catalog } = await import("../../catalog/catalog.js");
   const catalog = Catalog.open(Catalog.defaultPath(env));
-  catalog.markInterruptedRuns(new Date());
+  catalog.markInterruptedRuns(systemClock.now());
   return catalog;
 }

@@ -19,6 +19,7 @@ import { BulwarkError } from "../../core/errors.js";
 import { formatDuration } from "../../core/format.js";
 import { EXIT } from "../exit-codes.js";
 import { Output, getPassword, type GlobalOptions } from "../context.js";
+import { systemClock } from "../../core/clock.js";
 
 const RUN_KINDS: readonly RunKind[] = ["backup", "copy", "forget", "prune", "check", "drill"];
 const LEVELS = ["info", "warning", "error"] as const;
@@ -96,7 +97,7 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
     const catalog = Catalog.open(path);
     try {
       // A run whose process died shows as failed ("interrupted"), not as running forever.
-      catalog.markInterruptedRuns(new Date());
+      catalog.markInterruptedRuns(systemClock.now());
       fn(catalog);
     } finally {
       catalog.close();
@@ -142,7 +143,7 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
       const catalog = Catalog.open(await catalogPath());
       let summary: RebuildSummary;
       try {
-        const now = new Date();
+        const now = systemClock.now();
         catalog.markInterruptedRuns(now);
         let password: Promise<string> | undefined;
         summary = await rebuildCatalog(

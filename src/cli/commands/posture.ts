@@ -15,6 +15,7 @@ import { collectEvidence } from "../../ops/posture.js";
 import { evaluatePosture, postureExitCode } from "../../policy/posture.js";
 import { renderPosture, type PostureFormat } from "../../policy/posture-report.js";
 import { getPassword, type GlobalOptions } from "../context.js";
+import { systemClock } from "../../core/clock.js";
 
 const FORMATS: readonly PostureFormat[] = ["table", "markdown", "html", "json"];
 
@@ -73,7 +74,7 @@ export function registerPosture(program: Command, globals: () => GlobalOptions):
               `warning: ${target}: skipping damaged snapshot ${name.slice(0, 8)}: ${errorMessage(err)}\n`,
             ),
         });
-        const report = evaluatePosture(config, evidence, new Date(), dataset);
+        const report = evaluatePosture(config, evidence, systemClock.now(), dataset);
         process.stdout.write(renderPosture(report, format));
         process.exitCode = postureExitCode(report, { strict: flags.strict === true });
       },

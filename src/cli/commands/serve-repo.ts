@@ -14,6 +14,7 @@ import { BulwarkError } from "../../core/errors.js";
 import type { ImmutabilityMode } from "../../vault/immutable.js";
 import { MAX_RETENTION_DAYS, startVaultServer, type VaultLogger } from "../../vault/server.js";
 import { addToken, VAULT_ROLES, type VaultRole } from "../../vault/tokens.js";
+import { systemClock } from "../../core/clock.js";
 
 interface ServeFlags {
   path?: string;
@@ -94,9 +95,9 @@ Example:
       const quiet = globals().quiet === true;
       const logger: VaultLogger = {
         info: (line) => {
-          if (!quiet) process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+          if (!quiet) process.stderr.write(`${systemClock.now().toISOString()} ${line}\n`);
         },
-        warn: (line) => process.stderr.write(`${new Date().toISOString()} warning: ${line}\n`),
+        warn: (line) => process.stderr.write(`${systemClock.now().toISOString()} warning: ${line}\n`),
       };
       const server = await startVaultServer({
         path: flags.path,
@@ -122,7 +123,7 @@ Example:
           `retention: ${retentionDays === undefined ? "until an admin deletes" : `${retentionDays} days`})`,
       );
       const signal = await stopSignal();
-      const stamp = (): string => new Date().toISOString();
+      const stamp = (): string => systemClock.now().toISOString();
       process.stderr.write(
         `${stamp()} ${signal}: stopping the vault; uploads in progress are cut off (they store nothing), nothing stored is lost\n`,
       );
