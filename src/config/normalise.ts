@@ -6,10 +6,10 @@
  */
 
 import { BulwarkError } from "../core/errors.js";
-import { isEmptyPolicy, type RetentionPolicy } from "../policy/retention.js";
-import { presetCounts } from "../policy/rule-presets.js";
 import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
 import { parseFixedDuration } from "./duration.js";
+import { isEmptyPolicy, type RetentionPolicy } from "./retention-policy.js";
+import { presetCounts } from "./rule-presets.js";
 import type { BulwarkConfig, Dataset, HookConfig, Job, Policy, RuleCounts, Source, Target } from "./types.js";
 import type { WrittenConfig, WrittenHooks, WrittenRetention, WrittenSource } from "./written.js";
 

@@ -6,9 +6,11 @@
  * - 4-3-2: four copies in three locations (sites), on two isolated networks.
  *
  * "Copies" includes production when the policy's `productionCounts` is on (the default), as practitioners count.
+ * Normalising a config expands `rule: <preset>` into these counts, so the table lives in config; posture
+ * (src/policy/posture.ts) reads the counts from the resolved policy.
  */
 
-import type { RuleCounts, RulePreset } from "../config/types.js";
+import type { RuleCounts, RulePreset } from "./types.js";
 
 export const RULE_PRESET_COUNTS: Readonly<Record<RulePreset, Readonly<RuleCounts>>> = {
   "3-2-1": {

@@ -11,7 +11,7 @@
  * that the code needing the secret reads at the moment it needs it.
  */
 
-import type { RetentionPolicy } from "../policy/retention.js";
+import type { RetentionPolicy } from "./retention-policy.js";
 
 export const MEDIA = ["disk", "nas", "object", "tape", "vault", "cloud"] as const;
 export type Medium = (typeof MEDIA)[number];

@@ -38,6 +38,17 @@ describe("layer rules", () => {
     ["src/snapshot/x.ts", 'process.stdout.write("x\\n");', /only src\/cli\/ prints/],
     ["src/sources/x.ts", "process.exit(1);", /only src\/cli\/ sets exit codes/],
     ["src/copy/x.ts", 'console.log("x");', /no-console/],
+    [
+      "src/config/x.ts",
+      'import { applyRetention } from "../policy/retention.js";',
+      /src\/config\/ must not import src\/policy/,
+    ],
+    // the exception of config/rules.ts (eslint.layers.js EXCEPTIONS) allows policy and nothing else
+    [
+      "src/config/rules.ts",
+      'import { runJob } from "../ops/run-job.js";',
+      /src\/config\/ must not import src\/ops/,
+    ],
   ])("%s: %s is reported", async (file, code, expected) => {
     const found = await problems(file, `${code}\nexport {};\n`);
     expect(found.join("\n")).toMatch(expected);
