@@ -13,6 +13,7 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { CATALOG_SCHEMA_VERSION, Catalog } from "../../src/catalog/catalog.js";
 import { BulwarkError } from "../../src/core/errors.js";
+import { thrown } from "../helpers/errors.js";
 
 const base = mkdtempSync(join(tmpdir(), "bulwark-catalog-"));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -33,16 +34,6 @@ const t = (iso: string): Date => new Date(iso);
 const SNAP_A = "a".repeat(64);
 const SNAP_B = "b".repeat(64);
 const SNAP_C = "c".repeat(64);
-
-/** The error `fn` throws (it must throw). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected an error");
-}
 
 describe("Catalog.open", () => {
   it("creates the directory (0700) and the file (0600), in WAL mode at the current schema version", () => {

@@ -6,7 +6,7 @@ import { PassThrough, Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { readPassword, type ReadPasswordOptions } from "../../src/cli/password.js";
-import { BulwarkError } from "../../src/core/errors.js";
+import { bulwarkRejection as rejection } from "../helpers/errors.js";
 
 /** A terminal's input side: a stream we can type into, with raw mode we can observe. */
 class FakeTtyInput extends PassThrough {
@@ -49,15 +49,6 @@ function harness(env: NodeJS.ProcessEnv = {}, isTTY = true): Harness {
       ...extra,
     }),
   };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BulwarkError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BulwarkError);
-  return err as BulwarkError;
 }
 
 let dir: string;

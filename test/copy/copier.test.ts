@@ -20,6 +20,7 @@ import { WorkerPool } from "../../src/repository/worker-pool.js";
 import { loadAllSnapshots, type Snapshot } from "../../src/snapshot/snapshot.js";
 import { encodeTree, type Node } from "../../src/snapshot/tree.js";
 import { check, type CheckResult } from "../../src/verify/checker.js";
+import { rejection } from "../helpers/errors.js";
 
 const weakKdf = { N: 1024, r: 8, p: 1 };
 const KiB = 1024;
@@ -158,15 +159,6 @@ async function flipStored(backend: MemoryBackend, h: FileHandle, offset: number)
   bytes[offset] = bytes[offset]! ^ 0xff;
   await backend.remove(h);
   await backend.save(h, bufferSource(bytes));
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a rejection");
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -7,9 +7,8 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, createReadStream, lstatSync, readdirSync, readlinkSync, type BigIntStats } from "node:fs";
-import { chmod, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { createReadStream, lstatSync, readdirSync, readlinkSync, type BigIntStats } from "node:fs";
+import { chmod, mkdir, open, readdir, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -22,48 +21,8 @@ export const CLI = join(ROOT, "dist", "cli", "main.js");
 export const isRoot = process.getuid?.() === 0;
 export const NOBODY = 65534;
 
-// ---------------------------------------------------------------------------------------------------------
-// Temporary directories
-
-const tempDirs: string[] = [];
-
-/**
- * A new empty directory, removed by removeTempDirs(): under os.tmpdir(), or under `parent` when a test needs
- * ancestors that other processes leave alone (a snapshot records its ancestors' metadata, and /tmp changes
- * whenever anyone creates a file there).
- */
-export async function makeTempDir(label: string, parent = tmpdir()): Promise<string> {
-  await mkdir(parent, { recursive: true });
-  const dir = await mkdtemp(join(parent, `bulwark-e2e-${label}-`));
-  tempDirs.push(dir);
-  return dir;
-}
-
-/** Removes every directory made by makeTempDir (set BULWARK_E2E_KEEP=1 to keep them for inspection). */
-export async function removeTempDirs(): Promise<void> {
-  if (process.env.BULWARK_E2E_KEEP === "1") return;
-  for (const dir of tempDirs.splice(0)) {
-    // Restored trees may hold directories without write or search permission (mode 0o555, 0o000).
-    makeDeletable(dir);
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-function makeDeletable(path: string): void {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return;
-  }
-  if (!st.isDirectory()) return;
-  try {
-    if ((st.mode & 0o700) !== 0o700) chmodSync(path, (st.mode & 0o7777) | 0o700);
-    for (const name of readdirSync(path)) makeDeletable(join(path, name));
-  } catch {
-    // not ours to change: rm reports what it cannot remove
-  }
-}
+// Temporary directories: test/helpers/temp.ts, shared with the unit tests.
+export { makeTempDir, removeTempDirs } from "../helpers/temp.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Running the CLI

@@ -4,8 +4,8 @@ import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { BulwarkError } from "../../src/core/errors.js";
 import { ExcludeMatcher } from "../../src/snapshot/exclude.js";
+import { bulwarkRejection as rejection } from "../helpers/errors.js";
 
 const matcher = (patterns: string[], env: NodeJS.ProcessEnv = {}): Promise<ExcludeMatcher> =>
   ExcludeMatcher.fromOptions(patterns, [], env);
@@ -15,15 +15,6 @@ async function expectMatches(patterns: string[], excluded: string[], kept: strin
   const m = await matcher(patterns);
   for (const path of excluded) expect(m.isExcluded(path), `${path} should be excluded`).toBe(true);
   for (const path of kept) expect(m.isExcluded(path), `${path} should be kept`).toBe(false);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BulwarkError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(BulwarkError);
-  return err as BulwarkError;
 }
 
 let dir: string;
