@@ -30,23 +30,4 @@ export default tseslint.config(
     },
   },
   ...layerRules,
-  {
-    // One clock (src/core/clock.ts, docs/design.md §23): code that reads wall time itself cannot be tested
-    // with a fake clock (lock staleness, retention ages, RPO, schedules).
-    files: ["src/**/*.ts"],
-    ignores: ["src/core/clock.ts"],
-    rules: {
-      "no-restricted-syntax": [
-        "error",
-        {
-          selector: "NewExpression[callee.name='Date'][arguments.length=0]",
-          message: "read the time from a Clock (src/core/clock.ts), not `new Date()`",
-        },
-        {
-          selector: "CallExpression[callee.object.name='Date'][callee.property.name='now']",
-          message: "read the time from a Clock (src/core/clock.ts), not `Date.now()`",
-        },
-      ],
-    },
-  },
 );

@@ -49,6 +49,9 @@ describe("layer rules", () => {
       'import { runJob } from "../ops/run-job.js";',
       /src\/config\/ must not import src\/ops/,
     ],
+    // one clock (src/core/clock.ts)
+    ["src/repository/x.ts", "const t = Date.now();", /read the time from a Clock/],
+    ["src/ops/x.ts", "const d = new Date();", /read the time from a Clock/],
   ])("%s: %s is reported", async (file, code, expected) => {
     const found = await problems(file, `${code}\nexport {};\n`);
     expect(found.join("\n")).toMatch(expected);
@@ -67,6 +70,9 @@ describe("layer rules", () => {
         'import { forget } from "./forget.js";\nimport { backup } from "../snapshot/archiver.js";\nexport { forget, backup };\n',
       ),
     ).toEqual([]);
+    // the clock itself reads wall time; elsewhere a Date from a value is not a clock read
+    expect(await problems("src/core/clock.ts", "export const now = () => new Date();\n")).toEqual([]);
+    expect(await problems("src/ops/x.ts", 'export const d = new Date("2030-01-01");\n')).toEqual([]);
     expect(
       await problems(
         "src/cli/x.ts",
