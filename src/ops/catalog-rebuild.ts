@@ -16,7 +16,9 @@
  *   gets an event with what the rebuild found (errors scrubbed of secrets).
  */
 import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
+import type { Clock } from "../core/clock.js";
 import { errorMessage } from "../core/errors.js";
+import { emitMessage, type EventSink } from "../core/events.js";
 import { datasetPaths } from "./posture.js";
 import { openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
@@ -43,15 +45,23 @@ export interface RebuildSummary {
   copies: number;
 }
 
-export type RebuildProblem = (problem: { target: string; message: string }) => void;
+export interface RebuildInput {
+  catalog: Catalog;
+  config: BulwarkConfig;
+  access: TargetAccess;
+  /** Its time is when every snapshot found was seen. */
+  clock: Clock;
+  /** A warning message (with the target) for each target that cannot be read or holds a damaged file. */
+  events?: EventSink;
+}
 
-export async function rebuildCatalog(
-  catalog: Catalog,
-  config: BulwarkConfig,
-  access: TargetAccess,
-  now: Date,
-  onProblem?: RebuildProblem,
-): Promise<RebuildSummary> {
+type RebuildProblem = (problem: { target: string; message: string }) => void;
+
+export async function rebuildCatalog(input: RebuildInput): Promise<RebuildSummary> {
+  const { catalog, config, access } = input;
+  const now = input.clock.now();
+  const onProblem: RebuildProblem = ({ target, message }) =>
+    emitMessage(input.events, input.clock.now(), "warning", message, { target });
   const secrets = (access.secrets ??= []);
   const clean = (message: string): string => scrub(message, secrets);
   const datasetOf = datasetMatcher(config);
@@ -131,7 +141,7 @@ async function readTarget(
   target: Target,
   access: TargetAccess,
   clean: (message: string) => string,
-  onProblem: RebuildProblem | undefined,
+  onProblem: RebuildProblem,
 ): Promise<TargetContents> {
   const damaged: string[] = [];
   try {
@@ -139,7 +149,7 @@ async function readTarget(
     try {
       const snapshots = await loadAllSnapshots(repo, (name, err) => {
         damaged.push(name);
-        onProblem?.({
+        onProblem({
           target: target.name,
           message: `skipping damaged snapshot ${name.slice(0, 8)}: ${clean(errorMessage(err))}`,
         });
@@ -150,7 +160,7 @@ async function readTarget(
     }
   } catch (err) {
     const error = clean(errorMessage(err));
-    onProblem?.({ target: target.name, message: `unreachable: ${error}` });
+    onProblem({ target: target.name, message: `unreachable: ${error}` });
     return { snapshots: [], damaged, error };
   }
 }

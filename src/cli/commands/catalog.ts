@@ -143,16 +143,17 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
       const catalog = Catalog.open(await catalogPath());
       let summary: RebuildSummary;
       try {
-        const now = systemClock.now();
-        catalog.markInterruptedRuns(now);
+        catalog.markInterruptedRuns(systemClock.now());
         let password: Promise<string> | undefined;
-        summary = await rebuildCatalog(
+        summary = await rebuildCatalog({
           catalog,
           config,
-          { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets: [] },
-          now,
-          ({ target, message }) => out.warn(`warning: ${target}: ${message}`),
-        );
+          access: { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets: [] },
+          clock: systemClock,
+          events: (e) => {
+            if (e.type === "message") out.warn(`${e.level}: ${e.target ?? ""}: ${e.message}`);
+          },
+        });
       } finally {
         catalog.close();
       }
