@@ -105,9 +105,16 @@ export function repositoryLocation(opts: GlobalOptions): string {
   return location;
 }
 
-/** Opens the backend of a location (see src/backend/registry.ts for the schemes). */
-export function openBackend(location: string, create: boolean): Promise<Backend> {
-  return openBackendAt(location, { create });
+/**
+ * Opens the backend of a location (see src/backend/registry.ts for the schemes). `readOnly`: every change
+ * but lock files is refused, for commands that only read (check, restore, the source of a copy).
+ */
+export function openBackend(
+  location: string,
+  create: boolean,
+  options: { readOnly?: boolean } = {},
+): Promise<Backend> {
+  return openBackendAt(location, { create, ...(options.readOnly === true ? { readOnly: true } : {}) });
 }
 
 export async function getPassword(

@@ -4,13 +4,13 @@
  * config file (`run`, `copy` with target names, `posture`, `catalog rebuild`) opens targets through here, so a
  * target behaves the same whichever command touches it.
  *
- * Credentials by backend (docs/config.md, "Targets"):
- *   s3    accessKeyId, secretAccessKey, sessionToken (optional)
- *   sftp  privateKey (a file reference: the key file), passphrase, knownHosts (a file reference), hostKey
- *   rest  token, ca (a file reference: the CA certificate)
+ * Credentials by backend (docs/config.md, "Target credentials") are declared by each backend's factory
+ * (src/backend/<name>/<name>-factory.ts): here they are resolved and handed to the registry as they are, and the
+ * backend turns them into its typed options. Nothing is written to any environment.
  */
 import type { Backend } from "../backend/backend.js";
-import { openBackendAt, redact } from "../backend/registry.js";
+import { redactUrls, type ResolvedCredentials } from "../backend/factory.js";
+import { credentialKind, openTargetBackendAt, schemeOfLocation } from "../backend/registry.js";
 import type { SecretRef, Target } from "../config/types.js";
 import { BulwarkError } from "../core/errors.js";
 import { Repository, type InitOptions } from "../repository/repository.js";
@@ -26,50 +26,19 @@ export interface TargetAccess {
   secrets?: string[];
 }
 
-/** Which credential names each scheme understands, and how each becomes a setting of its backend. */
-const CREDENTIALS: Record<string, Record<string, { env: string; as: "value" | "path" }>> = {
-  s3: {
-    accessKeyId: { env: "AWS_ACCESS_KEY_ID", as: "value" },
-    secretAccessKey: { env: "AWS_SECRET_ACCESS_KEY", as: "value" },
-    sessionToken: { env: "AWS_SESSION_TOKEN", as: "value" },
-  },
-  sftp: {
-    privateKey: { env: "BULWARK_SFTP_KEY", as: "path" },
-    knownHosts: { env: "BULWARK_SFTP_KNOWN_HOSTS", as: "path" },
-    hostKey: { env: "BULWARK_SFTP_HOST_KEY", as: "value" },
-    passphrase: { env: "BULWARK_SFTP_PASSPHRASE", as: "value" },
-  },
-  rest: {
-    token: { env: "BULWARK_REST_TOKEN", as: "value" },
-    ca: { env: "BULWARK_REST_CA", as: "path" },
-  },
-};
-
 export function schemeOf(location: string): string {
-  return /^([a-z][a-z0-9]+):/.exec(location)?.[1] ?? "local";
+  return schemeOfLocation(location) ?? "local";
 }
 
-/** The environment a target's backend sees: the process's, with the target's credentials laid over it. */
-export async function targetEnvironment(target: Target, access: TargetAccess): Promise<NodeJS.ProcessEnv> {
-  const scheme = schemeOf(target.location);
-  const known = CREDENTIALS[scheme] ?? {};
-  const env: NodeJS.ProcessEnv = { ...access.env };
+/**
+ * A target's credentials resolved for its backend: a `value` credential's secret (added to
+ * `access.secrets`), a `file` credential's path, which the backend reads itself. CONFIG_INVALID for a name
+ * the backend does not take, or a file credential given as anything but a file reference.
+ */
+export async function targetCredentials(target: Target, access: TargetAccess): Promise<ResolvedCredentials> {
+  const resolved: Record<string, string> = {};
   for (const [name, ref] of Object.entries(target.credentials)) {
-    const how = known[name];
-    if (how === undefined) {
-      const names = Object.keys(known);
-      throw new BulwarkError(
-        "CONFIG_INVALID",
-        `target ${target.name}: the ${scheme} backend has no credential ${JSON.stringify(name)}`,
-        {
-          hint:
-            names.length > 0
-              ? `a ${scheme} target takes ${names.join(", ")}`
-              : `a ${scheme} target takes no credentials`,
-        },
-      );
-    }
-    if (how.as === "path") {
+    if (credentialKind(target.location, name, target.name) === "file") {
       if (!("file" in ref)) {
         throw new BulwarkError(
           "CONFIG_INVALID",
@@ -77,29 +46,39 @@ export async function targetEnvironment(target: Target, access: TargetAccess): P
           { hint: "the backend reads the file itself" },
         );
       }
-      env[how.env] = ref.file;
+      resolved[name] = ref.file;
     } else {
       const value = await readSecret(ref, access.env);
       access.secrets?.push(value);
-      env[how.env] = value;
+      resolved[name] = value;
     }
   }
-  return env;
+  return resolved;
+}
+
+export interface OpenTargetOptions {
+  /** Create the repository layout (init). */
+  create?: boolean;
+  /** Refuse every change but lock files (registry.ts): for the source of a copy, check and restore. */
+  readOnly?: boolean;
 }
 
 /** Opens a target's backend (not the repository): credentials and immutability from the config. */
 export async function openTargetBackend(
   target: Target,
   access: TargetAccess,
-  options: { create?: boolean } = {},
+  options: OpenTargetOptions = {},
 ): Promise<Backend> {
-  const env = await targetEnvironment(target, access);
+  const credentials = await targetCredentials(target, access);
   // Only S3 takes an immutability setting from the client; a vault applies its own (--retention-days) and
   // reports it back, and a local directory has none, which posture reports.
   const s3 = schemeOf(target.location) === "s3";
-  return openBackendAt(target.location, {
+  return openTargetBackendAt(target.location, {
+    target: target.name,
+    credentials,
     create: options.create === true,
-    env,
+    env: access.env,
+    ...(options.readOnly === true ? { readOnly: true } : {}),
     ...(s3 && target.immutability ? { immutability: target.immutability } : {}),
   });
 }
@@ -113,9 +92,13 @@ export async function targetPassword(target: Target, access: TargetAccess): Prom
 }
 
 /** Opens a target's repository; the caller closes `repo.backend`. */
-export async function openTargetRepository(target: Target, access: TargetAccess): Promise<Repository> {
+export async function openTargetRepository(
+  target: Target,
+  access: TargetAccess,
+  options: { readOnly?: boolean } = {},
+): Promise<Repository> {
   const password = await targetPassword(target, access);
-  const backend = await openTargetBackend(target, access);
+  const backend = await openTargetBackend(target, access, options);
   try {
     return await Repository.open(backend, password);
   } catch (err) {
@@ -142,7 +125,8 @@ export async function initTargetRepository(
 
 /** Replaces every secret in a message by ***. */
 export function scrub(message: string, secrets: readonly string[]): string {
-  let m = redact(message);
+  // A message, not a location: whatever URLs it holds lose their user info and query strings.
+  let m = redactUrls(message);
   for (const s of secrets) if (s.length >= 4) m = m.split(s).join("***");
   return m;
 }

@@ -15,6 +15,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, type 
 
 import { bufferSource, type FileHandle } from "../../src/backend/backend.js";
 import { openRestBackend, RestBackend } from "../../src/backend/rest/rest-backend.js";
+import { openBackendAt } from "../../src/backend/registry.js";
 import { describeBackend } from "../../src/backend/testing/conformance.js";
 import { hasCode, isNotFound, type BulwarkError, type ErrorCode } from "../../src/core/errors.js";
 import { PackWriter } from "../../src/repository/pack-writer.js";
@@ -202,8 +203,9 @@ describe("vault server and rest backend", () => {
     await expectCode(unchecked.save({ type: "pack", name: hex() }, bufferSource(randomBytes(10))), "AUTH");
     await expectCode(collect(unchecked.list("pack")), "AUTH");
     await unchecked.close();
-    expect(() => new RestBackend(`rest:${vault.server.url}`, { env: {} })).toThrow(/BULWARK_REST_TOKEN/);
-    const fromEnv = await openRestBackend(`rest:${vault.server.url}`, {
+    expect(() => new RestBackend(`rest:${vault.server.url}`, {})).toThrow(/BULWARK_REST_TOKEN/);
+    const fromEnv = await openBackendAt(`rest:${vault.server.url}`, {
+      create: false,
       env: { BULWARK_REST_TOKEN: vault.appendOnly },
     });
     await fromEnv.close();

@@ -305,9 +305,7 @@ describe.skipIf(skip)("vault in a network namespace, reached over a veth pair", 
       (e: unknown) => e,
     );
     expect(hasCode(wrong, "AUTH"), String(wrong)).toBe(true);
-    const noCa = await openRestBackend(`rest:${url}`, { token: appendOnlyToken, env: {} }).catch(
-      (e: unknown) => e,
-    );
+    const noCa = await openRestBackend(`rest:${url}`, { token: appendOnlyToken }).catch((e: unknown) => e);
     expect(hasCode(noCa, "AUTH"), String(noCa)).toBe(true);
     expect(String(noCa)).not.toContain(appendOnlyToken);
   });

@@ -42,6 +42,7 @@ import {
 } from "../backend.js";
 import { BulwarkError, errnoCode, errorMessage } from "../../core/errors.js";
 import { systemClock } from "../../core/clock.js";
+import { directoryOf, layoutDirectories, layoutPath, PACK_PREFIXES } from "../layout.js";
 
 export interface LocalBackendOptions {
   /** Saves worth running at once. Overlapping fsyncs is what makes parallelism pay off, even on one disk. */
@@ -53,10 +54,6 @@ const READ_PIECE_BYTES = 1024 * 1024;
 const TEMP_PREFIX = ".tmp-";
 /** How many stat calls list keeps in flight: a directory of 10 000 packs should not take 10 000 round trips. */
 const LIST_STAT_BATCH = 32;
-
-const PACK_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) =>
-  i.toString(16).padStart(2, "0"),
-);
 
 export class LocalBackend implements Backend {
   readonly location: string;
@@ -272,17 +269,7 @@ export class LocalBackend implements Backend {
   /** The path of a file; throws a plain Error for a malformed handle, which is a bug in the caller. */
   private pathOf(h: FileHandle): string {
     this.assertOpen();
-    if (h.type === "config") {
-      if (h.name !== "") throw new Error(`invalid config name "${h.name}": the config file's name is ""`);
-      return join(this.location, "config");
-    }
-    const directory = directoryOf(h.type);
-    if (!FILE_NAME_PATTERN.test(h.name)) {
-      throw new Error(`invalid ${h.type} name "${h.name}": expected 64 lowercase hex digits`);
-    }
-    return h.type === "pack"
-      ? join(this.location, directory, h.name.slice(0, 2), h.name)
-      : join(this.location, directory, h.name);
+    return join(this.location, layoutPath(h));
   }
 
   private async openForReading(path: string, what: string): Promise<FsFileHandle> {
@@ -305,11 +292,7 @@ export class LocalBackend implements Backend {
  */
 export async function removeStaleTempFiles(dir: string, olderThanMs: number): Promise<number> {
   const root = resolve(dir);
-  const directories = [
-    root,
-    ...Object.values(TYPE_DIRECTORIES).map((sub) => join(root, sub)),
-    ...PACK_PREFIXES.map((prefix) => join(root, "data", prefix)),
-  ];
+  const directories = [root, ...layoutDirectories().map((sub) => join(root, sub))];
   const cutoff = systemClock.now().getTime() - olderThanMs;
   let removed = 0;
   for (const directory of directories) {
@@ -334,12 +317,6 @@ export async function removeStaleTempFiles(dir: string, olderThanMs: number): Pr
     }
   }
   return removed;
-}
-
-function directoryOf(type: FileType): string {
-  const directory = (TYPE_DIRECTORIES as Partial<Record<string, string>>)[type];
-  if (directory === undefined) throw new Error(`unknown file type "${type}"`);
-  return directory;
 }
 
 /** Yields the complete files of one directory; names are checked so temp files and strays never show. */

@@ -51,18 +51,19 @@ import {
   TOKEN_ROLE_HEADER,
   TYPE_PATHS,
 } from "./protocol.js";
+import { parseRestLocation } from "./rest-location.js";
 
 export interface RestBackendOptions {
-  /** The vault token; default: the BULWARK_REST_TOKEN environment variable. */
+  /** The vault token (rest-factory.ts reads it from BULWARK_REST_TOKEN or a target's credentials). */
   readonly token?: string;
-  /** PEM CA certificate(s) to trust for an https vault with a private CA; default: BULWARK_REST_CA (a path). */
+  /** PEM CA certificate(s) to trust for an https vault with a private CA. */
   readonly ca?: string | Buffer;
+  /** A file holding them (BULWARK_REST_CA, a target's credentials.ca); `ca` wins when both are given. */
+  readonly caFile?: string;
   /** Requests worth having in flight at once; default 8. */
   readonly connections?: number;
   /** Give up on a request that has sent or received nothing for this long; default 120 s. */
   readonly idleTimeoutMs?: number;
-  /** Environment to read BULWARK_REST_TOKEN / BULWARK_REST_CA from; default process.env. */
-  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 const DEFAULT_IDLE_TIMEOUT_MS = 120_000;
@@ -75,7 +76,7 @@ const MAX_ERROR_BODY_BYTES = 4096;
  * and learns whether the vault keeps retention.
  */
 export async function openRestBackend(
-  location: string,
+  location: string | URL,
   options: RestBackendOptions = {},
 ): Promise<RestBackend> {
   const backend = new RestBackend(location, options);
@@ -104,12 +105,11 @@ export class RestBackend implements Backend {
   private closed = false;
 
   /** Parses the location without contacting the vault; prefer openRestBackend. */
-  constructor(location: string, options: RestBackendOptions = {}) {
-    const env = options.env ?? process.env;
-    const url = parseLocation(location);
+  constructor(location: string | URL, options: RestBackendOptions = {}) {
+    const url = typeof location === "string" ? parseRestLocation(location) : new URL(location.href);
     this.base = url;
     this.location = `rest:${url.href}`;
-    const token = options.token ?? env.BULWARK_REST_TOKEN;
+    const token = options.token;
     if (token === undefined || token === "") {
       throw new BulwarkError(
         "AUTH",
@@ -130,7 +130,7 @@ export class RestBackend implements Backend {
     });
     this.idleTimeoutMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     if (url.protocol === "https:") {
-      const caPath = env.BULWARK_REST_CA;
+      const caPath = options.caFile;
       const ca = options.ca ?? (caPath === undefined || caPath === "" ? undefined : readCa(caPath));
       this.agent = new HttpsAgent({ keepAlive: true, maxSockets: connections, ...(ca ? { ca } : {}) });
       this.request = httpsRequest;
@@ -553,29 +553,6 @@ export class RestBackend implements Backend {
   private assertOpen(): void {
     if (this.closed) throw new Error(`the rest backend for ${this.location} is closed`);
   }
-}
-
-/** `rest:http(s)://host:port/[prefix/]`; credentials in the URL are refused so they never reach a log. */
-function parseLocation(location: string): URL {
-  const text = location.startsWith("rest:") ? location.slice("rest:".length) : location;
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new BulwarkError("USAGE", `invalid vault location (expected rest:http(s)://host:port/)`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw new BulwarkError("USAGE", `invalid vault location ${url.protocol}//${url.host}: use http or https`);
-  }
-  if (url.username !== "" || url.password !== "") {
-    throw new BulwarkError("USAGE", `put the vault token in BULWARK_REST_TOKEN, not in the location`, {
-      hint: `use rest:${url.protocol}//${url.host}${url.pathname}`,
-    });
-  }
-  url.search = "";
-  url.hash = "";
-  if (!url.pathname.endsWith("/")) url.pathname += "/";
-  return url;
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {

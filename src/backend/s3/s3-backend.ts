@@ -72,9 +72,7 @@ import {
 
 import {
   checkRange,
-  FILE_NAME_PATTERN,
   handleToString,
-  TYPE_DIRECTORIES,
   type Backend,
   type BackendCapabilities,
   type ByteRange,
@@ -90,6 +88,7 @@ import { BulwarkError } from "../../core/errors.js";
 import { httpStatus, s3Code, s3Error, type S3Action } from "./s3-errors.js";
 import { parseS3Location, type S3Location } from "./s3-location.js";
 import { systemClock } from "../../core/clock.js";
+import { directoryOf, fileAt, layoutPath } from "../layout.js";
 
 export interface S3Immutability {
   readonly mode: RetentionMode;
@@ -141,8 +140,11 @@ interface BucketFacts {
  * and GetBucketVersioning), and with `immutability` that the bucket has Object Lock enabled. Does not
  * create the bucket.
  */
-export async function openS3Backend(location: string, options: S3Options = {}): Promise<S3Backend> {
-  const parsed = parseS3Location(location);
+export async function openS3Backend(
+  location: string | S3Location,
+  options: S3Options = {},
+): Promise<S3Backend> {
+  const parsed = typeof location === "string" ? parseS3Location(location) : location;
   const immutability = options.immutability;
   if (immutability !== undefined) {
     if (!(immutability.mode in SDK_MODES)) {
@@ -257,11 +259,10 @@ export class S3Backend implements Backend {
         ),
       );
       for (const object of page.Contents ?? []) {
-        const rest = object.Key?.slice(directory.length) ?? "";
-        const name = type === "pack" ? packNameOf(rest) : rest;
         // Stray keys (other tools' files, a pack in the wrong data/xx) could not be loaded by name.
-        if (name === undefined || !FILE_NAME_PATTERN.test(name)) continue;
-        yield { name, size: object.Size ?? 0 };
+        const file = fileAt(object.Key?.slice(this.prefix.length) ?? "");
+        if (file?.type !== type) continue;
+        yield { name: file.name, size: object.Size ?? 0 };
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
     } while (token !== undefined);
@@ -444,7 +445,7 @@ export class S3Backend implements Backend {
       for (const upload of page.Uploads ?? []) {
         const { Key: key, UploadId: uploadId, Initiated: initiated } = upload;
         if (key === undefined || uploadId === undefined || initiated === undefined) continue;
-        if (initiated.getTime() > cutoff || !REPOSITORY_KEY.test(key.slice(this.prefix.length))) continue;
+        if (initiated.getTime() > cutoff || fileAt(key.slice(this.prefix.length)) === undefined) continue;
         signal?.throwIfAborted();
         try {
           await this.client.send(
@@ -787,27 +788,13 @@ export class S3Backend implements Backend {
   /** The object key of a file; throws a plain Error for a malformed handle, which is a bug in the caller. */
   private keyOf(h: FileHandle): string {
     this.assertOpen();
-    if (h.type === "config") {
-      if (h.name !== "") throw new Error(`invalid config name "${h.name}": the config file's name is ""`);
-      return `${this.prefix}config`;
-    }
-    const directory = directoryOf(h.type);
-    if (!FILE_NAME_PATTERN.test(h.name)) {
-      throw new Error(`invalid ${h.type} name "${h.name}": expected 64 lowercase hex digits`);
-    }
-    return h.type === "pack"
-      ? `${this.prefix}${directory}/${h.name.slice(0, 2)}/${h.name}`
-      : `${this.prefix}${directory}/${h.name}`;
+    return `${this.prefix}${layoutPath(h)}`;
   }
 
   private assertOpen(): void {
     if (this.closed) throw new Error(`the S3 backend for ${this.location} is closed`);
   }
 }
-
-/** A key below the prefix that this repository's layout uses (§2): what removeStaleTempFiles may abort. */
-const REPOSITORY_KEY =
-  /^(?:config|(?:keys|locks|snapshots|index)\/[0-9a-f]{64}|data\/[0-9a-f]{2}\/[0-9a-f]{64})$/;
 
 function createClient(target: S3Location, options: S3Options): S3Client {
   return new S3Client({
@@ -847,20 +834,6 @@ async function probeBucket(client: S3Client, target: S3Location): Promise<Bucket
   if (lockResult.status === "rejected") throw lockResult.reason;
   if (versionResult.status === "rejected") throw versionResult.reason;
   return { objectLock: lockResult.value, versioned: versionResult.value };
-}
-
-function directoryOf(type: FileType): string {
-  const directory = (TYPE_DIRECTORIES as Partial<Record<string, string>>)[type];
-  if (directory === undefined) throw new Error(`unknown file type "${type}"`);
-  return directory;
-}
-
-/** `xx/<name>` under data/ to the name, when xx is the name's first two digits. */
-function packNameOf(rest: string): string | undefined {
-  const slash = rest.indexOf("/");
-  if (slash !== 2) return undefined;
-  const name = rest.slice(3);
-  return name.startsWith(rest.slice(0, 2)) ? name : undefined;
 }
 
 /** The whole source as one buffer (a copy: a source may reuse its buffers), checking its length. */

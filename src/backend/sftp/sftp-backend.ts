@@ -56,8 +56,9 @@ import {
 import { BulwarkError, errnoCode, errorMessage } from "../../core/errors.js";
 import { normaliseFingerprint, parseKnownHosts, type KnownHostEntry } from "./host-keys.js";
 import { SftpConnection, type Channel } from "./sftp-connection.js";
-import { formatSftpLocation, parseSftpLocation } from "./sftp-location.js";
+import { formatSftpLocation, parseSftpLocation, type SftpLocation } from "./sftp-location.js";
 import { systemClock } from "../../core/clock.js";
+import { directoryOf, layoutDirectories, layoutPath, PACK_PREFIXES } from "../layout.js";
 
 export interface SftpOptions {
   /**
@@ -109,13 +110,12 @@ const SSH_FX = {
   CONNECTION_LOST: 7,
 };
 
-const PACK_PREFIXES: readonly string[] = Array.from({ length: 256 }, (_, i) =>
-  i.toString(16).padStart(2, "0"),
-);
-
-/** Opens (or with `create`, creates) the repository directory at an SFTP location. */
-export async function openSftpBackend(location: string, options: SftpOptions = {}): Promise<SftpBackend> {
-  const parsed = parseSftpLocation(location);
+/** Opens (or with `create`, creates) the repository directory at an SFTP location (a string, or parsed). */
+export async function openSftpBackend(
+  location: string | SftpLocation,
+  options: SftpOptions = {},
+): Promise<SftpBackend> {
+  const parsed = typeof location === "string" ? parseSftpLocation(location) : location;
   const user = parsed.user ?? options.user ?? userInfo().username;
   const shown = formatSftpLocation({ ...parsed, user });
   const credentials = await loadCredentials(options, shown);
@@ -419,11 +419,7 @@ export class SftpBackend implements Backend {
    */
   async removeStaleTempFiles(olderThanMs: number, signal?: AbortSignal): Promise<number> {
     signal?.throwIfAborted();
-    const directories = [
-      this.root,
-      ...Object.values(TYPE_DIRECTORIES).map((sub) => posix.join(this.root, sub)),
-      ...PACK_PREFIXES.map((prefix) => posix.join(this.root, "data", prefix)),
-    ];
+    const directories = [this.root, ...layoutDirectories().map((sub) => posix.join(this.root, sub))];
     // SFTP times are whole seconds.
     const cutoffSeconds = (systemClock.now().getTime() - olderThanMs) / 1000;
     let removed = 0;
@@ -615,17 +611,7 @@ export class SftpBackend implements Backend {
   /** The path of a file; throws a plain Error for a malformed handle, which is a bug in the caller. */
   private pathOf(h: FileHandle): string {
     this.assertOpen();
-    if (h.type === "config") {
-      if (h.name !== "") throw new Error(`invalid config name "${h.name}": the config file's name is ""`);
-      return posix.join(this.root, "config");
-    }
-    const directory = directoryOf(h.type);
-    if (!FILE_NAME_PATTERN.test(h.name)) {
-      throw new Error(`invalid ${h.type} name "${h.name}": expected 64 lowercase hex digits`);
-    }
-    return h.type === "pack"
-      ? posix.join(this.root, directory, h.name.slice(0, 2), h.name)
-      : posix.join(this.root, directory, h.name);
+    return posix.join(this.root, layoutPath(h));
   }
 
   private assertOpen(): void {
@@ -643,12 +629,6 @@ const ACTION_VERBS: Readonly<Record<Action, string>> = {
   remove: "removing",
   list: "listing",
 };
-
-function directoryOf(type: FileType): string {
-  const directory = (TYPE_DIRECTORIES as Partial<Record<string, string>>)[type];
-  if (directory === undefined) throw new Error(`unknown file type "${type}"`);
-  return directory;
-}
 
 interface Credentials {
   readonly privateKey: Buffer | undefined;

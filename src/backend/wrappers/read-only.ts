@@ -1,17 +1,27 @@
 /**
  * A backend that refuses every change: for verification and restores from a copy that must stay untouched,
  * whatever the credentials would allow.
+ *
+ * With `allowLocks`, lock files are the exception: commands that only read (check, restore, the source of a
+ * copy) still take a shared lock (docs/design.md §13), which means saving, refreshing and removing a file
+ * under locks/. A lock changes no stored data, and without it prune could delete what is being read.
  */
-import type { Backend } from "../backend.js";
+import type { Backend, FileHandle } from "../backend.js";
 import { BulwarkError } from "../../core/errors.js";
 
-export function readOnly(inner: Backend): Backend {
+export interface ReadOnlyOptions {
+  /** Let lock files be saved and removed (a reader's shared lock); every other change is still refused. */
+  readonly allowLocks?: boolean;
+}
+
+export function readOnly(inner: Backend, options: ReadOnlyOptions = {}): Backend {
   const refuse = (what: string): Promise<never> =>
     Promise.reject(
       new BulwarkError("USAGE", `${inner.location} is opened read-only: refusing to ${what}`, {
-        hint: "this command only reads; open the target without --read-only to change it",
+        hint: "this command opens the repository only to read it (and to take its shared lock)",
       }),
     );
+  const mayChange = (h: FileHandle): boolean => options.allowLocks === true && h.type === "lock";
   const wrapped: Backend = {
     location: inner.location,
     capabilities: inner.capabilities,
@@ -19,8 +29,8 @@ export function readOnly(inner: Backend): Backend {
     list: (type, signal) => inner.list(type, signal),
     load: (h, range, signal) => inner.load(h, range, signal),
     openRead: (h, range, signal) => inner.openRead(h, range, signal),
-    save: (h) => refuse(`save ${h.type}`),
-    remove: (h) => refuse(`remove ${h.type}`),
+    save: (h, source, opts) => (mayChange(h) ? inner.save(h, source, opts) : refuse(`save ${h.type}`)),
+    remove: (h, signal) => (mayChange(h) ? inner.remove(h, signal) : refuse(`remove ${h.type}`)),
     close: () => inner.close(),
   };
   if (inner.getRetention) {
