@@ -5,9 +5,10 @@
 import { existsSync } from "node:fs";
 
 import { formatDiagnostic } from "../config/diagnostic.js";
-import { configPath, loadConfigFile, processSecretEnvironment } from "../config/load.js";
+import { configPath, processSecretEnvironment } from "../config/load.js";
 import type { BulwarkConfig } from "../config/types.js";
 import { BulwarkError } from "../core/errors.js";
+import { loadConfig } from "../ops/config.js";
 
 export interface LoadedConfig {
   file: string;
@@ -16,7 +17,7 @@ export interface LoadedConfig {
 
 export async function loadConfigForCommand(flag: string | undefined): Promise<LoadedConfig> {
   const file = configPath(flag, process.env);
-  const resolved = await loadConfigFile(file, processSecretEnvironment(process.env));
+  const resolved = await loadConfig(file, processSecretEnvironment(process.env));
   for (const d of [...resolved.errors, ...resolved.warnings])
     process.stderr.write(formatDiagnostic(d) + "\n");
   if (resolved.config === undefined) {

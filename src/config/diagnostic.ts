@@ -43,8 +43,16 @@ export function formatDiagnostic(d: Diagnostic): string {
   return `${where}${kind} ${formatPath(d.path)}: ${d.message} — ${d.remedy}`;
 }
 
+/** Makes a diagnostic at a field path: what is wrong, what to do. */
+export type MakeDiagnostic = (path: ConfigPath, message: string, remedy: string) => Diagnostic;
+
+export interface DiagnosticMakers {
+  error: MakeDiagnostic;
+  warning: MakeDiagnostic;
+}
+
 /** Builds diagnostics for one file, positioning each by the deepest written prefix of its path. */
-export function diagnosticsFor(file: string, locate: Locate) {
+export function diagnosticsFor(file: string, locate: Locate): DiagnosticMakers {
   const position = (path: ConfigPath): Position | undefined => {
     for (let n = path.length; n >= 0; n--) {
       const p = locate(path.slice(0, n));
@@ -53,8 +61,8 @@ export function diagnosticsFor(file: string, locate: Locate) {
     return undefined;
   };
   const make =
-    (severity: Diagnostic["severity"]) =>
-    (path: ConfigPath, message: string, remedy: string): Diagnostic => {
+    (severity: Diagnostic["severity"]): MakeDiagnostic =>
+    (path, message, remedy) => {
       const pos = position(path);
       return { severity, file, ...(pos ? { position: pos } : {}), path, message, remedy };
     };

@@ -21,6 +21,7 @@ import {
   type Position,
 } from "./diagnostic.js";
 import { resolveWritten, type ResolvedConfig } from "./resolve.js";
+import type { ResolveOptions } from "./rules.js";
 import { configSchema } from "./schema.js";
 import { inlineSecretDiagnostics, type SecretEnvironment } from "./secrets.js";
 import { RULE_PRESETS } from "./types.js";
@@ -55,10 +56,13 @@ export function processSecretEnvironment(
   };
 }
 
-/** Reads and resolves a config file; a file that cannot be read is an error diagnostic too. */
+/**
+ * Reads and resolves a config file; a file that cannot be read is an error diagnostic too. The rules of the
+ * layers above come in `options.rules` (src/ops/config.ts `loadConfig` passes the policy's).
+ */
 export async function loadConfigFile(
   path: string,
-  environment: SecretEnvironment = processSecretEnvironment(),
+  options: ResolveOptions = processSecretEnvironment(),
 ): Promise<ResolvedConfig> {
   let text: string;
   try {
@@ -78,15 +82,11 @@ export async function loadConfigFile(
       ],
     };
   }
-  return resolveConfig(text, path, environment);
+  return resolveConfig(text, path, options);
 }
 
 /** Parses, validates and resolves the text of a config file named `fileName` (used in the diagnostics). */
-export function resolveConfig(
-  text: string,
-  fileName: string,
-  environment: SecretEnvironment,
-): ResolvedConfig {
+export function resolveConfig(text: string, fileName: string, options: ResolveOptions): ResolvedConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -117,7 +117,7 @@ export function resolveConfig(
     }
   }
   if (errors.length > 0 || !parsed.success) return { warnings: [], errors };
-  return resolveWritten(parsed.data, { ...environment, file: fileName, locate });
+  return resolveWritten(parsed.data, { ...options, file: fileName, locate });
 }
 
 const key = (path: ConfigPath): string => JSON.stringify(path);

@@ -7,24 +7,45 @@
  * reference that does not resolve (environment variable unset, file unreadable); retention for an unknown target;
  * a source name that is no file name or is used twice in a dataset; a postgres source with both or neither of
  * database and all; parallel jobs without the directory format.
- * Warnings: a policy a job's targets cannot satisfy even when every copy is fresh and locked (found by
- * evaluating the posture on ideal evidence, so the two can never disagree); targets of one job sharing a
- * failure domain; a dataset no job protects; an immutable target without an immutability period.
+ * Warnings: a dataset no job protects; an immutable target without an immutability period.
+ *
+ * Rules that need a layer above config come in through `rules` ({@link ConfigRule}) and run after these,
+ * with the same locator: src/policy/config-rules.ts warns when a job's targets can never meet its policy
+ * (the posture evaluated on ideal evidence), and src/ops/config.ts loads every config with it.
  */
 
-import { evaluateDataset, type DatasetEvidence } from "../policy/posture.js";
 import { isSafeName } from "../snapshot/tree.js";
-import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
+import {
+  diagnosticsFor,
+  type DiagnosticMakers,
+  type Diagnostic,
+  type Locate,
+  type MakeDiagnostic,
+} from "./diagnostic.js";
 import { unresolvedSecret, urlPassword, type SecretEnvironment } from "./secrets.js";
 import { describeSecretRef, type BulwarkConfig, type SecretRef } from "./types.js";
 
-export interface RuleContext extends SecretEnvironment {
+/**
+ * A cross-field rule written in a layer above config (policy), so config need not import it. It sees the
+ * normalised config (also when other rules found errors) and makes its diagnostics with `make`, which
+ * positions them in the file.
+ */
+export type ConfigRule = (config: BulwarkConfig, make: DiagnosticMakers) => Diagnostic[];
+
+/** What resolving a config needs besides its text: the secret environment and the extra rules. */
+export interface ResolveOptions extends SecretEnvironment {
+  /** Run after the built-in rules, in order. */
+  rules?: readonly ConfigRule[];
+}
+
+export interface RuleContext extends ResolveOptions {
   file: string;
   locate: Locate;
 }
 
 export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic[] {
-  const { error, warning } = diagnosticsFor(ctx.file, ctx.locate);
+  const make = diagnosticsFor(ctx.file, ctx.locate);
+  const { error, warning } = make;
   const out: Diagnostic[] = [];
 
   const unknown = (kind: string, section: string, name: string, known: string[]): [string, string] => {
@@ -181,7 +202,6 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
   // jobs
   for (const [name, j] of Object.entries(config.jobs)) {
     const at = ["jobs", name];
-    let complete = true;
     const ref = (
       field: string | number,
       kind: string,
@@ -193,7 +213,6 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
       if (!known.includes(value)) {
         const [msg, fix] = unknown(kind, section, value, known);
         out.push(error([...at, field, ...extra], msg, fix));
-        complete = false;
       }
     };
     ref("dataset", "dataset", "datasets", j.dataset, datasetNames);
@@ -210,7 +229,6 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
             "remove it from copies or choose another primary",
           ),
         );
-        complete = false;
       } else if (seen.has(c)) {
         out.push(
           error([...at, "copies", i], `copy target ${c} is listed twice`, "list each copy target once"),
@@ -219,8 +237,6 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
       seen.add(c);
     });
     j.dependsOn.forEach((dep, i) => ref("dependsOn", "job", "jobs", dep, jobNames, [i]));
-
-    if (complete) out.push(...satisfiability(config, name, warning));
   }
 
   // dependency cycles, each reported once at the first job of the cycle (in file order)
@@ -241,14 +257,32 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
       ),
     );
   }
+  for (const rule of ctx.rules ?? []) out.push(...rule(config, make));
   return out;
+}
+
+/**
+ * Whether every name job `name` refers to is defined and no copy is its primary: what the job protects can
+ * be judged only then (the errors above say what is wrong otherwise).
+ */
+export function jobIsComplete(config: BulwarkConfig, name: string): boolean {
+  const j = config.jobs[name];
+  if (j === undefined) return false;
+  const target = (t: string): boolean => config.targets[t] !== undefined;
+  return (
+    config.datasets[j.dataset] !== undefined &&
+    config.policies[j.policy] !== undefined &&
+    target(j.primary) &&
+    j.copies.every((c) => target(c) && c !== j.primary) &&
+    j.dependsOn.every((d) => config.jobs[d] !== undefined)
+  );
 }
 
 function secretDiagnostics(
   path: Array<string | number>,
   ref: SecretRef,
   env: SecretEnvironment,
-  error: ReturnType<typeof diagnosticsFor>["error"],
+  error: MakeDiagnostic,
 ): Diagnostic[] {
   const why = unresolvedSecret(ref, env);
   if (why === undefined) return [];
@@ -259,47 +293,6 @@ function secretDiagnostics(
   return [
     error([...path, "env" in ref ? "env" : "file"], `missing secret ${describeSecretRef(ref)}: ${why}`, fix),
   ];
-}
-
-/** Evaluates the job's policy as if every copy were fresh, reachable and locked: what still fails is a config problem. */
-function satisfiability(
-  config: BulwarkConfig,
-  jobName: string,
-  warning: ReturnType<typeof diagnosticsFor>["warning"],
-): Diagnostic[] {
-  const job = config.jobs[jobName];
-  if (job === undefined) return [];
-  const policy = config.policies[job.policy];
-  if (policy === undefined) return [];
-  const now = new Date(0);
-  const far = new Date(8.64e15);
-  const evidence: DatasetEvidence = { copies: {} };
-  for (const t of [job.primary, ...job.copies]) {
-    const target = config.targets[t];
-    evidence.copies[t] = {
-      reachable: true,
-      snapshot: { id: "ideal", time: now },
-      ...(target?.labels.isolation === "append-only"
-        ? { lock: { kind: "append-only" as const, readBack: true } }
-        : { lock: { kind: "retention" as const, readBack: true, retainUntil: far } }),
-    };
-  }
-  const posture = evaluateDataset(config, job.dataset, policy, [job], evidence, now);
-  const out: Diagnostic[] = [];
-  for (const w of posture.warnings) {
-    out.push(warning(["jobs", jobName, "copies"], w, "put the job's targets in distinct failure domains"));
-  }
-  for (const r of posture.rows) {
-    if (!r.required || r.status !== "fail" || r.id === "validation" || r.id === "dr") continue;
-    out.push(
-      warning(
-        ["jobs", jobName, "policy"],
-        `policy ${policy.name} (rule ${policy.preset ?? "custom"}) cannot be met by this job's targets: "${r.requirement}" fails (${r.reason ?? ""})`,
-        r.remedy ?? "change the job's targets or its policy",
-      ),
-    );
-  }
-  return out;
 }
 
 /** Every elementary cycle reachable in the dependsOn graph, as job name lists starting at the earliest job. */

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { formatDiagnostic, type ConfigPath, type Locate } from "../../src/config/diagnostic.js";
 import { checkConfig, closest } from "../../src/config/rules.js";
 import type { BulwarkConfig } from "../../src/config/types.js";
+import { policyRules } from "../../src/policy/config-rules.js";
 import { exampleConfig } from "../policy/posture-fixture.js";
 
 const ENV = { BULWARK_PASSWORD: "x", AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_KEY: "x" };
@@ -11,10 +12,15 @@ const ENV = { BULWARK_PASSWORD: "x", AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_K
 const locate: Locate = (path: ConfigPath) =>
   path.length === 0 ? undefined : { line: 10 + path.length, column: 3 };
 
+/** The built-in rules and the policy's, as src/ops/config.ts loads a config. */
 function check(config: BulwarkConfig, env: Record<string, string> = ENV, readable = true): string[] {
-  return checkConfig(config, { file: "bulwark.yaml", locate, env, fileReadable: () => readable }).map(
-    formatDiagnostic,
-  );
+  return checkConfig(config, {
+    file: "bulwark.yaml",
+    locate,
+    env,
+    fileReadable: () => readable,
+    rules: policyRules,
+  }).map(formatDiagnostic);
 }
 
 describe("config cross-field rules", () => {
@@ -88,6 +94,22 @@ describe("config cross-field rules", () => {
       "bulwark.yaml:13:3 warning: jobs.app-nightly.copies: targets local, nas share failure domain server-1: their copies count once — put the job's targets in distinct failure domains",
       'bulwark.yaml:13:3 warning: jobs.app-nightly.policy: policy standard (rule 3-2-1-1-0) cannot be met by this job\'s targets: "Three copies of data exist" fails (2 of 3 copies count: targets local, nas share failure domain server-1: their copies count once) — move nas to a failure domain of its own (targets.<name>.labels.failureDomain) or add a copy target in another failure domain to job app-nightly',
       'bulwark.yaml:13:3 warning: jobs.app-nightly.policy: policy standard (rule 3-2-1-1-0) cannot be met by this job\'s targets: "Immutable or air-gapped copy retained" fails (no target of this dataset is immutable, append-only or offline) — add an immutable target (S3 Object Lock, labels.isolation: immutable) to the copies of job app-nightly',
+    ]);
+  });
+
+  it("evaluates the policy only through the rules it is given, and not for a job with unknown references", () => {
+    const c = exampleConfig();
+    const off = c.targets.offsite;
+    const job = c.jobs["app-nightly"];
+    if (!off || !job) throw new Error("fixture");
+    off.labels.isolation = "none";
+    delete off.immutability;
+    const ctx = { file: "bulwark.yaml", locate, env: ENV, fileReadable: () => true };
+    expect(checkConfig(c, ctx)).toEqual([]);
+    expect(check(c).join("\n")).toContain("cannot be met by this job's targets");
+    job.copies = ["nas", "ofsite"];
+    expect(check(c)).toEqual([
+      'bulwark.yaml:14:3 jobs.app-nightly.copies[1]: unknown target "ofsite" — did you mean "offsite"?',
     ]);
   });
 

@@ -108,6 +108,28 @@ describe.skipIf(!registered)("config check and posture (local targets)", () => {
     expect((JSON.parse(schema.stdout) as { title: string }).title).toBe("bulwark.yaml");
   });
 
+  it("config check and posture warn, with file and line, when a job's targets can never meet its rule", async () => {
+    const mutable = join(base, "mutable.yaml");
+    const text = config(repos)
+      .replace(", isolation: immutable", "")
+      .replace("    immutability: { mode: compliance, days: 30 }\n", "");
+    await writeFile(mutable, text);
+    const line = text.split("\n").findIndex((l) => l.startsWith("  app-nightly")) + 1;
+    const warning = new RegExp(
+      `^${mutable}:${line}:\\d+ warning: jobs\\.app-nightly\\.policy: policy standard \\(rule 3-2-1-1-0\\) cannot be met by this job's targets: "Immutable or air-gapped copy retained" fails \\(.+\\) — .+$`,
+      "m",
+    );
+
+    const check = await runCli(["config", "check", "-c", mutable]);
+    expect(check.code, describeRun(["config", "check"], check)).toBe(0);
+    expect(check.stdout).toMatch(warning);
+    expect(check.stdout).toContain(`${mutable}: valid (0 errors, 1 warning)`);
+
+    const posture = await runCli(["posture", "--json", "-c", mutable]);
+    expect(posture.code, describeRun(["posture"], posture)).toBe(20);
+    expect(posture.stderr).toMatch(warning);
+  });
+
   it("posture reads every target: copies, media and offsite pass; the local 'immutable' target has no lock", async () => {
     const r = await runCli(["posture", "--json", "-c", configFile]);
     expect(r.code, describeRun(["posture"], r)).toBe(20);

@@ -14,9 +14,10 @@ import type { Command } from "commander";
 import type { Catalog, EventRecord, RunKind, RunRecord, SnapshotRecord } from "../../catalog/catalog.js";
 import type { RebuildSummary } from "../../ops/catalog-rebuild.js";
 import { formatDiagnostic } from "../../config/diagnostic.js";
-import { configPath, loadConfigFile, processSecretEnvironment } from "../../config/load.js";
+import { configPath, processSecretEnvironment } from "../../config/load.js";
 import { BulwarkError } from "../../core/errors.js";
 import { formatDuration } from "../../core/format.js";
+import { loadConfig } from "../../ops/config.js";
 import { EXIT } from "../exit-codes.js";
 import { Output, getPassword, type GlobalOptions } from "../context.js";
 import { systemClock } from "../../core/clock.js";
@@ -128,7 +129,7 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
       const opts = globals();
       const out = new Output(opts);
       const file = configPath(flags.config, process.env);
-      const resolved = await loadConfigFile(file, processSecretEnvironment(process.env));
+      const resolved = await loadConfig(file, processSecretEnvironment(process.env));
       for (const d of [...resolved.errors, ...resolved.warnings]) out.warn(formatDiagnostic(d));
       const config = resolved.config;
       if (config === undefined) {

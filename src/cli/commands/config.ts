@@ -6,9 +6,10 @@ import type { Command } from "commander";
 
 import { redact } from "../../backend/registry.js";
 import { formatDiagnostic, type Diagnostic } from "../../config/diagnostic.js";
-import { configPath, loadConfigFile, processSecretEnvironment } from "../../config/load.js";
+import { configPath, processSecretEnvironment } from "../../config/load.js";
 import { configJsonSchema } from "../../config/schema.js";
 import { describeSecretRef, type BulwarkConfig, type Source } from "../../config/types.js";
+import { loadConfig } from "../../ops/config.js";
 import { EXIT } from "../exit-codes.js";
 import { Output, type GlobalOptions } from "../context.js";
 
@@ -117,7 +118,7 @@ export function registerConfig(program: Command, globals: () => GlobalOptions): 
     .action(async (flags: { config?: string }) => {
       const out = new Output(globals());
       const file = configPath(flags.config, process.env);
-      const r = await loadConfigFile(file, processSecretEnvironment(process.env));
+      const r = await loadConfig(file, processSecretEnvironment(process.env));
       const diagnostics = inFileOrder([...r.errors, ...r.warnings]);
       out.emitJson({
         file,

@@ -9,8 +9,9 @@
 import type { Command } from "commander";
 
 import { formatDiagnostic } from "../../config/diagnostic.js";
-import { configPath, loadConfigFile, processSecretEnvironment } from "../../config/load.js";
+import { configPath, processSecretEnvironment } from "../../config/load.js";
 import { BulwarkError, errorMessage } from "../../core/errors.js";
+import { loadConfig } from "../../ops/config.js";
 import { collectEvidence } from "../../ops/posture.js";
 import { evaluatePosture, postureExitCode } from "../../policy/posture.js";
 import { renderPosture, type PostureFormat } from "../../policy/posture-report.js";
@@ -44,7 +45,7 @@ export function registerPosture(program: Command, globals: () => GlobalOptions):
         }
         const format: PostureFormat = opts.json ? "json" : (flags.format as PostureFormat);
         const file = configPath(flags.config, process.env);
-        const resolved = await loadConfigFile(file, processSecretEnvironment(process.env));
+        const resolved = await loadConfig(file, processSecretEnvironment(process.env));
         for (const d of [...resolved.errors, ...resolved.warnings])
           process.stderr.write(formatDiagnostic(d) + "\n");
         const config = resolved.config;
