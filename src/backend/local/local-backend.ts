@@ -1,5 +1,5 @@
 /**
- * A Backend on a local (or locally mounted) directory, laid out like a restic repository.
+ * A Backend on a local (or locally mounted) directory, laid out like a restic repository (layout.ts):
  *
  *   config                 keys/<name>      locks/<name>      snapshots/<name>
  *   index/<name>           data/<first two hex digits of name>/<name>

@@ -2,8 +2,8 @@
  * A Backend on an S3 bucket (AWS, Ceph RadosGW, ...), with optional Object Lock immutability.
  *
  * Glossary: a Target's location is `s3:http(s)://endpoint/bucket/prefix`; under the prefix the keys are laid
- * out like the local backend's paths: config, keys/<name>, locks/<name>, snapshots/<name>, index/<name>,
- * data/<first two hex digits>/<name>.
+ * out like the local backend's paths (layout.ts): config, keys/<name>, locks/<name>, snapshots/<name>,
+ * index/<name>, data/<first two hex digits>/<name>.
  *
  * save, in steps:
  *   1. On a versioned bucket a replacing save HEADs the key first: a file whose current version is under

@@ -1,5 +1,6 @@
 /**
- * A Backend on an SFTP server (OpenSSH's sftp-server or internal-sftp), laid out like the local backend:
+ * A Backend on an SFTP server (OpenSSH's sftp-server or internal-sftp), laid out like the local backend
+ * (layout.ts):
  *
  *   config                 keys/<name>      locks/<name>      snapshots/<name>
  *   index/<name>           data/<first two hex digits of name>/<name>
