@@ -1,7 +1,7 @@
 /**
  * Fixed-length durations for RPOs and cadences: "90s", "30m", "24h", "1d12h", "2w". Units: s, m (minutes),
  * h, d (24 hours), w (7 days), each at most once, largest first. Retention's `within` uses its own calendar
- * syntax (src/policy/retention.ts, where m means months); an RPO is an age, so it is measured in fixed units.
+ * syntax (src/policy/keep-rules.ts, where m means months); an RPO is an age, so it is measured in fixed units.
  */
 
 const UNIT_MS: Record<string, number> = { w: 604_800_000, d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000 };

@@ -8,7 +8,7 @@
 import { BulwarkError } from "../core/errors.js";
 import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
 import { parseFixedDuration } from "./duration.js";
-import { isEmptyPolicy, type RetentionPolicy } from "./retention-policy.js";
+import { isEmptyKeepRules, type KeepRules } from "./keep-rules.js";
 import { presetCounts } from "./rule-presets.js";
 import type { BulwarkConfig, Dataset, HookConfig, Job, Policy, RuleCounts, Source, Target } from "./types.js";
 import type { WrittenConfig, WrittenHooks, WrittenRetention, WrittenSource } from "./written.js";
@@ -109,12 +109,12 @@ export function normalise(
         );
       }
     }
-    const retention: Record<string, RetentionPolicy> = {};
+    const keepRules: Record<string, KeepRules> = {};
     for (const [target, r] of Object.entries(p.retention ?? {})) {
-      const policy = retentionPolicy(r);
+      const policy = keepRulesOf(r);
       const path = [...at, "retention", target];
       try {
-        if (isEmptyPolicy(policy)) {
+        if (isEmptyKeepRules(policy)) {
           diagnostics.push(
             error(
               path,
@@ -133,7 +133,7 @@ export function normalise(
         );
         diagnostics.push(error(path, message, "fix the keep option as `bulwark forget --help` describes it"));
       }
-      retention[target] = policy;
+      keepRules[target] = policy;
     }
     policies[name] = {
       name,
@@ -150,7 +150,7 @@ export function normalise(
             },
           }
         : {}),
-      retention,
+      keepRules,
       ...(p.immutabilityDays !== undefined ? { immutabilityDays: p.immutabilityDays } : {}),
     };
   }
@@ -224,8 +224,8 @@ function stem(path: string): string {
   return dot > 0 ? base.slice(0, dot) : base;
 }
 
-function retentionPolicy(r: WrittenRetention): RetentionPolicy {
-  const p: RetentionPolicy = {};
+function keepRulesOf(r: WrittenRetention): KeepRules {
+  const p: KeepRules = {};
   if (r.keepLast !== undefined) p.last = r.keepLast;
   if (r.keepHourly !== undefined) p.hourly = r.keepHourly;
   if (r.keepDaily !== undefined) p.daily = r.keepDaily;

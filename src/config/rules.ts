@@ -191,7 +191,7 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
 
   // policies
   for (const [name, p] of Object.entries(config.policies)) {
-    for (const target of Object.keys(p.retention)) {
+    for (const target of Object.keys(p.keepRules)) {
       if (config.targets[target] === undefined) {
         const [msg, fix] = unknown("target", "targets", target, targetNames);
         out.push(error(["policies", name, "retention", target], `retention for an ${msg}`, fix));

@@ -11,7 +11,7 @@
  * that the code needing the secret reads at the moment it needs it.
  */
 
-import type { RetentionPolicy } from "./retention-policy.js";
+import type { KeepRules } from "./keep-rules.js";
 
 export const MEDIA = ["disk", "nas", "object", "tape", "vault", "cloud"] as const;
 export type Medium = (typeof MEDIA)[number];
@@ -141,8 +141,8 @@ export interface Policy {
   rpo: string;
   rpoMs: number;
   verification?: { cadence: string; cadenceMs: number };
-  /** Per-target retention (`forget` per target), keyed by target name. */
-  retention: Record<string, RetentionPolicy>;
+  /** Per-target keep rules (the config's `retention:`; what `forget` keeps there), keyed by target name. */
+  keepRules: Record<string, KeepRules>;
   /** Each snapshot must stay retention-locked at least this long on the immutable targets. */
   immutabilityDays?: number;
 }

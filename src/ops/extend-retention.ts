@@ -6,7 +6,7 @@
  */
 import type { RetentionMode } from "../backend/backend.js";
 import type { Clock } from "../core/clock.js";
-import { maintainRetention, type RetentionReport } from "../repository/retention.js";
+import { maintainRetentionLocks, type RetentionReport } from "../repository/retention-lock.js";
 import type { Repository } from "../repository/repository.js";
 import { usedBlobs } from "../snapshot/used-blobs.js";
 
@@ -19,7 +19,7 @@ export interface ExtendRetentionInput {
 }
 
 export function extendRetention(input: ExtendRetentionInput): Promise<RetentionReport> {
-  return maintainRetention(input.repo, {
+  return maintainRetentionLocks(input.repo, {
     mode: input.mode,
     days: input.days,
     dryRun: input.dryRun === true,

@@ -15,13 +15,13 @@ import type { Clock } from "../core/clock.js";
 import { BulwarkError } from "../core/errors.js";
 import type { EventSink } from "../core/events.js";
 import {
-  applyRetention,
-  describePolicy,
-  isEmptyPolicy,
+  applyKeepRules,
+  describeKeepRules,
+  isEmptyKeepRules,
   type GroupBy,
-  type RetentionGroup,
-  type RetentionPolicy,
-} from "../policy/retention.js";
+  type KeepGroup,
+  type KeepRules,
+} from "../policy/keep-rules.js";
 import { prune, type PruneResult } from "../repository/prune.js";
 import type { Repository } from "../repository/repository.js";
 import { usedBlobs } from "../snapshot/used-blobs.js";
@@ -45,7 +45,7 @@ export interface ForgetInput {
   events?: EventSink;
   /** Snapshots to remove by id (already resolved to full ids). With none, `policy` decides. */
   snapshots?: readonly string[];
-  policy?: RetentionPolicy;
+  policy?: KeepRules;
   /** Which snapshots the policy looks at (the others are neither kept nor removed). */
   filter?: (s: SnapshotWithId) => boolean;
   groupBy?: GroupBy;
@@ -58,7 +58,7 @@ export interface ForgetInput {
 }
 
 export interface ForgetGroupReport {
-  group: RetentionGroup["key"];
+  group: KeepGroup["key"];
   keep: { id: string; time: Date; reasons: string[] }[];
   remove: { id: string; time: Date }[];
 }
@@ -81,18 +81,18 @@ export interface ForgetResult {
 /**
  * Plans the keep rules over snapshots: pure, and throws the every-snapshot refusal before anything happens.
  */
-export function planRetention(
+export function planKeepRules(
   snapshots: readonly SnapshotWithId[],
-  policy: RetentionPolicy,
+  policy: KeepRules,
   groupBy: GroupBy,
   now: Date,
 ): ForgetGroupReport[] {
-  if (isEmptyPolicy(policy)) {
+  if (isEmptyKeepRules(policy)) {
     throw new BulwarkError("USAGE", "no policy given: refusing to remove every snapshot", {
       hint: "give --keep-* options, or snapshot ids to remove",
     });
   }
-  const groups = applyRetention(
+  const groups = applyKeepRules(
     snapshots.map((s) => ({
       id: s.id,
       time: new Date(s.time),
@@ -131,12 +131,12 @@ export async function forget(input: ForgetInput): Promise<ForgetResult> {
   } else {
     const considered = input.filter ? all.filter(input.filter) : all;
     const policy = input.policy ?? {};
-    groups = planRetention(considered, policy, input.groupBy ?? ["host", "paths"], input.clock.now());
+    groups = planKeepRules(considered, policy, input.groupBy ?? ["host", "paths"], input.clock.now());
     input.events?.({
       type: "message",
       time: input.clock.now(),
       level: "info",
-      message: `Applying policy: ${describePolicy(policy)}`,
+      message: `Applying policy: ${describeKeepRules(policy)}`,
       ...(input.target !== undefined ? { target: input.target } : {}),
     });
     toRemove = groups.flatMap((g) => g.remove.map((r) => r.id));

@@ -30,7 +30,7 @@ import {
   type StepKind,
   type StepStatus,
 } from "../core/events.js";
-import { isEmptyPolicy } from "../policy/retention.js";
+import { isEmptyKeepRules } from "../policy/keep-rules.js";
 import { RepoLock } from "../repository/lock.js";
 import type { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
@@ -206,8 +206,8 @@ class JobRunner {
         }
         if (this.options.forget !== false) {
           for (const name of [this.job.primary, ...this.job.copies]) {
-            const rules = this.policy.retention[name];
-            if (rules === undefined || isEmptyPolicy(rules)) continue;
+            const rules = this.policy.keepRules[name];
+            if (rules === undefined || isEmptyKeepRules(rules)) continue;
             const copy = result.copies.find((c) => c.target === name);
             if (copy !== undefined && copy.status === "failed") {
               result.forget.push({
@@ -385,7 +385,7 @@ class JobRunner {
   private async forgetStep(open: Repository | undefined, target: Target): Promise<ForgetStep> {
     const step = this.step("forget", target.name);
     const result: ForgetStep = { target: target.name, status: "failed", removed: [], kept: 0, locked: [] };
-    const rules = this.policy.retention[target.name]!;
+    const rules = this.policy.keepRules[target.name]!;
     let repo = open;
     let lock: RepoLock | undefined;
     try {

@@ -40,7 +40,7 @@ describe("layer rules", () => {
     ["src/copy/x.ts", 'console.log("x");', /no-console/],
     [
       "src/config/x.ts",
-      'import { applyRetention } from "../policy/retention.js";',
+      'import { applyKeepRules } from "../policy/keep-rules.js";',
       /src\/config\/ must not import src\/policy/,
     ],
     // no file of config is excepted: the config rule that needs policy lives in policy/config-rules.ts

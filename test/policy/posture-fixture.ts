@@ -89,7 +89,7 @@ export function exampleConfig(): BulwarkConfig {
         rpo: "24h",
         rpoMs: DAY,
         verification: { cadence: "7d", cadenceMs: 7 * DAY },
-        retention: { local: { daily: 7 }, nas: { daily: 30 }, offsite: { monthly: 12 } },
+        keepRules: { local: { daily: 7 }, nas: { daily: 30 }, offsite: { monthly: 12 } },
         immutabilityDays: 30,
       },
     },

@@ -88,7 +88,7 @@ export function summariseConfig(config: BulwarkConfig): string[] {
       ...(p.productionCounts ? ["production counts as a copy"] : []),
       ...(p.verification ? [`verification every ${p.verification.cadence}`] : []),
       ...(p.immutabilityDays !== undefined ? [`immutability ${p.immutabilityDays}d`] : []),
-      ...(Object.keys(p.retention).length > 0 ? [`retention on ${Object.keys(p.retention).join(", ")}`] : []),
+      ...(Object.keys(p.keepRules).length > 0 ? [`retention on ${Object.keys(p.keepRules).join(", ")}`] : []),
     ].join(", ");
   });
   section("jobs", Object.keys(config.jobs), (n) => {

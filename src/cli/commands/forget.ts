@@ -3,7 +3,7 @@ import { systemClock } from "../../core/clock.js";
 import { BulwarkError } from "../../core/errors.js";
 import { formatBytes, formatCount } from "../../core/format.js";
 import { forget, pruneRepository } from "../../ops/forget.js";
-import type { GroupBy, RetentionPolicy } from "../../policy/retention.js";
+import type { GroupBy, KeepRules } from "../../policy/keep-rules.js";
 import type { PruneResult } from "../../repository/prune.js";
 import type { Repository } from "../../repository/repository.js";
 import { findSnapshot, matchesFilter } from "../../snapshot/snapshot.js";
@@ -89,8 +89,8 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
     .option("-n, --dry-run", "show what would be removed, remove nothing")
     .action(async (ids: string[], flags: ForgetFlags) => {
       await withRepository(globals(), "exclusive", async ({ repo, out }) => {
-        const policy: RetentionPolicy = {};
-        const set = <K extends keyof RetentionPolicy>(k: K, v: RetentionPolicy[K] | undefined): void => {
+        const policy: KeepRules = {};
+        const set = <K extends keyof KeepRules>(k: K, v: KeepRules[K] | undefined): void => {
           if (v !== undefined) policy[k] = v;
         };
         set("last", count("keep-last", flags.keepLast));

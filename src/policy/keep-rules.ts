@@ -28,7 +28,7 @@
  * Calendar buckets use the local time zone of the process (as restic does), so "daily" means the user's
  * days. Set TZ (e.g. TZ=UTC) to make results independent of where the command runs.
  *
- * An empty policy (see {@link isEmptyPolicy}) keeps everything here; the CLI must refuse to run `forget`
+ * An empty policy (see {@link isEmptyKeepRules}) keeps everything here; the CLI must refuse to run `forget`
  * with one rather than interpret it as "forget all". The CLI should likewise refuse a non-empty policy that
  * would remove every snapshot of a group (only possible with `keepTags` alone), as restic does.
  */
@@ -36,12 +36,12 @@
 import {
   formatDuration,
   isEmptyParsed,
-  parsePolicy,
+  parseKeepRules,
   type BucketKind,
   type Duration,
-  type ParsedPolicy,
-  type RetentionPolicy,
-} from "../config/retention-policy.js";
+  type ParsedKeepRules,
+  type KeepRules,
+} from "../config/keep-rules.js";
 import { systemClock } from "../core/clock.js";
 import { BulwarkError } from "../core/errors.js";
 
@@ -49,11 +49,11 @@ import { BulwarkError } from "../core/errors.js";
 // of the retention engine use are re-exported from here.
 export {
   formatDuration,
-  isEmptyPolicy,
+  isEmptyKeepRules,
   parseDuration,
   type Duration,
-  type RetentionPolicy,
-} from "../config/retention-policy.js";
+  type KeepRules,
+} from "../config/keep-rules.js";
 
 export interface SnapshotSummary {
   id: string;
@@ -74,7 +74,7 @@ export interface RetentionDecision {
   reasons: string[];
 }
 
-export interface RetentionGroup {
+export interface KeepGroup {
   /** Only the fields named in the group-by list are set; paths and tags are sorted copies. */
   key: { hostname?: string; paths?: string[]; tags?: string[] };
   /** Newest first. */
@@ -96,8 +96,8 @@ function subtractDuration(t: Date, d: Duration): number {
 }
 
 /** One-line description of a policy for "Applying policy: ..." output. */
-export function describePolicy(p: RetentionPolicy): string {
-  const parsed = parsePolicy(p);
+export function describeKeepRules(p: KeepRules): string {
+  const parsed = parseKeepRules(p);
   const parts: string[] = [];
   for (const { field, count } of parsed.counts) {
     const what = field === "last" ? "latest" : field;
@@ -150,7 +150,7 @@ function bucketKey(kind: BucketKind, t: Date): string {
 // ---------------------------------------------------------------------------------------------------------
 // Grouping
 
-type GroupKey = RetentionGroup["key"];
+type GroupKey = KeepGroup["key"];
 
 const byCodeUnits = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -208,7 +208,7 @@ function newestFirst(a: SnapshotSummary, b: SnapshotSummary): number {
   return b.time.getTime() - a.time.getTime() || byCodeUnits(b.id, a.id);
 }
 
-function decideGroup(sorted: SnapshotSummary[], p: ParsedPolicy, now: number): RetentionDecision[] {
+function decideGroup(sorted: SnapshotSummary[], p: ParsedKeepRules, now: number): RetentionDecision[] {
   let reference: number | undefined;
   for (const s of sorted) {
     const t = s.time.getTime();
@@ -272,13 +272,13 @@ function decideGroup(sorted: SnapshotSummary[], p: ParsedPolicy, now: number): R
  * Throws BulwarkError("USAGE") for a malformed policy or group-by list, and BulwarkError("INVALID_DATA") for a
  * snapshot whose time is not a valid date.
  */
-export function applyRetention(
+export function applyKeepRules(
   snapshots: SnapshotSummary[],
-  policy: RetentionPolicy,
+  policy: KeepRules,
   groupBy: GroupBy = [...DEFAULT_GROUP_BY],
   options: RetentionOptions = {},
-): RetentionGroup[] {
-  const parsed = parsePolicy(policy);
+): KeepGroup[] {
+  const parsed = parseKeepRules(policy);
   const empty = isEmptyParsed(parsed);
   const by = checkGroupBy(groupBy);
   const now = (options.now ?? systemClock.now()).getTime();
@@ -298,7 +298,7 @@ export function applyRetention(
     group.members.push(s);
   }
 
-  const result: RetentionGroup[] = [];
+  const result: KeepGroup[] = [];
   for (const { key, members } of groups.values()) {
     const sorted = [...members].sort(newestFirst);
     const decisions = empty

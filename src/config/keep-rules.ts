@@ -1,6 +1,6 @@
 /**
  * Retention policies as written: the keep rules (`keepDaily: 7` in the config, `--keep-daily 7` on the
- * command line) as one type, and their validation into the parsed form src/policy/retention.ts applies.
+ * command line) as one type, and their validation into the parsed form src/policy/keep-rules.ts applies.
  * Pure. It lives in config, the lower layer, because resolving a config rejects a retention that is
  * malformed or keeps nothing; the retention engine imports it from here (and re-exports the public names).
  *
@@ -10,7 +10,7 @@
 
 import { BulwarkError } from "../core/errors.js";
 
-export interface RetentionPolicy {
+export interface KeepRules {
   last?: number;
   hourly?: number;
   daily?: number;
@@ -112,7 +112,7 @@ export type BucketKind = "hourly" | "daily" | "weekly" | "monthly" | "yearly";
 const COUNT_FIELDS = ["last", "hourly", "daily", "weekly", "monthly", "yearly"] as const;
 type CountField = (typeof COUNT_FIELDS)[number];
 
-const WITHIN_FIELDS: ReadonlyArray<[keyof RetentionPolicy, BucketKind]> = [
+const WITHIN_FIELDS: ReadonlyArray<[keyof KeepRules, BucketKind]> = [
   ["withinHourly", "hourly"],
   ["withinDaily", "daily"],
   ["withinWeekly", "weekly"],
@@ -120,7 +120,7 @@ const WITHIN_FIELDS: ReadonlyArray<[keyof RetentionPolicy, BucketKind]> = [
   ["withinYearly", "yearly"],
 ];
 
-export interface ParsedPolicy {
+export interface ParsedKeepRules {
   counts: Array<{ field: CountField; count: number }>;
   within: Duration | undefined;
   withinBuckets: Array<{ kind: BucketKind; duration: Duration }>;
@@ -139,7 +139,7 @@ function checkCount(field: CountField, value: unknown): number {
   return value;
 }
 
-function checkDuration(field: keyof RetentionPolicy, value: unknown): Duration | undefined {
+function checkDuration(field: keyof KeepRules, value: unknown): Duration | undefined {
   if (value === undefined) return undefined;
   let d: Duration;
   try {
@@ -152,13 +152,13 @@ function checkDuration(field: keyof RetentionPolicy, value: unknown): Duration |
   return isZeroDuration(d) ? undefined : d;
 }
 
-export function parsePolicy(p: RetentionPolicy): ParsedPolicy {
-  const counts: ParsedPolicy["counts"] = [];
+export function parseKeepRules(p: KeepRules): ParsedKeepRules {
+  const counts: ParsedKeepRules["counts"] = [];
   for (const field of COUNT_FIELDS) {
     const count = checkCount(field, p[field]);
     if (count !== 0) counts.push({ field, count });
   }
-  const withinBuckets: ParsedPolicy["withinBuckets"] = [];
+  const withinBuckets: ParsedKeepRules["withinBuckets"] = [];
   for (const [field, kind] of WITHIN_FIELDS) {
     const duration = checkDuration(field, p[field]);
     if (duration !== undefined) withinBuckets.push({ kind, duration });
@@ -172,13 +172,13 @@ export function parsePolicy(p: RetentionPolicy): ParsedPolicy {
 
 /**
  * True if the policy keeps nothing by any rule: no count other than 0, no non-zero duration, no tag set.
- * Throws BulwarkError("USAGE") for malformed counts or durations, like {@link applyRetention}.
+ * Throws BulwarkError("USAGE") for malformed counts or durations, like {@link applyKeepRules}.
  */
-export function isEmptyPolicy(p: RetentionPolicy): boolean {
-  return isEmptyParsed(parsePolicy(p));
+export function isEmptyKeepRules(p: KeepRules): boolean {
+  return isEmptyParsed(parseKeepRules(p));
 }
 
-export function isEmptyParsed(parsed: ParsedPolicy): boolean {
+export function isEmptyParsed(parsed: ParsedKeepRules): boolean {
   return (
     parsed.counts.length === 0 &&
     parsed.within === undefined &&

@@ -13,7 +13,7 @@ import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
 import { backup } from "../../src/snapshot/archiver.js";
 import { prune } from "../../src/repository/prune.js";
-import { maintainRetention } from "../../src/repository/retention.js";
+import { maintainRetentionLocks } from "../../src/repository/retention-lock.js";
 import { check } from "../../src/verify/checker.js";
 import { walkTree } from "../../src/snapshot/walker.js";
 
@@ -45,7 +45,7 @@ describe("retention on a target with immutability", () => {
       const second = await backup(repo, pool, { paths: [b] });
 
       // Nothing is locked yet: everything the snapshots need drifts.
-      const dry = await maintainRetention(repo, {
+      const dry = await maintainRetentionLocks(repo, {
         mode: "governance",
         days: 30,
         dryRun: true,
@@ -53,14 +53,14 @@ describe("retention on a target with immutability", () => {
       });
       expect(dry.drift.length).toBe(dry.checked);
       expect(dry.extended).toBe(0);
-      const done = await maintainRetention(repo, {
+      const done = await maintainRetentionLocks(repo, {
         mode: "governance",
         days: 30,
         usedBlobs: () => usedBlobs(repo),
       });
       expect(done.extended).toBe(dry.drift.length);
       expect(done.errors).toEqual([]);
-      const again = await maintainRetention(repo, {
+      const again = await maintainRetentionLocks(repo, {
         mode: "governance",
         days: 30,
         dryRun: true,

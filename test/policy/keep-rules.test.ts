@@ -5,15 +5,15 @@ import { describe, expect, it } from "vitest";
 
 import { BulwarkError } from "../../src/core/errors.js";
 import {
-  applyRetention,
-  describePolicy,
+  applyKeepRules,
+  describeKeepRules,
   formatDuration,
-  isEmptyPolicy,
+  isEmptyKeepRules,
   parseDuration,
-  type RetentionGroup,
-  type RetentionPolicy,
+  type KeepGroup,
+  type KeepRules,
   type SnapshotSummary,
-} from "../../src/policy/retention.js";
+} from "../../src/policy/keep-rules.js";
 
 const NOW = new Date("2030-01-01T00:00:00Z");
 
@@ -31,13 +31,13 @@ function daily(from: string, to: string): SnapshotSummary[] {
   return out;
 }
 
-function only(groups: RetentionGroup[]): RetentionGroup {
+function only(groups: KeepGroup[]): KeepGroup {
   expect(groups).toHaveLength(1);
   return groups[0]!;
 }
 
-function run(snapshots: SnapshotSummary[], policy: RetentionPolicy) {
-  const group = only(applyRetention(snapshots, policy, undefined, { now: NOW }));
+function run(snapshots: SnapshotSummary[], policy: KeepRules) {
+  const group = only(applyKeepRules(snapshots, policy, undefined, { now: NOW }));
   const kept = group.decisions.filter((d) => d.keep).map((d) => d.snapshot.id);
   const reasons = Object.fromEntries(group.decisions.map((d) => [d.snapshot.id, d.reasons]));
   return { group, kept, reasons };
@@ -285,7 +285,7 @@ describe("within durations", () => {
   it("ignores snapshots from the future when choosing the reference time, but keeps them", () => {
     const snapshots = [...daily("2024-01-01", "2024-01-10"), snap("future", "2099-01-01T00:00:00Z")];
     const group = only(
-      applyRetention(snapshots, { within: "3d" }, undefined, { now: new Date("2024-06-01") }),
+      applyKeepRules(snapshots, { within: "3d" }, undefined, { now: new Date("2024-06-01") }),
     );
     expect(group.decisions.filter((d) => d.keep).map((d) => d.snapshot.id)).toEqual([
       "future",
@@ -393,7 +393,7 @@ describe("grouping", () => {
     snap("h1xy-old", "2024-01-05T00:00:00Z", { hostname: "h1", paths: ["/y", "/x"] }),
     snap("h1xy-new", "2024-01-06T00:00:00Z", { hostname: "h1", paths: ["/x", "/y"] }),
   ];
-  const summary = (groups: RetentionGroup[]) =>
+  const summary = (groups: KeepGroup[]) =>
     groups.map((g) => ({
       key: g.key,
       ids: g.decisions.map((d) => d.snapshot.id),
@@ -401,7 +401,7 @@ describe("grouping", () => {
     }));
 
   it("groups by host and paths by default, paths order-insensitive", () => {
-    expect(summary(applyRetention(snapshots, { last: 1 }, undefined, { now: NOW }))).toEqual([
+    expect(summary(applyKeepRules(snapshots, { last: 1 }, undefined, { now: NOW }))).toEqual([
       { key: { hostname: "h1", paths: ["/a"] }, ids: ["h1a-new", "h1a-old"], kept: ["h1a-new"] },
       { key: { hostname: "h1", paths: ["/b"] }, ids: ["h1b"], kept: ["h1b"] },
       { key: { hostname: "h1", paths: ["/x", "/y"] }, ids: ["h1xy-new", "h1xy-old"], kept: ["h1xy-new"] },
@@ -410,7 +410,7 @@ describe("grouping", () => {
   });
 
   it("groups by host only", () => {
-    expect(summary(applyRetention(snapshots, { last: 1 }, ["host"], { now: NOW }))).toEqual([
+    expect(summary(applyKeepRules(snapshots, { last: 1 }, ["host"], { now: NOW }))).toEqual([
       {
         key: { hostname: "h1" },
         ids: ["h1xy-new", "h1xy-old", "h1a-new", "h1b", "h1a-old"],
@@ -421,7 +421,7 @@ describe("grouping", () => {
   });
 
   it("groups by sorted tags", () => {
-    const groups = applyRetention(snapshots, { last: 1 }, ["tags"], { now: NOW });
+    const groups = applyKeepRules(snapshots, { last: 1 }, ["tags"], { now: NOW });
     expect(summary(groups).map((g) => [g.key, g.kept])).toEqual([
       [{ tags: [] }, ["h1xy-new"]],
       [{ tags: ["a", "b"] }, ["h1a-new"]],
@@ -429,7 +429,7 @@ describe("grouping", () => {
   });
 
   it("puts everything in one group with an empty group-by list", () => {
-    expect(summary(applyRetention(snapshots, { last: 1 }, [], { now: NOW }))).toEqual([
+    expect(summary(applyKeepRules(snapshots, { last: 1 }, [], { now: NOW }))).toEqual([
       {
         key: {},
         ids: ["h1xy-new", "h1xy-old", "h2a", "h1a-new", "h1b", "h1a-old"],
@@ -439,29 +439,29 @@ describe("grouping", () => {
   });
 
   it("keeps within-durations relative to each group's own newest snapshot", () => {
-    const groups = applyRetention(snapshots, { within: "1d" }, ["host"], { now: NOW });
+    const groups = applyKeepRules(snapshots, { within: "1d" }, ["host"], { now: NOW });
     expect(summary(groups).map((g) => g.kept)).toEqual([["h1xy-new"], ["h2a"]]);
   });
 
   it("rejects unknown group-by fields", () => {
-    const err = usageError(() => applyRetention(snapshots, { last: 1 }, ["host", "bogus" as "host"]));
+    const err = usageError(() => applyKeepRules(snapshots, { last: 1 }, ["host", "bogus" as "host"]));
     expect(err.message).toContain('"bogus"');
   });
 
   it("returns no groups for no snapshots", () => {
-    expect(applyRetention([], { last: 1 })).toEqual([]);
+    expect(applyKeepRules([], { last: 1 })).toEqual([]);
   });
 });
 
 describe("empty and invalid policies", () => {
   it("detects empty policies", () => {
-    expect(isEmptyPolicy({})).toBe(true);
-    expect(isEmptyPolicy({ last: 0, daily: 0, within: "0d", withinDaily: "0h", keepTags: [] })).toBe(true);
-    expect(isEmptyPolicy({ last: 1 })).toBe(false);
-    expect(isEmptyPolicy({ yearly: -1 })).toBe(false);
-    expect(isEmptyPolicy({ within: "1h" })).toBe(false);
-    expect(isEmptyPolicy({ withinMonthly: "1y" })).toBe(false);
-    expect(isEmptyPolicy({ keepTags: [["a"]] })).toBe(false);
+    expect(isEmptyKeepRules({})).toBe(true);
+    expect(isEmptyKeepRules({ last: 0, daily: 0, within: "0d", withinDaily: "0h", keepTags: [] })).toBe(true);
+    expect(isEmptyKeepRules({ last: 1 })).toBe(false);
+    expect(isEmptyKeepRules({ yearly: -1 })).toBe(false);
+    expect(isEmptyKeepRules({ within: "1h" })).toBe(false);
+    expect(isEmptyKeepRules({ withinMonthly: "1y" })).toBe(false);
+    expect(isEmptyKeepRules({ keepTags: [["a"]] })).toBe(false);
   });
 
   it("keeps everything under an empty policy", () => {
@@ -476,33 +476,33 @@ describe("empty and invalid policies", () => {
     [{ weekly: Number.NaN }, "weekly: NaN"],
     [{ monthly: "3" as unknown as number }, 'monthly: "3"'],
   ])("rejects bad counts %j", (policy, shown) => {
-    const err = usageError(() => applyRetention(daily("2024-01-01", "2024-01-02"), policy));
+    const err = usageError(() => applyKeepRules(daily("2024-01-01", "2024-01-02"), policy));
     expect(err.message).toContain(shown);
-    usageError(() => isEmptyPolicy(policy));
+    usageError(() => isEmptyKeepRules(policy));
   });
 
   it("rejects bad durations, naming the option and the value", () => {
-    const err = usageError(() => applyRetention(daily("2024-01-01", "2024-01-02"), { withinDaily: "3x" }));
+    const err = usageError(() => applyKeepRules(daily("2024-01-01", "2024-01-02"), { withinDaily: "3x" }));
     expect(err.message).toContain("withinDaily");
     expect(err.message).toContain('"3x"');
-    usageError(() => isEmptyPolicy({ within: "" }));
+    usageError(() => isEmptyKeepRules({ within: "" }));
   });
 
   it("rejects snapshots with an invalid time", () => {
-    expect(() => applyRetention([snap("bad", "not a date")], { last: 1 })).toThrow(
+    expect(() => applyKeepRules([snap("bad", "not a date")], { last: 1 })).toThrow(
       expect.objectContaining({ code: "INVALID_DATA" }),
     );
   });
 });
 
-describe("describePolicy", () => {
+describe("describeKeepRules", () => {
   it("describes each rule", () => {
     expect(
-      describePolicy({ last: 3, daily: -1, withinWeekly: "1m", within: "2w", keepTags: [["a", "b"]] }),
+      describeKeepRules({ last: 3, daily: -1, withinWeekly: "1m", within: "2w", keepTags: [["a", "b"]] }),
     ).toBe(
       "keep 3 latest snapshots, all daily snapshots, weekly snapshots within 1m, " +
         "all snapshots within 2w of the newest, all snapshots with tags [a,b]",
     );
-    expect(describePolicy({})).toBe("empty policy (keeps everything)");
+    expect(describeKeepRules({})).toBe("empty policy (keeps everything)");
   });
 });
