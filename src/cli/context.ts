@@ -158,7 +158,9 @@ export async function withRepository<T>(
       hint: "--no-lock is only for read-only commands (snapshots, ls, diff, stats, restore, check)",
     });
   }
-  const backend = await openBackend(repositoryLocation(opts), false);
+  // A command that only reads (check, restore) cannot change the repository, whatever the credentials allow:
+  // its backend refuses every write but its own lock file.
+  const backend = await openBackend(repositoryLocation(opts), false, { readOnly: lock === "read" });
   const password = await getPassword(opts);
   const repo = await Repository.open(backend, password);
   let pool: WorkerPool | undefined;

@@ -80,11 +80,13 @@ Exit code 0 when every snapshot was copied, 1 when any could not be (the others 
         ));
       const toPassword = (): Promise<string> =>
         flags.toPasswordFile ? getPassword({ passwordFile: flags.toPasswordFile }) : fromPassword();
-      const from = endpoint(flags.from, targets, {
-        env: process.env,
-        defaultPassword: fromPassword,
-        secrets,
-      });
+      // The source only gives: it is opened read-only (its shared lock aside).
+      const from = endpoint(
+        flags.from,
+        targets,
+        { env: process.env, defaultPassword: fromPassword, secrets },
+        true,
+      );
       const to = endpoint(flags.to, targets, { env: process.env, defaultPassword: toPassword, secrets });
 
       const source = await from.open();
@@ -155,12 +157,17 @@ function looksLikeTargetName(value: string): boolean {
   return /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(value) && !value.includes("/");
 }
 
-function endpoint(value: string, targets: Record<string, Target>, access: TargetAccess): CopyEndpoint {
+function endpoint(
+  value: string,
+  targets: Record<string, Target>,
+  access: TargetAccess,
+  readOnly = false,
+): CopyEndpoint {
   const target = looksLikeTargetName(value) ? targets[value] : undefined;
   if (target !== undefined) {
     return {
       label: `target ${target.name}`,
-      open: () => openTargetRepository(target, access),
+      open: () => openTargetRepository(target, access, { readOnly }),
       create: (from) => initTargetRepository(target, access, { copyParamsFrom: from.config }),
     };
   }
@@ -172,7 +179,7 @@ function endpoint(value: string, targets: Record<string, Target>, access: Target
   return {
     label: value,
     open: async () => {
-      const backend = await openBackend(value, false);
+      const backend = await openBackend(value, false, { readOnly });
       try {
         return await Repository.open(backend, await access.defaultPassword());
       } catch (err) {
