@@ -40,7 +40,10 @@ export interface RetentionReport {
   requiredUntil: string;
 }
 
-export async function maintainRetentionLocks(repo: Repository, plan: RetentionPlan): Promise<RetentionReport> {
+export async function maintainRetentionLocks(
+  repo: Repository,
+  plan: RetentionPlan,
+): Promise<RetentionReport> {
   const backend = repo.backend;
   const getRetention = backend.getRetention?.bind(backend);
   const extendRetention = backend.extendRetention?.bind(backend);
