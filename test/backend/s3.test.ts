@@ -39,6 +39,7 @@ import { describeBackend, deterministicSource } from "../../src/backend/testing/
 import { BulwarkError, hasCode, isNotFound, type ErrorCode } from "../../src/core/errors.js";
 import { PackWriter } from "../../src/repository/pack-writer.js";
 import { Repository } from "../../src/repository/repository.js";
+import { rejection as errorOf } from "../helpers/errors.js";
 
 const MiB = 1024 * 1024;
 const CEPH_SCRIPT = fileURLToPath(new URL("../../scripts/services/ceph.sh", import.meta.url));
@@ -141,15 +142,6 @@ async function listNames(backend: S3Backend, type: FileType): Promise<string[]> 
   const names: string[] = [];
   for await (const info of backend.list(type)) names.push(info.name);
   return names;
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected the operation to fail, but it succeeded");
 }
 
 function expectCode(err: unknown, code: ErrorCode): void {

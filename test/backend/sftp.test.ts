@@ -35,6 +35,7 @@ import { withRetry } from "../../src/backend/wrappers/retry.js";
 import { PackWriter } from "../../src/repository/pack-writer.js";
 import { prune } from "../../src/repository/prune.js";
 import { Repository } from "../../src/repository/repository.js";
+import { bulwarkRejection as failureOf } from "../helpers/errors.js";
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -171,15 +172,6 @@ async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const items: T[] = [];
   for await (const item of iterable) items.push(item);
   return items;
-}
-
-async function failureOf(promise: Promise<unknown>): Promise<BulwarkError> {
-  const err: unknown = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err, "expected the operation to fail").toBeInstanceOf(BulwarkError);
-  return err as BulwarkError;
 }
 
 describe("SFTP locations", () => {
