@@ -90,6 +90,23 @@ export interface VerificationRecord {
   runId?: number;
 }
 
+export type PackReadOutcome = "ok" | "damaged";
+
+/** The last time a pack's data was read by a verification, and what was found. */
+export interface PackReadRecord {
+  /** The repository's id. */
+  repository: string;
+  pack: string;
+  /** The target name or location it was read through. */
+  target: string;
+  time: Date;
+  outcome: PackReadOutcome;
+  error?: string;
+  bytes: number;
+}
+
+export type PackReadInput = PackReadRecord;
+
 export interface DrillRecord {
   id: number;
   dataset: string;
@@ -235,6 +252,22 @@ const MIGRATIONS: readonly string[] = [
     run_id  INTEGER
   );
   CREATE INDEX events_by_time ON events (time);
+  `,
+  // 2: verification coverage. One row per pack of a repository (keyed by the repository's id, so coverage
+  // follows the data whichever target name or location reaches it): when its data was last read and the
+  // outcome. Written after every pack a verification reads, so a killed run keeps what it read.
+  `
+  CREATE TABLE pack_reads (
+    repository TEXT NOT NULL,
+    pack       TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    read_at    TEXT NOT NULL,
+    outcome    TEXT NOT NULL,
+    error      TEXT,
+    bytes      INTEGER NOT NULL,
+    PRIMARY KEY (repository, pack)
+  ) WITHOUT ROWID;
+  CREATE INDEX pack_reads_by_time ON pack_reads (repository, read_at);
   `,
 ];
 
@@ -486,6 +519,58 @@ export class Catalog {
         .prepare(`SELECT * FROM copies ${where.sql} ORDER BY time DESC, id DESC ${limit(filter.limit)}`)
         .all(...where.params)
         .map((row) => toCopy(row as Row)),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Verification coverage
+
+  /** Records that a pack's data was read now, and the outcome (replacing the pack's previous record). */
+  recordPackRead(r: PackReadInput): void {
+    this.guard(() => {
+      this.db
+        .prepare(
+          `INSERT INTO pack_reads (repository, pack, target, read_at, outcome, error, bytes)
+           VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (repository, pack) DO UPDATE SET target = excluded.target, read_at = excluded.read_at,
+             outcome = excluded.outcome, error = excluded.error, bytes = excluded.bytes`,
+        )
+        .run(r.repository, r.pack, r.target, iso(r.time), r.outcome, r.error ?? null, r.bytes);
+    });
+  }
+
+  /** Every pack read recorded for a repository, by pack name. */
+  packReads(repository: string): Map<string, PackReadRecord> {
+    return this.guard(() => {
+      const rows = this.db.prepare(`SELECT * FROM pack_reads WHERE repository = ?`).all(repository) as Row[];
+      return new Map(
+        rows.map((row) => [
+          String(row.pack),
+          {
+            repository: String(row.repository),
+            pack: String(row.pack),
+            target: String(row.target),
+            time: new Date(String(row.read_at)),
+            outcome: String(row.outcome) as PackReadOutcome,
+            ...(typeof row.error === "string" ? { error: row.error } : {}),
+            bytes: Number(row.bytes),
+          },
+        ]),
+      );
+    });
+  }
+
+  /** Drops the records of packs no longer in the repository (pruned or repacked); returns how many. */
+  forgetPackReads(repository: string, keep: ReadonlySet<string>): number {
+    return this.guard(() =>
+      this.transaction(() => {
+        let removed = 0;
+        const del = this.db.prepare(`DELETE FROM pack_reads WHERE repository = ? AND pack = ?`);
+        for (const pack of this.packReads(repository).keys()) {
+          if (!keep.has(pack)) removed += del.run(repository, pack).changes;
+        }
+        return removed;
+      }),
     );
   }
 

@@ -48,8 +48,19 @@ export interface CheckOptions {
     | false
     | { kind: "all" }
     | { kind: "percent"; percent: number }
-    | { kind: "part"; n: number; of: number };
-  reporter?: { progress?(done: number, total: number, bytes: number): void };
+    | { kind: "part"; n: number; of: number }
+    /**
+     * The packs `choose` returns, read in that order: a verification's plan (least recently read first,
+     * within a budget), made from the indexed packs that exist, with their sizes.
+     */
+    | { kind: "plan"; choose: (packs: readonly { name: string; size: number }[]) => readonly string[] };
+  reporter?: {
+    progress?(done: number, total: number, bytes: number): void;
+    /** After each pack read: whether it was sound (no finding names it) and what it cost. */
+    packDone?(pack: string, outcome: { ok: boolean; bytes: number; error?: string }): void;
+  };
+  /** Asked before each pack: true stops reading (a time budget ran out); the packs read so far count. */
+  stopReading?: () => boolean;
 }
 
 export interface CheckResult {
@@ -196,12 +207,23 @@ export async function check(
 
   // 3. read data
   if (options.readData) {
-    const selection = selectPacks(
-      [...stored.keys()].filter((p) => repo.index.hasPack(p)),
-      options.readData,
-    );
+    const readable = [...stored.keys()].filter((p) => repo.index.hasPack(p));
+    const selection =
+      options.readData.kind === "plan"
+        ? planned(readable, stored, options.readData.choose)
+        : selectPacks(readable, options.readData);
     let done = 0;
     await forEachLimit(selection, pool.size + 1, async (pack) => {
+      if (options.stopReading?.() === true) return;
+      const findingsBefore = findings.length;
+      const packDone = (bytes: number): void => {
+        const mine = findings.slice(findingsBefore).find((f) => f.pack === pack);
+        options.reporter?.packDone?.(pack, {
+          ok: mine === undefined,
+          bytes,
+          ...(mine !== undefined ? { error: mine.message } : {}),
+        });
+      };
       let data: Buffer;
       try {
         data = await repo.backend.load({ type: "pack", name: pack });
@@ -215,6 +237,7 @@ export async function check(
           },
           (packBlobs.get(pack) ?? []).map((b) => b.id),
         );
+        packDone(0);
         return;
       }
       stats.bytesRead += data.length;
@@ -277,6 +300,7 @@ export async function check(
           );
         }
       }
+      packDone(data.length);
       done++;
       options.reporter?.progress?.(done, selection.length, stats.bytesRead);
     });
@@ -363,7 +387,21 @@ async function loadAllSnapshotsOne(repo: Repository, name: string): Promise<Snap
   return { ...s, id: name };
 }
 
-function selectPacks(packs: string[], spec: Exclude<CheckOptions["readData"], false | undefined>): string[] {
+/** The packs a plan chooses, in its order, keeping only those that exist and are indexed. */
+function planned(
+  readable: string[],
+  sizes: ReadonlyMap<string, number>,
+  choose: (packs: readonly { name: string; size: number }[]) => readonly string[],
+): string[] {
+  const present = new Set(readable);
+  const chosen = choose(readable.sort().map((name) => ({ name, size: sizes.get(name) ?? 0 })));
+  return [...new Set(chosen)].filter((p) => present.has(p));
+}
+
+function selectPacks(
+  packs: string[],
+  spec: Exclude<CheckOptions["readData"], false | undefined | { kind: "plan" }>,
+): string[] {
   const sorted = packs.sort();
   if (spec.kind === "all") return sorted;
   if (spec.kind === "part") {

@@ -50,7 +50,15 @@ describe("Catalog.open", () => {
         )
         .pluck()
         .all();
-      expect(tables).toEqual(["copies", "drills", "events", "runs", "snapshots", "verifications"]);
+      expect(tables).toEqual([
+        "copies",
+        "drills",
+        "events",
+        "pack_reads",
+        "runs",
+        "snapshots",
+        "verifications",
+      ]);
     } finally {
       raw.close();
     }
@@ -514,5 +522,59 @@ describe("copies, verifications, drills, events", () => {
     });
     expect(n).toBe(2);
     expect(catalog.events()).toHaveLength(2);
+  });
+});
+
+describe("pack reads (verification coverage)", () => {
+  it("records a pack's last read per repository, replaces it on the next read, and forgets pruned packs", () => {
+    const repoA = "1".repeat(64);
+    const repoB = "2".repeat(64);
+    catalog.recordPackRead({
+      repository: repoA,
+      pack: SNAP_A,
+      target: "local",
+      time: t("2030-01-01T00:00:00Z"),
+      outcome: "damaged",
+      error: "pack aaaa: 1 blob(s) fail verification",
+      bytes: 100,
+    });
+    catalog.recordPackRead({
+      repository: repoA,
+      pack: SNAP_B,
+      target: "local",
+      time: t("2030-01-01T00:00:01Z"),
+      outcome: "ok",
+      bytes: 200,
+    });
+    catalog.recordPackRead({
+      repository: repoB,
+      pack: SNAP_A,
+      target: "nas",
+      time: t("2030-01-02T00:00:00Z"),
+      outcome: "ok",
+      bytes: 100,
+    });
+    // Read again after repair: the record is replaced, the error gone.
+    catalog.recordPackRead({
+      repository: repoA,
+      pack: SNAP_A,
+      target: "local",
+      time: t("2030-01-03T00:00:00Z"),
+      outcome: "ok",
+      bytes: 100,
+    });
+    const a = catalog.packReads(repoA);
+    expect(a.get(SNAP_A)).toEqual({
+      repository: repoA,
+      pack: SNAP_A,
+      target: "local",
+      time: t("2030-01-03T00:00:00Z"),
+      outcome: "ok",
+      bytes: 100,
+    });
+    expect(a.size).toBe(2);
+    expect(catalog.forgetPackReads(repoA, new Set([SNAP_A]))).toBe(1);
+    expect([...catalog.packReads(repoA).keys()]).toEqual([SNAP_A]);
+    expect(catalog.packReads(repoB).size).toBe(1);
   });
 });

@@ -1,0 +1,238 @@
+/**
+ * Verification with coverage (ops/verify.ts) on an in-memory repository of many small packs, a real
+ * SQLite catalog and a fake clock: daily budgeted runs over one period read every pack once and none twice
+ * while fresh; new packs are read in the run after they are written; a run killed half-way keeps what it
+ * read; a damaged pack is found, recorded, and read again by every later run.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { afterAll, describe, expect, it } from "vitest";
+
+import { bufferSource } from "../../src/backend/backend.js";
+import { MemoryBackend } from "../../src/backend/memory/memory-backend.js";
+import { Catalog, type PackReadInput } from "../../src/catalog/catalog.js";
+import { parseBudget } from "../../src/config/budget.js";
+import { ManualClock } from "../../src/core/clock.js";
+import { backupOperation } from "../../src/ops/backup.js";
+import { planPackReads, verifyRepository, type CoverageStore } from "../../src/ops/verify.js";
+import { Repository } from "../../src/repository/repository.js";
+import { WorkerPool } from "../../src/repository/worker-pool.js";
+
+const DAY = 86_400_000;
+const weakKdf = { N: 1024, r: 8, p: 1 };
+const base = mkdtempSync(join(tmpdir(), "bulwark-verify-"));
+const pools: WorkerPool[] = [];
+afterAll(async () => {
+  for (const p of pools.splice(0)) await p.close();
+  rmSync(base, { recursive: true, force: true });
+});
+
+let trees = 0;
+/** A directory of `files` incompressible files of 40 KiB: one blob, so one small pack, each. */
+function tree(files: number): string {
+  const root = join(base, `tree-${++trees}`);
+  mkdirSync(root, { recursive: true });
+  for (let i = 0; i < files; i++) writeFileSync(join(root, `f${i}`), randomBytes(40 * 1024));
+  return root;
+}
+
+async function setup(files: number) {
+  const backend = new MemoryBackend();
+  const repo = await Repository.init(backend, "pw", { kdf: weakKdf, packSize: 48 * 1024 });
+  const pool = new WorkerPool(repo);
+  pools.push(pool);
+  const clock = new ManualClock("2035-01-01T03:00:00Z");
+  const backupOf = async (root: string) =>
+    backupOperation({
+      repo,
+      pool,
+      clock,
+      what: { kind: "paths", paths: [root], virtualFiles: [], excludes: [], excludeFiles: [] },
+      env: {},
+      hostname: "h",
+    });
+  await backupOf(tree(files));
+  const catalog = Catalog.open(join(base, `catalog-${++trees}`, "catalog.db"));
+  /** Every read recorded, in order. */
+  const reads: PackReadInput[] = [];
+  const coverage: CoverageStore = {
+    packReads: (id) => catalog.packReads(id),
+    recordPackRead: (r) => {
+      reads.push(r);
+      catalog.recordPackRead(r);
+    },
+    forgetPackReads: (id, keep) => catalog.forgetPackReads(id, keep),
+  };
+  const packs = async () => {
+    const out: { name: string; size: number }[] = [];
+    for await (const f of backend.list("pack")) out.push(f);
+    return out;
+  };
+  return { backend, repo, pool, clock, catalog, coverage, reads, packs, backupOf };
+}
+
+describe("verification coverage", () => {
+  it("daily runs with a period's share of budget read every pack once per period, none twice while fresh", async () => {
+    const t = await setup(40);
+    const packs = await t.packs();
+    expect(packs.length).toBeGreaterThanOrEqual(15);
+    const total = packs.reduce((n, p) => n + p.size, 0);
+    const budget = Math.ceil(total / 20); // a twentieth a day: the period of 30 days is read in 20
+    for (let day = 0; day < 30; day++) {
+      const r = await verifyRepository({
+        repo: t.repo,
+        pool: t.pool,
+        clock: t.clock,
+        target: "local",
+        coverage: t.coverage,
+        fullEveryMs: 30 * DAY,
+        budget: { bytes: budget },
+      });
+      expect(r.ok).toBe(true);
+      t.clock.advance(DAY);
+    }
+    const byPack = new Map<string, Date[]>();
+    for (const r of t.reads) byPack.set(r.pack, [...(byPack.get(r.pack) ?? []), r.time]);
+    expect([...byPack.keys()].sort()).toEqual(packs.map((p) => p.name).sort());
+    for (const [, times] of byPack) expect(times).toHaveLength(1);
+    // No run read more than its budget's worth plus one pack.
+    const perDay = new Map<number, number>();
+    for (const r of t.reads) perDay.set(r.time.getTime(), (perDay.get(r.time.getTime()) ?? 0) + r.bytes);
+    const largest = Math.max(...packs.map((p) => p.size));
+    for (const bytes of perDay.values()) expect(bytes).toBeLessThanOrEqual(budget + largest);
+
+    // Day 30: the packs read on day 0 are due again, and only those are read first.
+    const again = await verifyRepository({
+      repo: t.repo,
+      pool: t.pool,
+      clock: t.clock,
+      target: "local",
+      coverage: t.coverage,
+      fullEveryMs: 30 * DAY,
+      budget: { bytes: budget },
+    });
+    const firstDay = t.reads.filter((r) => r.time.getTime() === new Date("2035-01-01T03:00:00Z").getTime());
+    expect(again.plan.read.slice(0, firstDay.length).sort()).toEqual(firstDay.map((r) => r.pack).sort());
+    expect(again.coverage.packs).toBe(packs.length);
+  });
+
+  it("reads packs written since the last run first, and reports coverage", async () => {
+    const t = await setup(10);
+    const run = () =>
+      verifyRepository({
+        repo: t.repo,
+        pool: t.pool,
+        clock: t.clock,
+        target: "local",
+        coverage: t.coverage,
+        fullEveryMs: 30 * DAY,
+      });
+    const first = await run();
+    expect(first.coverage).toMatchObject({ covered: first.coverage.packs, ratio: 1, damaged: 0 });
+    const before = new Set((await t.packs()).map((p) => p.name));
+    t.clock.advance(DAY);
+    await t.backupOf(tree(5));
+    const fresh = (await t.packs()).map((p) => p.name).filter((p) => !before.has(p));
+    expect(fresh.length).toBeGreaterThan(0);
+    t.clock.advance(DAY);
+    const next = await run();
+    expect(next.plan.read.sort()).toEqual(fresh.sort());
+    expect(next.plan.fresh).toBe(before.size);
+    expect(next.coverage.ratio).toBe(1);
+  });
+
+  it("a run killed half-way keeps what it read; the next goes on from there", async () => {
+    const t = await setup(12);
+    let allowed = 4;
+    const dying: CoverageStore = {
+      ...t.coverage,
+      recordPackRead: (r) => {
+        if (allowed-- <= 0) throw new Error("killed");
+        t.coverage.recordPackRead(r);
+      },
+    };
+    await expect(
+      verifyRepository({
+        repo: t.repo,
+        pool: t.pool,
+        clock: t.clock,
+        target: "local",
+        coverage: dying,
+        fullEveryMs: 30 * DAY,
+      }),
+    ).rejects.toThrow(/killed/);
+    const kept = t.catalog.packReads(t.repo.id);
+    expect(kept.size).toBe(4);
+    t.clock.advance(60_000);
+    const resumed = await verifyRepository({
+      repo: t.repo,
+      pool: t.pool,
+      clock: t.clock,
+      target: "local",
+      coverage: t.coverage,
+      fullEveryMs: 30 * DAY,
+    });
+    expect(resumed.plan.read.some((p) => kept.has(p))).toBe(false);
+    expect(resumed.coverage.ratio).toBe(1);
+  });
+
+  it("a damaged pack is found, named with its snapshot, recorded, and read again by every later run", async () => {
+    const t = await setup(6);
+    const [victim] = await t.packs();
+    const data = Buffer.from(await t.backend.load({ type: "pack", name: victim!.name }));
+    data[10] = data[10]! ^ 0xff;
+    await t.backend.save({ type: "pack", name: victim!.name }, bufferSource(data));
+    const run = () =>
+      verifyRepository({
+        repo: t.repo,
+        pool: t.pool,
+        clock: t.clock,
+        target: "local",
+        coverage: t.coverage,
+        fullEveryMs: 30 * DAY,
+      });
+    const found = await run();
+    expect(found.ok).toBe(false);
+    const finding = found.findings.find((f) => f.pack === victim!.name);
+    expect(finding?.snapshots?.length).toBe(1);
+    expect(t.catalog.packReads(t.repo.id).get(victim!.name)?.outcome).toBe("damaged");
+    expect(found.coverage.damaged).toBe(1);
+    t.clock.advance(DAY);
+    const later = await run();
+    expect(later.plan.read).toEqual([victim!.name]);
+    expect(later.ok).toBe(false);
+  });
+
+  it("planPackReads: damaged first, then never read, then oldest; budget keeps at least one; newOnly", () => {
+    const now = new Date("2035-06-01T00:00:00Z");
+    const at = (days: number) => new Date(now.getTime() - days * DAY);
+    const packs = ["a", "b", "c", "d", "e"].map((name) => ({ name, size: 10 }));
+    const records = new Map([
+      ["a", { time: at(1), outcome: "ok" as const }],
+      ["b", { time: at(40), outcome: "ok" as const }],
+      ["c", { time: at(2), outcome: "damaged" as const }],
+      ["d", { time: at(35), outcome: "ok" as const }],
+    ]);
+    expect(planPackReads(packs, records, { now, fullEveryMs: 30 * DAY })).toEqual({
+      read: ["c", "e", "b", "d"],
+      deferred: 0,
+      fresh: 1,
+    });
+    expect(planPackReads(packs, records, { now, fullEveryMs: 30 * DAY, budgetBytes: 5 }).read).toEqual(["c"]);
+    expect(planPackReads(packs, records, { now, newOnly: true }).read).toEqual(["c", "e"]);
+    expect(planPackReads(packs, records, { now }).read).toEqual(["c", "e", "b", "d", "a"]);
+  });
+
+  it("parseBudget reads sizes and durations and explains what it cannot", () => {
+    expect(parseBudget("2GiB")).toEqual({ bytes: 2 * 1024 ** 3 });
+    expect(parseBudget("500MB")).toEqual({ bytes: 500e6 });
+    expect(parseBudget("4096")).toEqual({ bytes: 4096 });
+    expect(parseBudget("20m")).toEqual({ ms: 20 * 60_000 });
+    expect(parseBudget("1h30m")).toEqual({ ms: 90 * 60_000 });
+    expect(parseBudget("2 parsecs")).toMatchObject({ error: expect.stringMatching(/neither a size/) });
+    expect(parseBudget("0.1B")).toMatchObject({ error: expect.stringMatching(/less than a byte/) });
+  });
+});
