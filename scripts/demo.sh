@@ -131,6 +131,10 @@ YAML
 export BULWARK_CATALOG=$WORK/catalog.db
 bulwark run -c "$WORK/bulwark.yaml" --init
 
+step "bulwark verify: every copy's structure and data, coverage remembered in the catalog"
+bulwark verify -c "$WORK/bulwark.yaml" --full-every 30d
+bulwark verify -c "$WORK/bulwark.yaml" --full-every 30d --target second-disk
+
 step "bulwark posture: production + primary + copy = 3 copies in 3 failure domains"
 bulwark posture -c "$WORK/bulwark.yaml"
 
