@@ -124,7 +124,11 @@ targets:
 datasets:
   sample: { sources: [{ type: files, paths: ["$SRC"] }] }
 policies:
-  two-copies: { rule: { copies: 3, media: 1, offsite: 0 }, rpo: 24h, retention: { primary: { keepLast: 3 } } }
+  two-copies:
+    rule: { copies: 3, media: 1, offsite: 0 }
+    rpo: 24h
+    retention: { primary: { keepLast: 3 } }
+    verification: { fullEvery: 30d, budget: 1GiB }
 jobs:
   sample-nightly: { dataset: sample, policy: two-copies, primary: primary, copies: [second-disk] }
 YAML
@@ -132,8 +136,8 @@ export BULWARK_CATALOG=$WORK/catalog.db
 bulwark run -c "$WORK/bulwark.yaml" --init
 
 step "bulwark verify: every copy's structure and data, coverage remembered in the catalog"
-bulwark verify -c "$WORK/bulwark.yaml" --full-every 30d
-bulwark verify -c "$WORK/bulwark.yaml" --full-every 30d --target second-disk
+bulwark verify -c "$WORK/bulwark.yaml"
+bulwark verify -c "$WORK/bulwark.yaml" --target second-disk
 
 step "bulwark posture: production + primary + copy = 3 copies in 3 failure domains"
 bulwark posture -c "$WORK/bulwark.yaml"

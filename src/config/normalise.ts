@@ -7,10 +7,21 @@
 
 import { BulwarkError } from "../core/errors.js";
 import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
+import { parseBudget, type Budget } from "./budget.js";
 import { parseFixedDuration } from "./duration.js";
 import { isEmptyKeepRules, type KeepRules } from "./keep-rules.js";
 import { presetCounts } from "./rule-presets.js";
-import type { BulwarkConfig, Dataset, HookConfig, Job, Policy, RuleCounts, Source, Target } from "./types.js";
+import type {
+  BulwarkConfig,
+  Dataset,
+  HookConfig,
+  Job,
+  Policy,
+  PolicyVerification,
+  RuleCounts,
+  Source,
+  Target,
+} from "./types.js";
 import type { WrittenConfig, WrittenHooks, WrittenRetention, WrittenSource } from "./written.js";
 
 export function normalise(
@@ -35,6 +46,28 @@ export function normalise(
     if (r.ms === 0)
       diagnostics.push(error(path, "the duration is zero", "give a positive duration such as 24h"));
     return r.ms;
+  };
+  const verificationOf = (
+    v: NonNullable<WrittenConfig["policies"][string]["verification"]>,
+    at: Array<string | number>,
+  ): PolicyVerification => {
+    let budget: Budget | undefined;
+    if (v.budget !== undefined) {
+      const b = parseBudget(v.budget);
+      if ("error" in b)
+        diagnostics.push(error([...at, "budget"], b.error, "write a size (2GiB) or a duration (20m)"));
+      else budget = b;
+    }
+    return {
+      ...(v.cadence !== undefined
+        ? { cadence: v.cadence, cadenceMs: duration([...at, "cadence"], v.cadence) }
+        : {}),
+      ...(v.fullEvery !== undefined
+        ? { fullEvery: v.fullEvery, fullEveryMs: duration([...at, "fullEvery"], v.fullEvery) }
+        : {}),
+      ...(budget !== undefined ? { budget } : {}),
+      newPacks: v.newPacks ?? true,
+    };
   };
 
   const targets: Record<string, Target> = {};
@@ -142,14 +175,7 @@ export function normalise(
       productionCounts: p.productionCounts ?? true,
       rpo: p.rpo,
       rpoMs: duration([...at, "rpo"], p.rpo),
-      ...(p.verification
-        ? {
-            verification: {
-              cadence: p.verification.cadence,
-              cadenceMs: duration([...at, "verification", "cadence"], p.verification.cadence),
-            },
-          }
-        : {}),
+      ...(p.verification ? { verification: verificationOf(p.verification, [...at, "verification"]) } : {}),
       keepRules,
       ...(p.immutabilityDays !== undefined ? { immutabilityDays: p.immutabilityDays } : {}),
     };

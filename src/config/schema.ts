@@ -167,7 +167,14 @@ const policySchema = z.strictObject({
     .describe("a preset (3-2-1, 3-2-1-1-0, 4-3-2) or custom counts"),
   productionCounts: z.boolean().optional().describe("production data counts as one copy (default true)"),
   rpo: z.string().describe("a copy counts only if its newest snapshot is younger: 30m, 24h, 1d12h, 2w"),
-  verification: z.strictObject({ cadence: z.string() }).optional(),
+  verification: z
+    .strictObject({
+      cadence: z.string().optional().describe("how often verification must run: 1d, 7d"),
+      fullEvery: z.string().optional().describe("every pack is read at least once per period: 30d"),
+      budget: z.string().optional().describe("at most this much read per run: 2GiB, 20m"),
+      newPacks: z.boolean().optional().describe("read packs written since the last run first (default true)"),
+    })
+    .optional(),
   retention: z.record(name, retentionSchema).optional().describe("forget per target, keyed by target name"),
   immutabilityDays: z.number().int().min(1).optional(),
 });

@@ -11,6 +11,7 @@
  * that the code needing the secret reads at the moment it needs it.
  */
 
+import type { Budget } from "./budget.js";
 import type { KeepRules } from "./keep-rules.js";
 
 export const MEDIA = ["disk", "nas", "object", "tape", "vault", "cloud"] as const;
@@ -130,6 +131,20 @@ export interface RuleCounts {
   disasterRecovery: boolean;
 }
 
+/** How the policy's copies are verified (`bulwark verify`, docs/design.md §17a). */
+export interface PolicyVerification {
+  /** How often verification must run; an older last verification fails the posture row. */
+  cadence?: string;
+  cadenceMs?: number;
+  /** Every pack is read at least once per this period; a pack read within it is not read again. */
+  fullEvery?: string;
+  fullEveryMs?: number;
+  /** At most this much read per run and target. */
+  budget?: Budget;
+  /** Never-read packs first (default true; false: only by age). */
+  newPacks: boolean;
+}
+
 export interface Policy {
   name: string;
   /** The preset the counts came from, when one was used. */
@@ -140,7 +155,7 @@ export interface Policy {
   /** A copy counts only if its newest snapshot is at most this old. */
   rpo: string;
   rpoMs: number;
-  verification?: { cadence: string; cadenceMs: number };
+  verification?: PolicyVerification;
   /** Per-target keep rules (the config's `retention:`; what `forget` keeps there), keyed by target name. */
   keepRules: Record<string, KeepRules>;
   /** Each snapshot must stay retention-locked at least this long on the immutable targets. */

@@ -109,7 +109,7 @@ export interface WrittenPolicy {
   /** Default true. */
   productionCounts?: boolean;
   rpo: string;
-  verification?: { cadence: string };
+  verification?: { cadence?: string; fullEvery?: string; budget?: string; newPacks?: boolean };
   retention?: Record<string, WrittenRetention>;
   immutabilityDays?: number;
 }

@@ -5,7 +5,8 @@
  *
  * Plan (pure, `planPackReads`), over the indexed packs that exist:
  *  1. a pack whose last read found damage is read again, first;
- *  2. then packs never read (new since the last run), then the others, least recently read first;
+ *  2. then packs never read (new since the last run; after the others with `newFirst: false`), then the
+ *     others, least recently read first;
  *  3. with a period (`fullEvery`), a pack read soundly within it is fresh and not read again; a run reads
  *     only what is due, so daily runs with a budget of a period's share read the copy in daily slices;
  *  4. `newOnly` reads only never-read packs (and damaged ones);
@@ -31,6 +32,8 @@ export interface PlanOptions {
   fullEveryMs?: number;
   /** Only packs never read (and damaged ones). */
   newOnly?: boolean;
+  /** Never-read packs before the stale ones (default true); false: after them. */
+  newFirst?: boolean;
   /** At most this many bytes (at least one pack is always read when any is due). */
   budgetBytes?: number;
 }
@@ -53,7 +56,7 @@ export function planPackReads(
   const now = options.now.getTime();
   const rank = (name: string): [number, number] => {
     const r = records.get(name);
-    if (r === undefined) return [1, 0];
+    if (r === undefined) return [options.newFirst === false ? 3 : 1, 0];
     if (r.outcome !== "ok") return [0, r.time.getTime()];
     return [2, r.time.getTime()];
   };
@@ -94,6 +97,7 @@ export interface VerifyInput {
   coverage?: CoverageStore;
   fullEveryMs?: number;
   newOnly?: boolean;
+  newFirst?: boolean;
   budget?: { bytes: number } | { ms: number };
 }
 
@@ -136,6 +140,7 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
           now: clock.now(),
           ...(input.fullEveryMs !== undefined ? { fullEveryMs: input.fullEveryMs } : {}),
           ...(input.newOnly === true ? { newOnly: true } : {}),
+          ...(input.newFirst === false ? { newFirst: false } : {}),
           ...(input.budget !== undefined && "bytes" in input.budget
             ? { budgetBytes: input.budget.bytes }
             : {}),

@@ -277,7 +277,7 @@ export function evaluateValidation(ctx: PostureContext): PostureRow {
     };
   }
   const age = now.getTime() - v.time.getTime();
-  if (policy.verification !== undefined && age > policy.verification.cadenceMs) {
+  if (policy.verification?.cadenceMs !== undefined && age > policy.verification.cadenceMs) {
     return {
       ...base,
       status: "fail",

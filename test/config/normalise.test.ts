@@ -47,6 +47,29 @@ describe("normalise and resolve", () => {
     ]);
   });
 
+  it("resolves a policy's verification goal (period, budget, new packs) and names a bad budget", () => {
+    const w = copy();
+    const p = w.policies.standard;
+    if (!p) throw new Error("fixture");
+    p.verification = { fullEvery: "30d", budget: "2GiB" };
+    const r = resolveWritten(w, ctx);
+    expect(r.config?.policies.standard?.verification).toEqual({
+      fullEvery: "30d",
+      fullEveryMs: 30 * 86_400_000,
+      budget: { bytes: 2 * 1024 ** 3 },
+      newPacks: true,
+    });
+    p.verification = { budget: "20m", newPacks: false };
+    expect(resolveWritten(w, ctx).config?.policies.standard?.verification).toEqual({
+      budget: { ms: 20 * 60_000 },
+      newPacks: false,
+    });
+    p.verification = { budget: "a lot" };
+    expect(resolveWritten(w, ctx).errors.map(formatDiagnostic)).toEqual([
+      'bulwark.yaml:1:1 policies.standard.verification.budget: "a lot" is neither a size (e.g. 2GiB, 500MB) nor a duration (e.g. 20m, 1h30m) — write a size (2GiB) or a duration (20m)',
+    ]);
+  });
+
   it("defaults productionCounts to true, offsite to false, isolation to none and network to the site", () => {
     const w = copy();
     const p = w.policies.standard;

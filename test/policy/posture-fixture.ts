@@ -88,7 +88,7 @@ export function exampleConfig(): BulwarkConfig {
         productionCounts: false,
         rpo: "24h",
         rpoMs: DAY,
-        verification: { cadence: "7d", cadenceMs: 7 * DAY },
+        verification: { cadence: "7d", cadenceMs: 7 * DAY, newPacks: true },
         keepRules: { local: { daily: 7 }, nas: { daily: 30 }, offsite: { monthly: 12 } },
         immutabilityDays: 30,
       },

@@ -86,7 +86,10 @@ export function summariseConfig(config: BulwarkConfig): string[] {
       `rule ${p.preset ?? "custom"} (${counts})`,
       `RPO ${p.rpo}`,
       ...(p.productionCounts ? ["production counts as a copy"] : []),
-      ...(p.verification ? [`verification every ${p.verification.cadence}`] : []),
+      ...(p.verification?.cadence !== undefined ? [`verification every ${p.verification.cadence}`] : []),
+      ...(p.verification?.fullEvery !== undefined
+        ? [`every pack read every ${p.verification.fullEvery}`]
+        : []),
       ...(p.immutabilityDays !== undefined ? [`immutability ${p.immutabilityDays}d`] : []),
       ...(Object.keys(p.keepRules).length > 0 ? [`retention on ${Object.keys(p.keepRules).join(", ")}`] : []),
     ].join(", ");

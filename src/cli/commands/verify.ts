@@ -36,6 +36,13 @@ interface VerifyFlags {
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
+interface VerifyOptions {
+  budget: Budget | undefined;
+  fullEveryMs: number | undefined;
+  newOnly: boolean;
+  newFirst: boolean;
+}
+
 interface TargetReport extends Partial<VerifyOutcome> {
   target: string;
   /** Why the target could not be verified (unreachable, wrong password), secrets scrubbed. */
@@ -93,17 +100,12 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
           label: string,
           open: () => Promise<Repository>,
           datasets: string[],
+          options: VerifyOptions,
         ): Promise<void> => {
           let repo: Repository | undefined;
           try {
             repo = await open();
-            reports.push(
-              await verifyOpened(repo, label, out, catalog, {
-                budget,
-                fullEveryMs,
-                newOnly: flags.new === true,
-              }),
-            );
+            reports.push(await verifyOpened(repo, label, out, catalog, options));
             const last = reports.at(-1)!;
             const time = systemClock.now();
             for (const dataset of datasets.length > 0 ? datasets : [undefined]) {
@@ -128,10 +130,18 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
           const { config } = await loadConfigForCommand(flags.config);
           const access = { env: process.env, defaultPassword, secrets };
           for (const target of targetsToVerify(config, flags)) {
+            // The options not given on the command line come from the policies of the target's jobs.
+            const policy = policyVerification(config, target.name);
             await verifyOne(
               target.name,
               () => openTargetRepository(target, access, { readOnly: true }),
               datasetsOn(config, target.name),
+              {
+                budget: budget ?? policy.budget,
+                fullEveryMs: fullEveryMs ?? policy.fullEveryMs,
+                newOnly: flags.new === true,
+                newFirst: policy.newFirst,
+              },
             );
           }
         } else {
@@ -148,6 +158,7 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
               }
             },
             [],
+            { budget, fullEveryMs, newOnly: flags.new === true, newFirst: true },
           );
         }
       } finally {
@@ -169,7 +180,7 @@ async function verifyOpened(
   label: string,
   out: Output,
   catalog: CoverageStore | undefined,
-  options: { budget: Budget | undefined; fullEveryMs: number | undefined; newOnly: boolean },
+  options: VerifyOptions,
 ): Promise<TargetReport> {
   const lock = await RepoLock.acquire(repo, false);
   const pool = new WorkerPool(repo);
@@ -185,6 +196,7 @@ async function verifyOpened(
       ...(options.budget ? { budget: options.budget } : {}),
       ...(options.fullEveryMs !== undefined ? { fullEveryMs: options.fullEveryMs } : {}),
       ...(options.newOnly ? { newOnly: true } : {}),
+      ...(options.newFirst ? {} : { newFirst: false }),
     });
     progress.done();
     for (const f of r.findings) {
@@ -240,6 +252,37 @@ function targetsToVerify(config: BulwarkConfig, flags: VerifyFlags): Target[] {
     });
   }
   return names.map((n) => config.targets[n]!);
+}
+
+/**
+ * What the policies of a target's jobs ask of its verification: the shortest period, the smallest budget of
+ * the same kind as the first one given, and new packs first unless every policy says otherwise.
+ */
+function policyVerification(
+  config: BulwarkConfig,
+  target: string,
+): { fullEveryMs?: number; budget?: Budget; newFirst: boolean } {
+  let fullEveryMs: number | undefined;
+  let budget: Budget | undefined;
+  let newFirst: boolean | undefined;
+  for (const job of Object.values(config.jobs)) {
+    if (job.primary !== target && !job.copies.includes(target)) continue;
+    const v = config.policies[job.policy]?.verification;
+    if (v === undefined) continue;
+    if (v.fullEveryMs !== undefined) fullEveryMs = Math.min(fullEveryMs ?? Infinity, v.fullEveryMs);
+    if (v.budget !== undefined) {
+      if (budget === undefined) budget = v.budget;
+      else if ("bytes" in budget && "bytes" in v.budget)
+        budget = { bytes: Math.min(budget.bytes, v.budget.bytes) };
+      else if ("ms" in budget && "ms" in v.budget) budget = { ms: Math.min(budget.ms, v.budget.ms) };
+    }
+    newFirst = (newFirst ?? false) || v.newPacks;
+  }
+  return {
+    ...(fullEveryMs !== undefined ? { fullEveryMs } : {}),
+    ...(budget !== undefined ? { budget } : {}),
+    newFirst: newFirst ?? true,
+  };
 }
 
 /** The datasets whose jobs keep copies on a target (a verification of it is evidence for each). */
