@@ -594,12 +594,19 @@ export class Catalog {
     });
   }
 
-  /** The newest verification of a dataset (by its time; the later record wins a tie). */
-  latestVerification(dataset: string): VerificationRecord | undefined {
+  /** The newest verification of a dataset, or of its copy on `target` (by time; the later record wins a tie). */
+  latestVerification(dataset: string, target?: string): VerificationRecord | undefined {
     return this.guard(() => {
-      const row = this.db
-        .prepare(`SELECT * FROM verifications WHERE dataset = ? ORDER BY time DESC, id DESC LIMIT 1`)
-        .get(dataset);
+      const row =
+        target === undefined
+          ? this.db
+              .prepare(`SELECT * FROM verifications WHERE dataset = ? ORDER BY time DESC, id DESC LIMIT 1`)
+              .get(dataset)
+          : this.db
+              .prepare(
+                `SELECT * FROM verifications WHERE dataset = ? AND target = ? ORDER BY time DESC, id DESC LIMIT 1`,
+              )
+              .get(dataset, target);
       return row === undefined ? undefined : toVerification(row as Row);
     });
   }

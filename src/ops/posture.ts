@@ -8,7 +8,8 @@
 import type { Backend } from "../backend/backend.js";
 import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
 import { errorMessage } from "../core/errors.js";
-import type { CopyEvidence, PostureEvidence } from "../policy/posture.js";
+import type { Catalog } from "../catalog/catalog.js";
+import type { CopyEvidence, PostureEvidence, VerificationEvidence } from "../policy/posture.js";
 import { Repository } from "../repository/repository.js";
 import { normalisePaths } from "../snapshot/archiver.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
@@ -24,6 +25,8 @@ export interface EvidenceOptions {
   dataset?: string;
   /** Reports a damaged snapshot file that was skipped. */
   onDamaged?: (target: string, name: string, err: unknown) => void;
+  /** The catalog's verification records (`bulwark verify`), when there is a catalog. */
+  verifications?: Pick<Catalog, "latestVerification">;
 }
 
 interface OpenedTarget {
@@ -100,12 +103,33 @@ export async function collectEvidence(
           ...(lock ? { lock } : {}),
         };
       }
-      evidence.datasets[name] = { copies };
+      const verification =
+        options.verifications && verificationEvidence(options.verifications, name, targets);
+      evidence.datasets[name] = { copies, ...(verification ? { verification } : {}) };
     }
   } finally {
     for (const b of backends) await b.close().catch(() => undefined);
   }
   return evidence;
+}
+
+/**
+ * The verification evidence of a dataset: of the latest verification of each of its targets, one that found
+ * errors (the first in job order), else the oldest (the cadence applies to the stalest copy). None while a
+ * target has never been verified: the dataset is not verified until every copy is.
+ */
+function verificationEvidence(
+  catalog: Pick<Catalog, "latestVerification">,
+  dataset: string,
+  targets: readonly string[],
+): VerificationEvidence | undefined {
+  const latest = targets.map((t) => catalog.latestVerification(dataset, t));
+  if (latest.length === 0 || latest.some((v) => v === undefined)) return undefined;
+  const records = latest.filter((v): v is NonNullable<typeof v> => v !== undefined);
+  const chosen =
+    records.find((v) => v.errors > 0) ??
+    records.reduce((oldest, v) => (v.time.getTime() < oldest.time.getTime() ? v : oldest));
+  return { time: chosen.time, errors: chosen.errors, description: chosen.description };
 }
 
 /** The paths a dataset's snapshots record: its file sources' paths, as `backup` normalises them. */

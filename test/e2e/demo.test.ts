@@ -24,5 +24,8 @@ describe("npm run demo", () => {
     expect(output).toContain("demo: all steps passed");
     expect(output).toMatch(/copy to second-disk: 1 snapshot/);
     expect(output).toMatch(/compare-trees: identical .*restore-copy/);
+    // verify ran on both copies, so posture's validation row has its evidence from the catalog
+    expect(output).toMatch(/no errors were found on 2 targets/);
+    expect(output).toMatch(/pass \(not required\) +Automated recovery validation in place \(0 errors\)/);
   }, 180_000);
 });

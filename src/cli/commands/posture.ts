@@ -7,6 +7,9 @@
  * Exit code 0 when every dataset complies, 20 when any fails (with --strict, unknown rows fail too).
  */
 import type { Command } from "commander";
+import { existsSync } from "node:fs";
+
+import type { Catalog } from "../../catalog/catalog.js";
 
 import { formatDiagnostic } from "../../config/diagnostic.js";
 import { configPath, processSecretEnvironment } from "../../config/load.js";
@@ -66,18 +69,45 @@ export function registerPosture(program: Command, globals: () => GlobalOptions):
           });
         }
         let password: Promise<string> | undefined;
-        const evidence = await collectEvidence(config, {
-          env: process.env,
-          defaultPassword: () => (password ??= getPassword(opts)),
-          ...(dataset !== undefined ? { dataset } : {}),
-          onDamaged: (target, name, err) =>
-            process.stderr.write(
-              `warning: ${target}: skipping damaged snapshot ${name.slice(0, 8)}: ${errorMessage(err)}\n`,
-            ),
-        });
+        // Verification records come from the catalog when there is one (a posture never creates it).
+        const catalog = await existingCatalog();
+        let evidence;
+        try {
+          evidence = await collectEvidence(config, {
+            ...(catalog ? { verifications: catalog } : {}),
+            env: process.env,
+            defaultPassword: () => (password ??= getPassword(opts)),
+            ...(dataset !== undefined ? { dataset } : {}),
+            onDamaged: (target, name, err) =>
+              process.stderr.write(
+                `warning: ${target}: skipping damaged snapshot ${name.slice(0, 8)}: ${errorMessage(err)}\n`,
+              ),
+          });
+        } finally {
+          catalog?.close();
+        }
         const report = evaluatePosture(config, evidence, systemClock.now(), dataset);
         process.stdout.write(renderPosture(report, format));
         process.exitCode = postureExitCode(report, { strict: flags.strict === true });
       },
     );
+}
+
+/**
+ * The catalog, if one exists at its default place (BULWARK_CATALOG, the state directory): posture reads the
+ * verifications recorded there. A missing catalog is no error (nothing was verified); a damaged one is
+ * reported and posture goes on without it.
+ */
+async function existingCatalog(): Promise<Catalog | undefined> {
+  const { Catalog } = await import("../../catalog/catalog.js");
+  const path = Catalog.defaultPath(process.env);
+  if (!existsSync(path)) return undefined;
+  try {
+    return Catalog.open(path);
+  } catch (err) {
+    process.stderr.write(
+      `warning: the catalog cannot be read, so no verification counts: ${errorMessage(err)}\n`,
+    );
+    return undefined;
+  }
 }
