@@ -17,7 +17,12 @@ import { Catalog, type PackReadInput } from "../../src/catalog/catalog.js";
 import { parseBudget } from "../../src/config/budget.js";
 import { ManualClock } from "../../src/core/clock.js";
 import { backupOperation } from "../../src/ops/backup.js";
-import { planPackReads, verifyRepository, type CoverageStore } from "../../src/ops/verify.js";
+import {
+  planPackReads,
+  verifyRepository,
+  type CoverageStore,
+  type VerifyInput,
+} from "../../src/ops/verify.js";
 import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
 
@@ -71,7 +76,10 @@ async function setup(files: number) {
     for await (const f of backend.list("pack")) out.push(f);
     return out;
   };
-  return { backend, repo, pool, clock, catalog, coverage, reads, packs, backupOf };
+  /** A verification over a 30-day period, as the daily runs of the tests make it. */
+  const verify = (extra: Partial<VerifyInput> = {}) =>
+    verifyRepository({ repo, pool, clock, target: "local", coverage, fullEveryMs: 30 * DAY, ...extra });
+  return { backend, repo, pool, clock, catalog, coverage, reads, packs, backupOf, verify };
 }
 
 describe("verification coverage", () => {
@@ -82,15 +90,7 @@ describe("verification coverage", () => {
     const total = packs.reduce((n, p) => n + p.size, 0);
     const budget = Math.ceil(total / 20); // a twentieth a day: the period of 30 days is read in 20
     for (let day = 0; day < 30; day++) {
-      const r = await verifyRepository({
-        repo: t.repo,
-        pool: t.pool,
-        clock: t.clock,
-        target: "local",
-        coverage: t.coverage,
-        fullEveryMs: 30 * DAY,
-        budget: { bytes: budget },
-      });
+      const r = await t.verify({ budget: { bytes: budget } });
       expect(r.ok).toBe(true);
       t.clock.advance(DAY);
     }
@@ -105,15 +105,7 @@ describe("verification coverage", () => {
     for (const bytes of perDay.values()) expect(bytes).toBeLessThanOrEqual(budget + largest);
 
     // Day 30: the packs read on day 0 are due again, and only those are read first.
-    const again = await verifyRepository({
-      repo: t.repo,
-      pool: t.pool,
-      clock: t.clock,
-      target: "local",
-      coverage: t.coverage,
-      fullEveryMs: 30 * DAY,
-      budget: { bytes: budget },
-    });
+    const again = await t.verify({ budget: { bytes: budget } });
     const firstDay = t.reads.filter((r) => r.time.getTime() === new Date("2035-01-01T03:00:00Z").getTime());
     expect(again.plan.read.slice(0, firstDay.length).sort()).toEqual(firstDay.map((r) => r.pack).sort());
     expect(again.coverage.packs).toBe(packs.length);
@@ -121,15 +113,7 @@ describe("verification coverage", () => {
 
   it("reads packs written since the last run first, and reports coverage", async () => {
     const t = await setup(10);
-    const run = () =>
-      verifyRepository({
-        repo: t.repo,
-        pool: t.pool,
-        clock: t.clock,
-        target: "local",
-        coverage: t.coverage,
-        fullEveryMs: 30 * DAY,
-      });
+    const run = () => t.verify();
     const first = await run();
     expect(first.coverage).toMatchObject({ covered: first.coverage.packs, ratio: 1, damaged: 0 });
     const before = new Set((await t.packs()).map((p) => p.name));
@@ -154,27 +138,11 @@ describe("verification coverage", () => {
         t.coverage.recordPackRead(r);
       },
     };
-    await expect(
-      verifyRepository({
-        repo: t.repo,
-        pool: t.pool,
-        clock: t.clock,
-        target: "local",
-        coverage: dying,
-        fullEveryMs: 30 * DAY,
-      }),
-    ).rejects.toThrow(/killed/);
+    await expect(t.verify({ coverage: dying })).rejects.toThrow(/killed/);
     const kept = t.catalog.packReads(t.repo.id);
     expect(kept.size).toBe(4);
     t.clock.advance(60_000);
-    const resumed = await verifyRepository({
-      repo: t.repo,
-      pool: t.pool,
-      clock: t.clock,
-      target: "local",
-      coverage: t.coverage,
-      fullEveryMs: 30 * DAY,
-    });
+    const resumed = await t.verify();
     expect(resumed.plan.read.some((p) => kept.has(p))).toBe(false);
     expect(resumed.coverage.ratio).toBe(1);
   });
@@ -185,15 +153,7 @@ describe("verification coverage", () => {
     const data = Buffer.from(await t.backend.load({ type: "pack", name: victim!.name }));
     data[10] = data[10]! ^ 0xff;
     await t.backend.save({ type: "pack", name: victim!.name }, bufferSource(data));
-    const run = () =>
-      verifyRepository({
-        repo: t.repo,
-        pool: t.pool,
-        clock: t.clock,
-        target: "local",
-        coverage: t.coverage,
-        fullEveryMs: 30 * DAY,
-      });
+    const run = () => t.verify();
     const found = await run();
     expect(found.ok).toBe(false);
     const finding = found.findings.find((f) => f.pack === victim!.name);
