@@ -247,3 +247,47 @@ export function coverageOf(
     damaged,
   };
 }
+
+/** A snapshot as cross-copy consistency compares it: its id on a target, its identity, its root tree. */
+export interface CopiedSnapshot {
+  id: string;
+  /** The id on the repository it was first made in (its own id there). */
+  original: string;
+  tree: string;
+}
+
+export interface CrossCopyFinding {
+  original: string;
+  message: string;
+  targets: string[];
+}
+
+/**
+ * Cross-copy consistency: the copies of one snapshot on several targets must reference the same root tree.
+ * Tree and blob ids are content-addressed and shared within a copy set, so one root tree id means identical
+ * trees and blobs all the way down (each copy's own check proves its trees match their ids). Pure.
+ */
+export function crossCopyFindings(
+  byTarget: ReadonlyMap<string, readonly CopiedSnapshot[]>,
+): CrossCopyFinding[] {
+  const copies = new Map<string, { target: string; snapshot: CopiedSnapshot }[]>();
+  for (const [target, snapshots] of byTarget) {
+    for (const s of snapshots)
+      copies.set(s.original, [...(copies.get(s.original) ?? []), { target, snapshot: s }]);
+  }
+  const findings: CrossCopyFinding[] = [];
+  for (const [original, list] of copies) {
+    const trees = new Set(list.map((c) => c.snapshot.tree));
+    if (trees.size < 2) continue;
+    findings.push({
+      original,
+      targets: list.map((c) => c.target),
+      message:
+        `the copies of snapshot ${original.slice(0, 8)} differ: ` +
+        list
+          .map((c) => `${c.target} (${c.snapshot.id.slice(0, 8)}) has tree ${c.snapshot.tree.slice(0, 12)}`)
+          .join(", "),
+    });
+  }
+  return findings;
+}

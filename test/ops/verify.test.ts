@@ -18,6 +18,7 @@ import { parseBudget } from "../../src/config/budget.js";
 import { ManualClock } from "../../src/core/clock.js";
 import { backupOperation } from "../../src/ops/backup.js";
 import {
+  crossCopyFindings,
   planPackReads,
   verifyRepository,
   type CoverageStore,
@@ -194,5 +195,30 @@ describe("verification coverage", () => {
     expect(parseBudget("1h30m")).toEqual({ ms: 90 * 60_000 });
     expect(parseBudget("2 parsecs")).toMatchObject({ error: expect.stringMatching(/neither a size/) });
     expect(parseBudget("0.1B")).toMatchObject({ error: expect.stringMatching(/less than a byte/) });
+  });
+});
+
+describe("cross-copy consistency", () => {
+  it("the copies of one snapshot must reference the same root tree", () => {
+    const a = "a".repeat(64);
+    const b = "b".repeat(64);
+    const tree1 = "1".repeat(64);
+    const tree2 = "2".repeat(64);
+    const sound = new Map([
+      ["local", [{ id: a, original: a, tree: tree1 }]],
+      ["nas", [{ id: b, original: a, tree: tree1 }]],
+    ]);
+    expect(crossCopyFindings(sound)).toEqual([]);
+    const differ = new Map([
+      ["local", [{ id: a, original: a, tree: tree1 }]],
+      ["nas", [{ id: b, original: a, tree: tree2 }]],
+      ["offsite", [{ id: "c".repeat(64), original: "c".repeat(64), tree: tree2 }]],
+    ]);
+    const found = crossCopyFindings(differ);
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatchObject({ original: a, targets: ["local", "nas"] });
+    expect(found[0]!.message).toBe(
+      "the copies of snapshot aaaaaaaa differ: local (aaaaaaaa) has tree 111111111111, nas (bbbbbbbb) has tree 222222222222",
+    );
   });
 });

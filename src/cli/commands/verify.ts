@@ -12,11 +12,19 @@ import { systemClock } from "../../core/clock.js";
 import { BulwarkError, errorMessage } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
 import { openTargetRepository, scrub } from "../../ops/targets.js";
-import { verifyRepository, type CoverageStore, type VerifyOutcome } from "../../ops/verify.js";
+import {
+  crossCopyFindings,
+  verifyRepository,
+  type CopiedSnapshot,
+  type CoverageStore,
+  type CrossCopyFinding,
+  type VerifyOutcome,
+} from "../../ops/verify.js";
 import { redact } from "../../backend/registry.js";
 import type { Catalog } from "../../catalog/catalog.js";
 import { RepoLock } from "../../repository/lock.js";
 import { Repository } from "../../repository/repository.js";
+import { loadAllSnapshots } from "../../snapshot/snapshot.js";
 import { WorkerPool } from "../../repository/worker-pool.js";
 import { loadConfigForCommand } from "../config-file.js";
 import { Output, getPassword, openBackend, renderWithProgress, type GlobalOptions } from "../context.js";
@@ -71,7 +79,8 @@ sound. Each run reads packs found damaged first, then packs never read, then the
 the budget; with --full-every, packs read within the period are skipped, so daily runs with a budget of a
 day's share read every pack once per period. Every pack read is recorded at once: a run killed half-way
 keeps what it read. Without --config, the repository of --repo (or BULWARK_REPOSITORY) is verified.
-Exit code 0 when no error is found, 1 when any target has errors or could not be verified.`,
+With several targets, the copies of each snapshot must reference the same root tree (cross-copy check).
+Exit code 0 when no error is found, 1 when any target has errors or could not be verified, or copies differ.`,
     )
     .action(async (flags: VerifyFlags) => {
       const opts = globals();
@@ -92,10 +101,12 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
         }
       }
       const reports: TargetReport[] = [];
+      let crossCopy: CrossCopyFinding[] = [];
       try {
         let password: Promise<string> | undefined;
         const defaultPassword = () => (password ??= getPassword(opts));
         const secrets: string[] = [];
+        const snapshotsByTarget = new Map<string, CopiedSnapshot[]>();
         const verifyOne = async (
           label: string,
           open: () => Promise<Repository>,
@@ -106,6 +117,14 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
           try {
             repo = await open();
             reports.push(await verifyOpened(repo, label, out, catalog, options));
+            snapshotsByTarget.set(
+              label,
+              (await loadAllSnapshots(repo, () => undefined)).map((x) => ({
+                id: x.id,
+                original: x.original ?? x.id,
+                tree: x.tree,
+              })),
+            );
             const last = reports.at(-1)!;
             const time = systemClock.now();
             for (const dataset of datasets.length > 0 ? datasets : [undefined]) {
@@ -161,17 +180,30 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
             { budget, fullEveryMs, newOnly: flags.new === true, newFirst: true },
           );
         }
+        // The copies of one snapshot on several targets must be the same snapshot.
+        crossCopy = crossCopyFindings(snapshotsByTarget);
+        for (const f of crossCopy) out.result(`error: ${f.message}`);
       } finally {
         catalog?.close();
       }
-      out.emitJson({ ok: reports.every((r) => r.ok === true), targets: reports });
+      out.emitJson({
+        ok: reports.every((r) => r.ok === true) && crossCopy.length === 0,
+        targets: reports,
+        crossCopy,
+      });
       const failed = reports.filter((r) => r.ok !== true);
+      const differ =
+        crossCopy.length > 0
+          ? `; ${crossCopy.length} snapshot${crossCopy.length === 1 ? "" : "s"} differ between copies`
+          : "";
       out.result(
         failed.length === 0
-          ? `no errors were found on ${reports.length === 1 ? reports[0]!.target : `${reports.length} targets`}`
-          : `${failed.length} of ${reports.length} target${reports.length === 1 ? "" : "s"} failed verification: ${failed.map((r) => r.target).join(", ")}`,
+          ? crossCopy.length === 0
+            ? `no errors were found on ${reports.length === 1 ? reports[0]!.target : `${reports.length} targets`}`
+            : `every target is sound on its own${differ}`
+          : `${failed.length} of ${reports.length} target${reports.length === 1 ? "" : "s"} failed verification: ${failed.map((r) => r.target).join(", ")}${differ}`,
       );
-      process.exitCode = failed.length === 0 ? EXIT.OK : EXIT.ERROR;
+      process.exitCode = failed.length === 0 && crossCopy.length === 0 ? EXIT.OK : EXIT.ERROR;
     });
 }
 
