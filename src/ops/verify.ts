@@ -194,7 +194,7 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
     input.coverage?.recordPackRead(record);
     records.set(f.pack, record);
   }
-  const indexed = new Set([...repo.index.entries()].map(([, e]) => e.pack));
+  const indexed = new Set(repo.index.packIds());
   input.coverage?.forgetPackReads(repo.id, indexed);
   const errors = result.findings.filter((f) => f.severity === "error").length;
   return {
