@@ -630,11 +630,30 @@ export class Catalog {
     });
   }
 
-  /** The newest drill of a dataset (by its time; the later record wins a tie). */
-  latestDrill(dataset: string): DrillRecord | undefined {
+  /** The newest drill of a dataset, or of its copy on `target` (by time; the later record wins a tie). */
+  latestDrill(dataset: string, target?: string): DrillRecord | undefined {
+    return this.guard(() => {
+      const row =
+        target === undefined
+          ? this.db
+              .prepare(`SELECT * FROM drills WHERE dataset = ? ORDER BY time DESC, id DESC LIMIT 1`)
+              .get(dataset)
+          : this.db
+              .prepare(
+                `SELECT * FROM drills WHERE dataset = ? AND target = ? ORDER BY time DESC, id DESC LIMIT 1`,
+              )
+              .get(dataset, target);
+      return row === undefined ? undefined : toDrill(row as Row);
+    });
+  }
+
+  /** The newest passing drill of a dataset (any copy). */
+  latestPassingDrill(dataset: string): DrillRecord | undefined {
     return this.guard(() => {
       const row = this.db
-        .prepare(`SELECT * FROM drills WHERE dataset = ? ORDER BY time DESC, id DESC LIMIT 1`)
+        .prepare(
+          `SELECT * FROM drills WHERE dataset = ? AND status = 'pass' ORDER BY time DESC, id DESC LIMIT 1`,
+        )
         .get(dataset);
       return row === undefined ? undefined : toDrill(row as Row);
     });
