@@ -16,6 +16,8 @@ const LAYERS = {
   copy: ["core", "crypto", "backend", "repository", "snapshot"],
   verify: ["core", "crypto", "backend", "repository", "snapshot"],
   vault: ["core", "crypto", "backend"],
+  // drill restores and validates: it runs the sources' validators on what the snapshot holds.
+  drill: ["core", "crypto", "backend", "repository", "snapshot", "sources", "config"],
   // policy reads the resolved config (posture, retention): config sits below it and must not import it.
   // A config rule that needs policy is written there and passed to the loader (src/ops/config.ts).
   config: ["core", "snapshot"],
@@ -32,6 +34,7 @@ const LAYERS = {
     "copy",
     "verify",
     "vault",
+    "drill",
     "config",
     "policy",
   ],

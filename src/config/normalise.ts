@@ -14,6 +14,8 @@ import { presetCounts } from "./rule-presets.js";
 import type {
   BulwarkConfig,
   Dataset,
+  DrillConfig,
+  DrillValidator,
   HookConfig,
   Job,
   Policy,
@@ -22,7 +24,18 @@ import type {
   Source,
   Target,
 } from "./types.js";
-import type { WrittenConfig, WrittenHooks, WrittenRetention, WrittenSource } from "./written.js";
+import type {
+  WrittenConfig,
+  WrittenDataset,
+  WrittenHooks,
+  WrittenRetention,
+  WrittenSource,
+} from "./written.js";
+
+/** A drill's command validator is killed after this long unless the config says otherwise. */
+const DEFAULT_VALIDATOR_TIMEOUT_S = 300;
+/** Live files a drill compares with the snapshot unless the config says otherwise. */
+const DEFAULT_SPOT_CHECK = 20;
 
 export function normalise(
   written: WrittenConfig,
@@ -70,6 +83,79 @@ export function normalise(
     };
   };
 
+  const drillConfigOf = (d: WrittenDataset, at: Array<string | number>): DrillConfig => {
+    const validators = (d.drill?.validators ?? []).map((v, i): DrillValidator => {
+      const path = [...at, "validators", i];
+      const absolute = (p: string, field: Array<string | number>): void => {
+        if (!p.startsWith("/"))
+          diagnostics.push(
+            error(
+              [...path, ...field],
+              `${JSON.stringify(p)} is not a snapshot path`,
+              "snapshot paths start with /",
+            ),
+          );
+      };
+      switch (v.type) {
+        case "paths":
+          v.expect.forEach((e, j) => absolute(e.path, ["expect", j, "path"]));
+          return { type: "paths", name: v.name ?? `paths (${v.expect.length})`, expect: v.expect };
+        case "sqlite":
+          absolute(v.path, ["path"]);
+          return {
+            type: "sqlite",
+            name: v.name ?? `sqlite ${v.path}`,
+            path: v.path,
+            queries: v.queries ?? [],
+          };
+        case "postgres": {
+          const source = d.sources
+            .map(normaliseSource)
+            .find((s) => s.type !== "files" && s.name === v.source);
+          if (source?.type !== "postgres") {
+            const names = d.sources
+              .map(normaliseSource)
+              .filter((s) => s.type === "postgres")
+              .map((s) => (s.type === "postgres" ? s.name : ""));
+            diagnostics.push(
+              error(
+                [...path, "source"],
+                `the dataset has no postgres source named ${JSON.stringify(v.source)}`,
+                names.length > 0 ? `its postgres sources are ${names.join(", ")}` : "add a postgres source",
+              ),
+            );
+          } else if (source.all && v.database === undefined) {
+            diagnostics.push(
+              error(
+                [...path, "database"],
+                `the source ${v.source} dumps every database: name the one to restore`,
+                "add database: NAME",
+              ),
+            );
+          }
+          return {
+            type: "postgres",
+            name: v.name ?? `postgres ${v.source}${v.database !== undefined ? `/${v.database}` : ""}`,
+            source: v.source,
+            ...(v.database !== undefined ? { database: v.database } : {}),
+            queries: v.queries ?? [],
+            ...(v.timeoutSeconds !== undefined ? { timeoutMs: Math.round(v.timeoutSeconds * 1000) } : {}),
+          };
+        }
+        case "command": {
+          const command = typeof v.command === "string" ? ["sh", "-c", v.command] : v.command;
+          return {
+            type: "command",
+            name: v.name ?? `command ${typeof v.command === "string" ? v.command : v.command.join(" ")}`,
+            command,
+            timeoutMs: Math.round((v.timeoutSeconds ?? DEFAULT_VALIDATOR_TIMEOUT_S) * 1000),
+          };
+        }
+      }
+    });
+    return { validators, spotCheck: d.drill?.spotCheck ?? DEFAULT_SPOT_CHECK };
+  };
+
   const targets: Record<string, Target> = {};
   for (const [name, t] of Object.entries(written.targets)) {
     targets[name] = {
@@ -109,6 +195,7 @@ export function normalise(
         }
         return source;
       }),
+      ...(d.drill ? { drill: drillConfigOf(d, ["datasets", name, "drill"]) } : {}),
       ...(hooks ? { hooks } : {}),
       ...(d.site !== undefined ? { site: d.site } : {}),
       ...(d.network !== undefined ? { network: d.network } : {}),
@@ -176,6 +263,9 @@ export function normalise(
       rpo: p.rpo,
       rpoMs: duration([...at, "rpo"], p.rpo),
       ...(p.verification ? { verification: verificationOf(p.verification, [...at, "verification"]) } : {}),
+      ...(p.drills
+        ? { drills: { every: p.drills.every, everyMs: duration([...at, "drills", "every"], p.drills.every) } }
+        : {}),
       keepRules,
       ...(p.immutabilityDays !== undefined ? { immutabilityDays: p.immutabilityDays } : {}),
     };

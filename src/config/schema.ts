@@ -124,8 +124,71 @@ const sourceSchema = z.discriminatedUnion("type", [
   }),
 ]);
 
+const drillQuerySchema = z.strictObject({
+  sql: name.describe("a query; its output (rows on lines, columns joined by |) is compared"),
+  expect: z.string().describe('the exact output expected, e.g. "42" or "ok"'),
+});
+const validatorName = name.optional().describe("how the report names it (default: its type and subject)");
+
+const drillValidatorSchema = z.discriminatedUnion("type", [
+  z.strictObject({
+    type: z.literal("paths"),
+    name: validatorName,
+    expect: z
+      .array(
+        z.strictObject({
+          path: name.describe("a snapshot path that must exist after the restore"),
+          minSize: z.number().int().min(0).optional().describe("a file: at least this many bytes"),
+          minFiles: z
+            .number()
+            .int()
+            .min(0)
+            .optional()
+            .describe("a directory: at least this many files below it"),
+        }),
+      )
+      .min(1),
+  }),
+  z.strictObject({
+    type: z.literal("sqlite"),
+    name: validatorName,
+    path: name.describe(
+      "the database's snapshot path, e.g. /sources/app.sqlite; integrity_check must say ok",
+    ),
+    queries: z.array(drillQuerySchema).optional(),
+  }),
+  z.strictObject({
+    type: z.literal("postgres"),
+    name: validatorName,
+    source: name.describe("the dataset's postgres source restored into a throwaway cluster"),
+    database: name.optional().describe("with a source of every database (all: true): which one"),
+    queries: z.array(drillQuerySchema).optional(),
+    timeoutSeconds: z.number().positive().optional(),
+  }),
+  z.strictObject({
+    type: z.literal("command"),
+    name: validatorName,
+    command: z
+      .union([name, z.array(z.string()).min(1)])
+      .describe("run in the sandbox; exit 0 passes; a network namespace with only loopback where possible"),
+    timeoutSeconds: z.number().positive().optional().describe("kill it after this long (default 300)"),
+  }),
+]);
+
 const datasetSchema = z.strictObject({
   sources: z.array(sourceSchema).min(1),
+  drill: z
+    .strictObject({
+      validators: z.array(drillValidatorSchema).optional(),
+      spotCheck: z
+        .number()
+        .int()
+        .min(0)
+        .optional()
+        .describe("live files compared with the latest snapshot (default 20; 0: none)"),
+    })
+    .optional()
+    .describe("what `bulwark drill` checks after restoring into a sandbox"),
   hooks: hooksSchema.optional().describe("commands around the whole backup, outside the sources' own hooks"),
   site: name.optional().describe("where production lives, counted as a site when production counts"),
   network: name.optional(),
@@ -174,6 +237,9 @@ const policySchema = z.strictObject({
       budget: z.string().optional().describe("at most this much read per run: 2GiB, 20m"),
       newPacks: z.boolean().optional().describe("read packs written since the last run first (default true)"),
     })
+    .optional(),
+  drills: z
+    .strictObject({ every: z.string().describe("a passing drill must be at most this old: 7d") })
     .optional(),
   retention: z.record(name, retentionSchema).optional().describe("forget per target, keyed by target name"),
   immutabilityDays: z.number().int().min(1).optional(),

@@ -104,9 +104,52 @@ export type Source =
       hooks?: HookConfig;
     };
 
+/** A query run against a restored database; its output (rows on lines, columns joined by "|") must equal `expect`. */
+export interface DrillQuery {
+  sql: string;
+  expect: string;
+}
+
+/**
+ * What a drill checks in the restored snapshot beyond its content (src/drill/validators.ts). Paths are
+ * snapshot paths (/srv/www, /sources/app.sqlite), found under the sandbox the drill restored into.
+ */
+export type DrillValidator =
+  | {
+      type: "paths";
+      name: string;
+      expect: { path: string; minSize?: number; minFiles?: number }[];
+    }
+  | { type: "sqlite"; name: string; path: string; queries: DrillQuery[] }
+  | {
+      type: "postgres";
+      name: string;
+      /** The postgres source of the dataset whose dump is restored into a throwaway cluster. */
+      source: string;
+      /** With a source of every database (`all`): the one to restore. */
+      database?: string;
+      queries: DrillQuery[];
+      timeoutMs?: number;
+    }
+  | {
+      type: "command";
+      name: string;
+      /** Run in the sandbox (its working directory), isolated from the network where possible. */
+      command: string[];
+      timeoutMs: number;
+    };
+
+/** How a dataset is drilled (`bulwark drill`, docs/design.md §17b). */
+export interface DrillConfig {
+  validators: DrillValidator[];
+  /** Live files of the dataset's file sources compared with the snapshot (0: no spot check). */
+  spotCheck: number;
+}
+
 export interface Dataset {
   name: string;
   sources: Source[];
+  drill?: DrillConfig;
   /** Run around the whole backup, outside every source's own hooks. */
   hooks?: HookConfig;
   /** Where the production data lives: counted as a site and network when the policy counts production. */
@@ -156,6 +199,8 @@ export interface Policy {
   rpo: string;
   rpoMs: number;
   verification?: PolicyVerification;
+  /** A passing drill must be at most this old (`drills.every`); without it any passing drill counts. */
+  drills?: { every: string; everyMs: number };
   /** Per-target keep rules (the config's `retention:`; what `forget` keeps there), keyed by target name. */
   keepRules: Record<string, KeepRules>;
   /** Each snapshot must stay retention-locked at least this long on the immutable targets. */

@@ -67,8 +67,32 @@ export type WrittenSource =
       hooks?: WrittenHooks;
     };
 
+export interface WrittenDrillQuery {
+  sql: string;
+  expect: string;
+}
+
+/** Validators as written: a command may be one shell command; timeouts are in seconds; names default. */
+export type WrittenDrillValidator =
+  | {
+      type: "paths";
+      name?: string;
+      expect: { path: string; minSize?: number; minFiles?: number }[];
+    }
+  | { type: "sqlite"; name?: string; path: string; queries?: WrittenDrillQuery[] }
+  | {
+      type: "postgres";
+      name?: string;
+      source: string;
+      database?: string;
+      queries?: WrittenDrillQuery[];
+      timeoutSeconds?: number;
+    }
+  | { type: "command"; name?: string; command: string | string[]; timeoutSeconds?: number };
+
 export interface WrittenDataset {
   sources: WrittenSource[];
+  drill?: { validators?: WrittenDrillValidator[]; spotCheck?: number };
   hooks?: WrittenHooks;
   site?: string;
   network?: string;
@@ -110,6 +134,7 @@ export interface WrittenPolicy {
   productionCounts?: boolean;
   rpo: string;
   verification?: { cadence?: string; fullEvery?: string; budget?: string; newPacks?: boolean };
+  drills?: { every: string };
   retention?: Record<string, WrittenRetention>;
   immutabilityDays?: number;
 }
