@@ -14,6 +14,7 @@
  * wait for each other instead of failing. The schema evolves through numbered migrations recorded in
  * `PRAGMA user_version`; a catalog written by a newer Bulwark is refused rather than misread.
  */
+import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { homedir, hostname as osHostname } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
@@ -88,6 +89,10 @@ export interface VerificationRecord {
   errors: number;
   description: string;
   runId?: number;
+  /** What was read, from where, how long, the findings (bulwark verify: src/ops/evidence.ts). */
+  details?: Record<string, unknown>;
+  /** Its place in the evidence chain; absent for a record made before the chain existed (schema 3). */
+  chain?: EvidenceLink;
 }
 
 export type PackReadOutcome = "ok" | "damaged";
@@ -116,6 +121,34 @@ export interface DrillRecord {
   status: "pass" | "fail";
   description: string;
   details?: Record<string, unknown>;
+  /** Its place in the evidence chain; absent for a record made before the chain existed (schema 3). */
+  chain?: EvidenceLink;
+}
+
+/** The kinds of evidence records that form the one evidence chain (docs/design.md §22). */
+export type EvidenceKind = "verification" | "drill";
+
+/** A record's place in the evidence chain. */
+export interface EvidenceLink {
+  /** Its position: 1 for the first chained record, then each next one, with no gaps. */
+  seq: number;
+  /** The hash of the record before it (64 zeros for the first). */
+  prevHash: string;
+  /** SHA-256 over the canonical encoding of its position, kind, previous hash and stored fields. */
+  hash: string;
+}
+
+/** What {@link Catalog.verifyEvidenceChain} found. */
+export interface EvidenceChainStatus {
+  ok: boolean;
+  /** Records in the chain. */
+  records: number;
+  /** Records made before the chain existed (catalog schema 3): outside it, so not protected by it. */
+  unchained: number;
+  /** The last link (absent while the chain is empty). */
+  head?: { seq: number; hash: string };
+  /** The first broken link, in chain order. */
+  broken?: { seq?: number; kind?: EvidenceKind; id?: number; reason: string };
 }
 
 export interface EventRecord {
@@ -150,8 +183,8 @@ export type CopyInput = {
   verified: boolean;
   runId?: number;
 };
-export type VerificationInput = Omit<VerificationRecord, "id">;
-export type DrillInput = Omit<DrillRecord, "id">;
+export type VerificationInput = Omit<VerificationRecord, "id" | "chain">;
+export type DrillInput = Omit<DrillRecord, "id" | "chain">;
 export type EventInput = Omit<EventRecord, "id">;
 
 /** How long a writer waits for another process's write transaction before giving up. */
@@ -269,7 +302,74 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX pack_reads_by_time ON pack_reads (repository, read_at);
   `,
+  // 3: evidence. Verifications get their details (what was read, the findings), and every evidence record
+  // (verifications and drills; DR runs will join) becomes a link of one hash chain: its position, the hash
+  // of the record before it and its own hash, written in the transaction that inserts it. evidence_head is
+  // the chain's last link (so removing the newest records shows). Rows made before this migration keep
+  // NULL there: the chain's unhashed prefix, which the chain does not vouch for (§22).
+  `
+  ALTER TABLE verifications ADD COLUMN details TEXT;
+  ALTER TABLE verifications ADD COLUMN chain_seq INTEGER;
+  ALTER TABLE verifications ADD COLUMN prev_hash TEXT;
+  ALTER TABLE verifications ADD COLUMN hash TEXT;
+  CREATE UNIQUE INDEX verifications_by_chain ON verifications (chain_seq);
+  ALTER TABLE drills ADD COLUMN chain_seq INTEGER;
+  ALTER TABLE drills ADD COLUMN prev_hash TEXT;
+  ALTER TABLE drills ADD COLUMN hash TEXT;
+  CREATE UNIQUE INDEX drills_by_chain ON drills (chain_seq);
+  CREATE TABLE evidence_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL
+  );
+  `,
 ];
+
+/**
+ * The tables of the evidence chain and the columns each link's hash covers, in this order. A kind's
+ * columns never change once released: a new column is hashed only by a new kind or a new encoding version.
+ */
+const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: readonly string[] }> = {
+  verification: {
+    table: "verifications",
+    columns: [
+      "id",
+      "target",
+      "dataset",
+      "snapshot",
+      "time",
+      "kind",
+      "errors",
+      "description",
+      "run_id",
+      "details",
+    ],
+  },
+  drill: {
+    table: "drills",
+    columns: ["id", "dataset", "target", "snapshot", "time", "status", "description", "details"],
+  },
+};
+
+/** The previous hash of the first link. */
+export const EVIDENCE_GENESIS = "0".repeat(64);
+
+/**
+ * A link's hash: SHA-256 (hex) of the JSON array ["bulwark-evidence/1", seq, kind, prevHash, [[column,
+ * value], ...]] with the kind's columns in their fixed order and each value as SQLite stores it (text,
+ * integer or null; JSON columns as their stored text). Exported so a test or an auditor can recompute it.
+ */
+export function evidenceHash(
+  seq: number,
+  kind: EvidenceKind,
+  prevHash: string,
+  row: Readonly<Record<string, unknown>>,
+): string {
+  const fields = EVIDENCE_TABLES[kind].columns.map((c) => [c, row[c] ?? null]);
+  return createHash("sha256")
+    .update(JSON.stringify(["bulwark-evidence/1", seq, kind, prevHash, fields]))
+    .digest("hex");
+}
 
 /** The schema version this Bulwark writes (PRAGMA user_version of an up-to-date catalog). */
 export const CATALOG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -574,12 +674,14 @@ export class Catalog {
     );
   }
 
-  recordVerification(v: VerificationInput): void {
-    this.guard(() => {
+  /** Records a verification as the next link of the evidence chain; returns its id and link. */
+  recordVerification(v: VerificationInput): { id: number; chain: EvidenceLink } {
+    return this.insertEvidence("verification", () =>
       this.db
         .prepare(
-          `INSERT INTO verifications (target, dataset, snapshot, time, kind, errors, description, run_id)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO verifications (target, dataset, snapshot, time, kind, errors, description, run_id,
+                                      details)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           v.target,
@@ -590,8 +692,26 @@ export class Catalog {
           v.errors,
           v.description,
           v.runId ?? null,
-        );
-    });
+          v.details === undefined ? null : JSON.stringify(v.details),
+        ),
+    );
+  }
+
+  /** Verifications, newest first (by time; the later record wins a tie). */
+  verifications(
+    filter: { dataset?: string; target?: string; id?: number; limit?: number } = {},
+  ): VerificationRecord[] {
+    const where = new Where();
+    where.eq("dataset", filter.dataset).eq("target", filter.target);
+    if (filter.id !== undefined) where.add("id = ?", filter.id);
+    return this.guard(() =>
+      this.db
+        .prepare(
+          `SELECT * FROM verifications ${where.sql} ORDER BY time DESC, id DESC ${limit(filter.limit)}`,
+        )
+        .all(...where.params)
+        .map((row) => toVerification(row as Row)),
+    );
   }
 
   /** The newest verification of a dataset, or of its copy on `target` (by time; the later record wins a tie). */
@@ -611,8 +731,9 @@ export class Catalog {
     });
   }
 
-  recordDrill(d: DrillInput): void {
-    this.guard(() => {
+  /** Records a drill as the next link of the evidence chain; returns its id and link. */
+  recordDrill(d: DrillInput): { id: number; chain: EvidenceLink } {
+    return this.insertEvidence("drill", () =>
       this.db
         .prepare(
           `INSERT INTO drills (dataset, target, snapshot, time, status, description, details)
@@ -626,7 +747,144 @@ export class Catalog {
           d.status,
           d.description,
           d.details === undefined ? null : JSON.stringify(d.details),
-        );
+        ),
+    );
+  }
+
+  /** Drills, newest first (by time; the later record wins a tie). */
+  drills(filter: { dataset?: string; target?: string; id?: number; limit?: number } = {}): DrillRecord[] {
+    const where = new Where();
+    where.eq("dataset", filter.dataset).eq("target", filter.target);
+    if (filter.id !== undefined) where.add("id = ?", filter.id);
+    return this.guard(() =>
+      this.db
+        .prepare(`SELECT * FROM drills ${where.sql} ORDER BY time DESC, id DESC ${limit(filter.limit)}`)
+        .all(...where.params)
+        .map((row) => toDrill(row as Row)),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // The evidence chain
+
+  /**
+   * Inserts an evidence record and links it to the chain, in one IMMEDIATE transaction: the head is read
+   * under the write lock, so two processes recording at once are serialised by SQLite and cannot both
+   * link to the same predecessor (fork the chain). The hash is computed over the row as stored, read back.
+   */
+  private insertEvidence(
+    kind: EvidenceKind,
+    insert: () => { lastInsertRowid: number | bigint },
+  ): { id: number; chain: EvidenceLink } {
+    const { table } = EVIDENCE_TABLES[kind];
+    return this.transaction(() => {
+      const head = this.db.prepare(`SELECT seq, hash FROM evidence_head WHERE id = 1`).get() as
+        | { seq: number; hash: string }
+        | undefined;
+      const seq = (head?.seq ?? 0) + 1;
+      const prevHash = head?.hash ?? EVIDENCE_GENESIS;
+      const id = Number(insert().lastInsertRowid);
+      const row = this.db.prepare(`SELECT * FROM ${table} WHERE id = ?`).get(id) as Row;
+      const hash = evidenceHash(seq, kind, prevHash, row);
+      this.db
+        .prepare(`UPDATE ${table} SET chain_seq = ?, prev_hash = ?, hash = ? WHERE id = ?`)
+        .run(seq, prevHash, hash, id);
+      this.db
+        .prepare(
+          `INSERT INTO evidence_head (id, seq, hash) VALUES (1, ?, ?)
+           ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
+        )
+        .run(seq, hash);
+      return { id, chain: { seq, prevHash, hash } };
+    });
+  }
+
+  /**
+   * Walks the evidence chain in order and reports the first broken link: a position missing (a record
+   * deleted) or taken twice, a record whose stored fields no longer give its hash (edited), a record not
+   * linked to the hash of the one before it (the one before was replaced, or records reordered), a head
+   * that is not the last record (the newest deleted), or a record without a link recorded after the chain
+   * began (inserted behind Bulwark's back). Records older than the chain are counted, not judged. Read-only.
+   */
+  verifyEvidenceChain(): EvidenceChainStatus {
+    return this.guard(() => {
+      const links: Array<{ kind: EvidenceKind; row: Row }> = [];
+      let unchained = 0;
+      let intruder: { kind: EvidenceKind; id: number } | undefined;
+      for (const [kind, { table }] of Object.entries(EVIDENCE_TABLES) as [
+        EvidenceKind,
+        { table: string },
+      ][]) {
+        const rows = this.db.prepare(`SELECT * FROM ${table} ORDER BY id`).all() as Row[];
+        const firstChained = rows.find((r) => r.chain_seq !== null);
+        for (const row of rows) {
+          if (row.chain_seq !== null) links.push({ kind, row });
+          else if (firstChained !== undefined && (row.id as number) > (firstChained.id as number))
+            intruder ??= { kind, id: row.id as number };
+          else unchained++;
+        }
+      }
+      links.sort((a, b) => (a.row.chain_seq as number) - (b.row.chain_seq as number));
+      const head = this.db.prepare(`SELECT seq, hash FROM evidence_head WHERE id = 1`).get() as
+        | { seq: number; hash: string }
+        | undefined;
+      const status = (broken?: EvidenceChainStatus["broken"]): EvidenceChainStatus => ({
+        ok: broken === undefined,
+        records: links.length,
+        unchained,
+        ...(head !== undefined ? { head: { seq: head.seq, hash: head.hash } } : {}),
+        ...(broken !== undefined ? { broken } : {}),
+      });
+      let prev = EVIDENCE_GENESIS;
+      for (const [i, { kind, row }] of links.entries()) {
+        const seq = row.chain_seq as number;
+        const at = { seq: i + 1, kind, id: row.id as number };
+        if (seq < i + 1) return status({ ...at, seq, reason: `two records claim position ${seq}` });
+        if (seq > i + 1) {
+          const gap = seq - (i + 1);
+          return status({
+            seq: i + 1,
+            reason: `${gap === 1 ? `the record at position ${i + 1} is` : `the records at positions ${i + 1} to ${seq - 1} are`} missing (deleted)`,
+          });
+        }
+        if (row.prev_hash !== prev) {
+          return status({
+            ...at,
+            reason:
+              i === 0
+                ? "the first record does not start the chain"
+                : `it is not linked to the record before it (position ${i}), which was replaced, or records were reordered`,
+          });
+        }
+        if (evidenceHash(seq, kind, prev, row) !== row.hash) {
+          return status({
+            ...at,
+            reason: "its fields were changed after it was recorded (its hash no longer matches)",
+          });
+        }
+        prev = row.hash;
+      }
+      if (links.length > 0 || head !== undefined) {
+        if (head === undefined)
+          return status({ reason: "the chain's head record (evidence_head) is missing" });
+        if (head.seq > links.length) {
+          const n = head.seq - links.length;
+          return status({
+            seq: links.length + 1,
+            reason: `the newest ${n === 1 ? "record is" : `${n} records are`} missing (deleted): the chain's head is at position ${head.seq}`,
+          });
+        }
+        if (head.seq !== links.length || head.hash !== prev) {
+          return status({ seq: head.seq, reason: "the chain's head does not match its last record" });
+        }
+      }
+      if (intruder !== undefined) {
+        return status({
+          ...intruder,
+          reason: "it has no place in the chain: recorded after the chain began, but not by Bulwark",
+        });
+      }
+      return status();
     });
   }
 
@@ -878,6 +1136,8 @@ function toVerification(row: Row): VerificationRecord {
     errors: row.errors as number,
     description: str(row, "description"),
     ...optional("runId", row.run_id as number | null),
+    ...optional("details", json<Record<string, unknown>>(row, "details")),
+    ...optional("chain", toLink(row)),
   };
 }
 
@@ -891,7 +1151,13 @@ function toDrill(row: Row): DrillRecord {
     status: row.status as "pass" | "fail",
     description: str(row, "description"),
     ...optional("details", json<Record<string, unknown>>(row, "details")),
+    ...optional("chain", toLink(row)),
   };
+}
+
+function toLink(row: Row): EvidenceLink | undefined {
+  if (row.chain_seq === null || row.chain_seq === undefined) return undefined;
+  return { seq: row.chain_seq as number, prevHash: str(row, "prev_hash"), hash: str(row, "hash") };
 }
 
 function toEvent(row: Row): EventRecord {

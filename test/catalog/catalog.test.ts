@@ -54,6 +54,7 @@ describe("Catalog.open", () => {
         "copies",
         "drills",
         "events",
+        "evidence_head",
         "pack_reads",
         "runs",
         "snapshots",
@@ -435,6 +436,7 @@ describe("copies, verifications, drills, events", () => {
       errors: 0,
       description: "all packs read back",
       runId: 7,
+      chain: { seq: 1, prevHash: "0".repeat(64), hash: expect.stringMatching(/^[0-9a-f]{64}$/) as string },
     });
     expect(catalog.latestVerification("db")?.description).toBe("ok");
     expect(catalog.latestVerification("db")).not.toHaveProperty("snapshot");
@@ -468,6 +470,11 @@ describe("copies, verifications, drills, events", () => {
       status: "pass",
       description: "restored and validated",
       details: { rtoMs: 81234, checks: ["pg_isready", "GET /health"] },
+      chain: {
+        seq: 2,
+        prevHash: expect.stringMatching(/^[0-9a-f]{64}$/) as string,
+        hash: expect.stringMatching(/^[0-9a-f]{64}$/) as string,
+      },
     });
     expect(catalog.latestDrill("other")).toBeUndefined();
   });
