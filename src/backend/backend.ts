@@ -50,6 +50,14 @@ export interface Retention {
   readonly until: Date;
 }
 
+/** A stored file's SHA-256 as the storage computed it (Backend.digest). */
+export interface FileDigest {
+  /** 64 lowercase hex digits. */
+  readonly sha256: string;
+  /** The bytes hashed: the file's size when it was read. */
+  readonly size: number;
+}
+
 export interface BackendCapabilities {
   /** How many requests it is worth having in flight at once. */
   readonly connections: number;
@@ -94,6 +102,15 @@ export interface Backend {
   getRetention?(h: FileHandle, signal?: AbortSignal): Promise<Retention | undefined>;
   /** Where immutability is supported: extends (never shortens) a file's retention. */
   extendRetention?(h: FileHandle, retention: Retention, signal?: AbortSignal): Promise<void>;
+
+  /**
+   * Where the storage can hash a stored file itself (the vault): the SHA-256 of the file's bytes as the
+   * storage holds them, computed next to the data, so checking a file at rest downloads nothing. It MUST
+   * hash the stored bytes (never return a digest remembered from the save, never download to hash here: a
+   * backend that cannot hash remotely does not offer it) and MUST throw NOT_FOUND when the file does not
+   * exist. Wrappers pass it on exactly when the wrapped backend has it.
+   */
+  digest?(h: FileHandle, signal?: AbortSignal): Promise<FileDigest>;
 
   /**
    * Where saves leave temporary files behind when interrupted (a killed process, a dropped connection):

@@ -6,10 +6,13 @@
  *   1. Authenticate the bearer token (hash, constant-time compare); no match is 401.
  *   2. Parse the route (type directory, 64-hex name); anything else is 400 or 404.
  *   3. Check the role: append-only may read, list and create; it may replace or delete lock files only.
- *   4. Reads stream from the backend with back-pressure. A save streams the body into LocalBackend.save
- *      (temp file, fsync, rename/link), hashing as it goes; the digest is checked after the last byte and
- *      before the file becomes visible, so a mismatched or truncated upload leaves nothing behind.
- *   5. Stored files other than locks are made immutable right after the save; an admin delete or replace
+ *   4. Reads stream from the backend with back-pressure. A digest (GET /{type}/{name}/sha256, either role)
+ *      streams the stored file through SHA-256 on the vault, so a client checks a file at rest for the
+ *      price of a few bytes on the wire; it stops when the client goes away.
+ *   5. A save streams the body into LocalBackend.save (temp file, fsync, rename/link), hashing as it goes;
+ *      the digest is checked after the last byte and before the file becomes visible, so a mismatched or
+ *      truncated upload leaves nothing behind.
+ *   6. Stored files other than locks are made immutable right after the save; an admin delete or replace
  *      clears the flag first and, if the replace fails, sets it back on the old file.
  *
  * Retention (with `retentionDays`): a stored file other than a lock is retained until its modification
@@ -46,6 +49,8 @@ import {
 import { LocalBackend, removeStaleTempFiles } from "../backend/local/local-backend.js";
 import {
   DIGEST_HEADER,
+  DIGEST_PATH,
+  FILE_DIGEST_HEADER,
   LENGTH_HEADER,
   RETAIN_UNTIL_HEADER,
   RETENTION_DAYS_HEADER,
@@ -143,6 +148,8 @@ interface Route {
   /** Undefined: the listing of `type`. */
   readonly handle?: FileHandle;
   readonly type: FileType;
+  /** The file's digest resource (`/{type}/{name}/sha256`) rather than the file. */
+  readonly digest?: true;
 }
 
 export async function startVaultServer(options: VaultServerOptions): Promise<VaultServer> {
@@ -299,6 +306,7 @@ class Vault {
       const token = this.authenticate(req);
       who = token.name;
       res.setHeader(TOKEN_ROLE_HEADER, token.role);
+      res.setHeader(FILE_DIGEST_HEADER, "sha256");
       if (this.retentionMs !== undefined) {
         res.setHeader(RETENTION_DAYS_HEADER, String(this.retentionMs / DAY_MS));
       }
@@ -336,6 +344,10 @@ class Vault {
     if (h === undefined) {
       if (method !== "GET") throw new HttpProblem(405, "a listing is read with GET", { Allow: "GET" });
       return this.list(res, route.type);
+    }
+    if (route.digest === true) {
+      if (method !== "GET") throw new HttpProblem(405, "a digest is read with GET", { Allow: "GET" });
+      return this.digest(req, res, h);
     }
     switch (method) {
       case "HEAD":
@@ -402,6 +414,44 @@ class Vault {
       if (!req.destroyed && !res.writableFinished) {
         this.logger.warn(`reading ${handleToString(h)} failed: ${describe(err)}`);
       }
+    }
+  }
+
+  /**
+   * The SHA-256 of a stored file as the vault's disk holds it, streamed through the hash (memory stays at a
+   * piece whatever the file's size). Every role may ask: it reads, like GET. A client that goes away stops
+   * the hashing. The answer is JSON { sha256, size } (size: the bytes hashed) and the digest in
+   * X-Content-SHA256.
+   */
+  private async digest(req: IncomingMessage, res: ServerResponse, h: FileHandle): Promise<void> {
+    const gone = new AbortController();
+    const abandon = (): void => {
+      if (!res.writableEnded) gone.abort();
+    };
+    res.once("close", abandon);
+    try {
+      const hash = createHash("sha256");
+      let size = 0;
+      for await (const piece of this.backend.openRead(h, undefined, gone.signal)) {
+        hash.update(piece);
+        size += piece.length;
+      }
+      const sha256 = hash.digest("hex");
+      const body = Buffer.from(JSON.stringify({ sha256, size }));
+      res.writeHead(200, {
+        "Content-Type": "application/json",
+        "Content-Length": body.length,
+        [DIGEST_HEADER]: sha256,
+      });
+      res.end(body);
+    } catch (err) {
+      if (gone.signal.aborted) {
+        res.destroy();
+        return;
+      }
+      throw err;
+    } finally {
+      res.off("close", abandon);
     }
   }
 
@@ -774,13 +824,18 @@ function describe(err: unknown): string {
 
 function parseRoute(path: string): Route {
   if (path === "/config") return { type: "config", handle: { type: "config", name: "" } };
-  const match = /^\/([a-z]+)\/([^/]*)$/.exec(path);
+  if (path === `/config/${DIGEST_PATH}`) {
+    return { type: "config", handle: { type: "config", name: "" }, digest: true };
+  }
+  const match = /^\/([a-z]+)\/([^/]*)(\/[^/]*)?$/.exec(path);
   const type = match?.[1] === undefined ? undefined : typeOfPath(match[1]);
   if (match === null || type === undefined) throw new HttpProblem(404, "no such resource");
   const name = match[2] ?? "";
-  if (name === "") return { type };
+  const below = match[3];
+  if (below !== undefined && below !== `/${DIGEST_PATH}`) throw new HttpProblem(404, "no such resource");
+  if (name === "" && below === undefined) return { type };
   if (!FILE_NAME_PATTERN.test(name)) throw new HttpProblem(400, "a file name is 64 lowercase hex digits");
-  return { type, handle: { type, name } };
+  return { type, handle: { type, name }, ...(below === undefined ? {} : { digest: true as const }) };
 }
 
 /** A single byte range, clamped to the file; undefined means the whole file (no or unsupported header). */

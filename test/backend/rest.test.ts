@@ -7,7 +7,8 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, stat, unlink, utimes, writeFile } from "node:fs/promises";
-import { request } from "node:http";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -287,6 +288,119 @@ describe("vault server and rest backend", () => {
       await expectCode(reader.remove({ type: "index", name: someIndex ?? "" }), "RETENTION_LOCKED");
     } finally {
       await reader.close();
+    }
+  });
+});
+
+describe("vault digests", () => {
+  let vault: Vault;
+  let admin: RestBackend;
+  let appendOnly: RestBackend;
+
+  beforeEach(async () => {
+    // Not immutable, so the test can damage a stored file behind the vault's back as bit rot would.
+    vault = await startVault({ immutable: "off" });
+    admin = await openRestBackend(`rest:${vault.server.url}`, { token: vault.admin });
+    appendOnly = await openRestBackend(`rest:${vault.server.url}`, { token: vault.appendOnly });
+  });
+
+  afterEach(async () => {
+    await admin.close();
+    await appendOnly.close();
+    await vault.stop();
+  });
+
+  it("either role gets a stored file's SHA-256 from the bytes on the vault's disk, logged like any request", async () => {
+    expect(admin.digest).toBeDefined();
+    expect(appendOnly.digest).toBeDefined();
+    const h: FileHandle = { type: "pack", name: hex() };
+    const data = randomBytes(3 * 1024 * 1024 + 17);
+    await appendOnly.save(h, bufferSource(data));
+    const expected = { sha256: createHash("sha256").update(data).digest("hex"), size: data.length };
+    expect(await appendOnly.digest?.(h)).toEqual(expected);
+    expect(await admin.digest?.(h)).toEqual(expected);
+    const config: FileHandle = { type: "config", name: "" };
+    await appendOnly.save(config, bufferSource(Buffer.from("config bytes")));
+    expect((await appendOnly.digest?.(config))?.sha256).toBe(
+      createHash("sha256").update("config bytes").digest("hex"),
+    );
+
+    const raw = await rawExchange(vault.server.url, "GET", `data/${h.name}/sha256`, vault.appendOnly);
+    expect(raw.status).toBe(200);
+    expect(raw.headers["content-type"]).toBe("application/json");
+    expect(raw.headers["x-content-sha256"]).toBe(expected.sha256);
+    expect(JSON.parse(raw.body)).toEqual(expected);
+    expect(raw.headers["x-bulwark-file-digest"]).toBe("sha256");
+
+    // Bit rot on the vault's disk: the same size, one byte changed. The digest sees it; stat cannot.
+    const path = join(vault.repoDir, "data", h.name.slice(0, 2), h.name);
+    const bytes = await readFile(path);
+    bytes[1_000_000] = (bytes[1_000_000] ?? 0) ^ 0x01;
+    await writeFile(path, bytes);
+    expect((await admin.stat(h)).size).toBe(data.length);
+    const rotten = await appendOnly.digest?.(h);
+    expect(rotten?.size).toBe(data.length);
+    expect(rotten?.sha256).toBe(createHash("sha256").update(bytes).digest("hex"));
+    expect(rotten?.sha256).not.toBe(expected.sha256);
+
+    const logged = vault.logs.filter((l) => l.startsWith(`GET /data/${h.name}/sha256 200 `));
+    expect(logged.some((l) => l.endsWith("token=web1"))).toBe(true);
+    expect(logged.some((l) => l.endsWith("token=ops"))).toBe(true);
+  });
+
+  it("a missing file is 404 (NOT_FOUND), another method 405, a bad name 400, no token 401", async () => {
+    const url = vault.server.url;
+    const missing: FileHandle = { type: "snapshot", name: hex() };
+    await expectCode(appendOnly.digest!(missing), "NOT_FOUND");
+    await expectCode(admin.digest!({ type: "config", name: "" }), "NOT_FOUND");
+    expect((await rawExchange(url, "GET", `snapshots/${missing.name}/sha256`, vault.admin)).status).toBe(404);
+
+    const h: FileHandle = { type: "index", name: hex() };
+    await admin.save(h, bufferSource(randomBytes(100)));
+    for (const method of ["HEAD", "POST", "DELETE", "PATCH", "PUT"]) {
+      const answer = await rawExchange(url, method, `index/${h.name}/sha256`, vault.admin);
+      expect(answer.status, method).toBe(405);
+      expect(answer.headers.allow, method).toBe("GET");
+    }
+    expect((await admin.stat(h)).size).toBe(100); // a refused DELETE deleted nothing
+    expect((await rawExchange(url, "GET", `index/${h.name.toUpperCase()}/sha256`, vault.admin)).status).toBe(
+      400,
+    );
+    expect((await rawExchange(url, "GET", "index/abc/sha256", vault.appendOnly)).status).toBe(400);
+    expect((await rawExchange(url, "GET", "index//sha256", vault.appendOnly)).status).toBe(400);
+    expect((await rawExchange(url, "GET", `index/${h.name}/md5`, vault.admin)).status).toBe(404);
+    expect((await rawExchange(url, "GET", `nothing/${h.name}/sha256`, vault.admin)).status).toBe(404);
+    expect((await rawExchange(url, "GET", `index/${h.name}/sha256`, undefined)).status).toBe(401);
+  });
+
+  it("the registry's wrappers (retry, read-only) pass the digest on; a vault that does not offer it gets none", async () => {
+    const h: FileHandle = { type: "pack", name: hex() };
+    const data = randomBytes(1000);
+    await admin.save(h, bufferSource(data));
+    const wrapped = await openBackendAt(`rest:${vault.server.url}`, {
+      create: false,
+      readOnly: true,
+      env: { BULWARK_REST_TOKEN: vault.appendOnly },
+    });
+    try {
+      expect((await wrapped.digest?.(h))?.sha256).toBe(createHash("sha256").update(data).digest("hex"));
+    } finally {
+      await wrapped.close();
+    }
+    // An older vault: it answers the probe but does not say it hashes files, so the client offers no
+    // digest rather than download to fake one.
+    const old = createServer((req, res) => {
+      res.writeHead(req.url === "/config" ? 404 : 500, { "x-bulwark-token-role": "admin" });
+      res.end();
+    });
+    await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
+    const port = (old.address() as AddressInfo).port;
+    const client = await openRestBackend(`rest:http://127.0.0.1:${port}/`, { token: vault.admin });
+    try {
+      expect(client.digest).toBeUndefined();
+    } finally {
+      await client.close();
+      await new Promise<void>((resolve) => old.close(() => resolve()));
     }
   });
 });
@@ -623,6 +737,33 @@ function rawRequest(
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)));
+
+function rawExchange(
+  base: string,
+  method: string,
+  path: string,
+  token: string | undefined,
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(new URL(path, base), {
+      method,
+      headers: token === undefined ? {} : { Authorization: `Bearer ${token}` },
+    });
+    req.on("response", (res) => {
+      const parts: Buffer[] = [];
+      res.on("data", (piece: Buffer) => parts.push(piece));
+      res.on("end", () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(parts).toString("utf8"),
+        }),
+      );
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
 
 function rawGet(base: string, path: string, token: string | undefined): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -1,7 +1,10 @@
+import { createHash } from "node:crypto";
+
 import { describe, expect, it } from "vitest";
 import { bufferSource, type Backend } from "../../src/backend/backend.js";
 import { MemoryBackend } from "../../src/backend/memory/memory-backend.js";
 import { describeBackend } from "../../src/backend/testing/conformance.js";
+import { withFaults } from "../../src/backend/testing/faulty.js";
 import { withLimit } from "../../src/backend/wrappers/limit.js";
 import { readOnly } from "../../src/backend/wrappers/read-only.js";
 import { withRetry } from "../../src/backend/wrappers/retry.js";
@@ -108,5 +111,40 @@ describe("read-only", () => {
     );
     await expect(b.remove({ type: "index", name })).rejects.toThrow(/read-only/);
     expect((await inner.load({ type: "index", name })).toString()).toBe("data");
+  });
+});
+
+describe("digest through the wrappers", () => {
+  /** A backend that hashes "remotely" (a fake for the wrappers' logic; the vault tests use the real one). */
+  function hashing(failures: number): Backend & { digestCalls: number } {
+    const inner = new MemoryBackend();
+    let left = failures;
+    const backend = Object.assign(inner, {
+      digestCalls: 0,
+      digest: async (h: Parameters<NonNullable<Backend["digest"]>>[0]) => {
+        backend.digestCalls++;
+        if (left-- > 0) throw new BulwarkError("TRANSIENT", "injected TRANSIENT");
+        const data = await inner.load(h);
+        return { sha256: createHash("sha256").update(data).digest("hex"), size: data.length };
+      },
+    });
+    return backend;
+  }
+
+  it("retry, limit, read-only and faulty pass digest on (retry retrying a transient failure)", async () => {
+    const inner = hashing(2);
+    const h = { type: "pack" as const, name };
+    await inner.save(h, bufferSource(Buffer.from("stored")));
+    const expected = { sha256: createHash("sha256").update("stored").digest("hex"), size: 6 };
+    const b = readOnly(withLimit(withFaults(withRetry(inner, { sleep: noSleep })), 1), { allowLocks: true });
+    expect(await b.digest?.(h)).toEqual(expected);
+    expect(inner.digestCalls).toBe(3);
+  });
+
+  it("a wrapped backend without digest offers none: nothing fakes it by downloading", () => {
+    const plain = new MemoryBackend();
+    for (const b of [withRetry(plain), withLimit(plain), readOnly(plain), withFaults(plain)]) {
+      expect(b.digest === undefined).toBe(true);
+    }
   });
 });

@@ -6,6 +6,7 @@
  *   GET                   /{type}/            JSON [{ "name": ..., "size": ... }]
  *   HEAD|GET|POST|DELETE  /{type}/{name}      {type}: keys locks snapshots index data
  *   PATCH                 /config, /{type}/{name}   extend the file's retention (below)
+ *   GET                   /config/sha256, /{type}/{name}/sha256   the stored file's SHA-256 (below)
  *
  * Every request carries `Authorization: Bearer <token>`. GET honours a single `Range: bytes=...`; a range
  * that starts at or past the end is answered 416. POST carries the body's length (Content-Length, or
@@ -23,6 +24,13 @@
  * vault itself whether its credentials can delete, which is the evidence posture counts for an append-only
  * copy.
  *
+ * Digests: GET of a file's `sha256` resource answers 200 with JSON { "sha256": <64 hex>, "size": <bytes
+ * hashed> } and the digest in X-Content-SHA256, computed by the vault from the bytes on its disk, streamed
+ * (never the whole file in memory). Either role may ask (it is a read); a missing file is 404, another
+ * method 405 (Allow: GET), a malformed name 400. Every authenticated answer carries X-Bulwark-File-Digest:
+ * sha256, so a client learns that the vault offers digests before it asks for one (an older vault answers
+ * 404 to the resource and sends no such header).
+ *
  * Status codes: 400 malformed request or digest mismatch, 401 no or unknown token, 403 refused by the
  * token's role (append-only) or by a running retention, 404 no such file, 405 PATCH on a vault without
  * retention, 409 exists (If-None-Match), 411 no length, 413 too large, 416 range past the end, 507 the
@@ -39,6 +47,10 @@ export const RETENTION_DAYS_HEADER = "x-bulwark-retention-days";
 export const TOKEN_ROLE_HEADER = "x-bulwark-token-role";
 /** When a file's retention ends (ISO 8601): on HEAD/GET answers, PATCH requests and answers, and 403s. */
 export const RETAIN_UNTIL_HEADER = "x-bulwark-retain-until";
+/** On every authenticated answer: the digest the vault computes of stored files on request ("sha256"). */
+export const FILE_DIGEST_HEADER = "x-bulwark-file-digest";
+/** The last path segment of a file's digest resource: /{type}/{name}/sha256, /config/sha256. */
+export const DIGEST_PATH = "sha256";
 
 export const TYPE_PATHS = TYPE_DIRECTORIES;
 

@@ -14,6 +14,9 @@
  * Retention: a vault started with --retention-days says so in every answer; opening notices it, and only
  * then does the backend declare the "compliance" mode and offer getRetention (a HEAD) and extendRetention
  * (a PATCH). The vault has one mode: nobody, admin included, deletes a file before its retention ends.
+ *
+ * Digests: a vault that hashes stored files on request says so in every answer; only then does the backend
+ * offer digest (GET /{type}/{name}/sha256), which costs the vault a read of its disk and the wire a few bytes.
  */
 
 import { createHash } from "node:crypto";
@@ -35,6 +38,7 @@ import {
   type BackendCapabilities,
   type ByteRange,
   type FileHandle,
+  type FileDigest,
   type FileInfo,
   type FileType,
   type Retention,
@@ -45,6 +49,8 @@ import {
 import { BulwarkError, errnoCode, errorMessage, type ErrorCode } from "../../core/errors.js";
 import {
   DIGEST_HEADER,
+  DIGEST_PATH,
+  FILE_DIGEST_HEADER,
   LENGTH_HEADER,
   RETAIN_UNTIL_HEADER,
   RETENTION_DAYS_HEADER,
@@ -95,6 +101,8 @@ export class RestBackend implements Backend {
   /** Offered once the vault said it keeps retention (see probe). */
   getRetention?: (h: FileHandle, signal?: AbortSignal) => Promise<Retention | undefined>;
   extendRetention?: (h: FileHandle, retention: Retention, signal?: AbortSignal) => Promise<void>;
+  /** Offered once the vault said it hashes stored files on request (see probe). */
+  digest?: (h: FileHandle, signal?: AbortSignal) => Promise<FileDigest>;
   /** Days the vault retains each new file; undefined when it keeps no retention (or is not probed yet). */
   retentionDays: number | undefined;
   private readonly base: URL;
@@ -142,7 +150,8 @@ export class RestBackend implements Backend {
 
   /**
    * Asks for the config (HEAD), which proves the vault is reachable and takes the token, and reads whether
-   * it keeps retention; a missing config is fine. openRestBackend calls it.
+   * it keeps retention and whether it hashes files on request; a missing config is fine. openRestBackend
+   * calls it.
    */
   async probe(signal?: AbortSignal): Promise<void> {
     const res = await this.send(
@@ -156,6 +165,8 @@ export class RestBackend implements Backend {
     if (role === "append-only" || role === "admin") {
       this.capabilities = Object.freeze({ ...this.capabilities, appendOnly: role === "append-only" });
     }
+    const digests = (headerValue(res.headers[FILE_DIGEST_HEADER]) ?? "").split(/\s*,\s*/);
+    if (digests.includes("sha256")) this.digest = (h, signal) => this.readDigest(h, signal);
     const days = Number(headerValue(res.headers[RETENTION_DAYS_HEADER]));
     if (headerValue(res.headers[RETENTION_DAYS_HEADER]) === undefined || !Number.isFinite(days) || days < 0) {
       return;
@@ -360,6 +371,32 @@ export class RestBackend implements Backend {
     this.closed = true;
     this.agent.destroy();
     return Promise.resolve();
+  }
+
+  /** The vault's SHA-256 of a stored file, from the bytes on its disk. */
+  private async readDigest(h: FileHandle, signal?: AbortSignal): Promise<FileDigest> {
+    const res = await this.send("GET", `${this.pathOf(h)}/${DIGEST_PATH}`, h, { signal });
+    const body = await this.readBody(res, `the digest of ${handleToString(h)}`, MAX_ERROR_BODY_BYTES);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString("utf8"));
+    } catch {
+      parsed = undefined;
+    }
+    const { sha256, size } = (parsed ?? {}) as { sha256?: unknown; size?: unknown };
+    if (
+      typeof sha256 !== "string" ||
+      !FILE_NAME_PATTERN.test(sha256) ||
+      typeof size !== "number" ||
+      !Number.isSafeInteger(size) ||
+      size < 0
+    ) {
+      throw new BulwarkError(
+        "INVALID_DATA",
+        `the vault ${this.location} sent an invalid digest for ${handleToString(h)}`,
+      );
+    }
+    return { sha256, size };
   }
 
   /** The retention of a file whose retention runs; undefined when it has none (or none any more). */

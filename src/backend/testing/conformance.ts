@@ -18,6 +18,7 @@ import { afterEach, beforeEach, describe, expect, it, type TestContext } from "v
 import {
   FILE_TYPES,
   type Backend,
+  type FileDigest,
   type FileHandle,
   type FileInfo,
   type FileType,
@@ -273,10 +274,13 @@ export function describeBackend(
 
           const sampler = setInterval(() => rss.sample(), 20);
           let digest: string;
+          let stored: FileDigest | undefined;
           try {
             await backend.save(h, source);
             expect(await backend.stat(h)).toEqual({ name: h.name, size });
             digest = await sha256Of(backend.openRead(h), () => rss.sample());
+            // Where the backend hashes remotely, its digest streams too: within the same memory bound.
+            stored = await backend.digest?.(h);
           } finally {
             clearInterval(sampler);
           }
@@ -284,6 +288,7 @@ export function describeBackend(
           // Computed afterwards so its garbage cannot inflate the baseline the growth is measured from.
           const expectedDigest = await sha256Of(source.open());
           expect(digest).toBe(expectedDigest);
+          if (backend.digest) expect(stored).toEqual({ sha256: expectedDigest, size });
           expect(growth, `RSS grew by ${Math.round(growth / MiB)} MiB`).toBeLessThan(MAX_RSS_GROWTH_BYTES);
         },
         LARGE_OBJECT_TIMEOUT_MS,
@@ -381,6 +386,42 @@ export function describeBackend(
             sortByName(stored.get(type) ?? []),
           );
         }
+      });
+    });
+
+    describe("digest", () => {
+      it("digest, where offered, is the SHA-256 and size of each stored file's bytes", async (ctx) => {
+        const digest = backend.digest?.bind(backend);
+        if (digest === undefined) return ctx.skip("the backend cannot hash files itself");
+        for (const [i, type] of FILE_TYPES.entries()) {
+          const h = newHandle(type);
+          const data = randomBytes(i === 0 ? 0 : 100 + i * 4099);
+          await backend.save(h, bufferSource(data));
+          expect(await digest(h), type).toEqual({
+            sha256: createHash("sha256").update(data).digest("hex"),
+            size: data.length,
+          });
+        }
+      });
+
+      it("digest follows a replacing save (it hashes what is stored, not what was once saved)", async (ctx) => {
+        const digest = backend.digest?.bind(backend);
+        if (digest === undefined) return ctx.skip("the backend cannot hash files itself");
+        const h = newHandle("lock");
+        await backend.save(h, bufferSource(randomBytes(3000)));
+        const replacement = randomBytes(5000);
+        await backend.save(h, bufferSource(replacement));
+        expect((await digest(h)).sha256).toBe(createHash("sha256").update(replacement).digest("hex"));
+      });
+
+      it("digest of a missing file throws NOT_FOUND; an aborted signal rejects it", async (ctx) => {
+        const digest = backend.digest?.bind(backend);
+        if (digest === undefined) return ctx.skip("the backend cannot hash files itself");
+        for (const type of FILE_TYPES) await expectCode(digest(newHandle(type)), "NOT_FOUND");
+        const h = newHandle("index");
+        await backend.save(h, bufferSource(randomBytes(100)));
+        const aborted = AbortSignal.abort();
+        await rejectionOf(digest(h, aborted));
       });
     });
 

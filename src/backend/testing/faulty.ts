@@ -19,6 +19,7 @@
 import type {
   Backend,
   ByteRange,
+  FileDigest,
   FileHandle,
   FileInfo,
   FileType,
@@ -40,6 +41,7 @@ export type FaultMethod =
   | "getRetention"
   | "extendRetention"
   | "removeStaleTempFiles"
+  | "digest"
   | "close";
 
 /** One call made through the wrapper, as recorded in the call log and shown to rule predicates. */
@@ -146,6 +148,7 @@ const ALL_METHODS: readonly FaultMethod[] = [
   "getRetention",
   "extendRetention",
   "removeStaleTempFiles",
+  "digest",
   "close",
 ];
 
@@ -315,6 +318,11 @@ export function withFaults(inner: Backend, plan: FaultPlan = {}): FaultyBackend 
     const clean = inner.removeStaleTempFiles.bind(inner);
     wrapped.removeStaleTempFiles = (olderThanMs: number, signal?: AbortSignal): Promise<number> =>
       run(begin("removeStaleTempFiles", undefined, undefined, undefined), () => clean(olderThanMs, signal));
+  }
+  if (inner.digest) {
+    const digest = inner.digest.bind(inner);
+    wrapped.digest = (h: FileHandle, signal?: AbortSignal): Promise<FileDigest> =>
+      run(begin("digest", h, h.type, undefined), () => digest(h, signal));
   }
   return wrapped;
 }

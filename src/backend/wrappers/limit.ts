@@ -57,5 +57,9 @@ export function withLimit(inner: Backend, concurrency = inner.capabilities.conne
     wrapped.removeStaleTempFiles = (olderThanMs: number, signal?: AbortSignal) =>
       run(() => clean(olderThanMs, signal));
   }
+  if (inner.digest) {
+    const digest = inner.digest.bind(inner);
+    wrapped.digest = (h: FileHandle, signal?: AbortSignal) => run(() => digest(h, signal));
+  }
   return wrapped;
 }

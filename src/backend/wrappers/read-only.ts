@@ -37,6 +37,11 @@ export function readOnly(inner: Backend, options: ReadOnlyOptions = {}): Backend
     const get = inner.getRetention.bind(inner);
     wrapped.getRetention = (h, signal) => get(h, signal);
   }
+  if (inner.digest) {
+    // A digest reads: it changes nothing on the target.
+    const digest = inner.digest.bind(inner);
+    wrapped.digest = (h, signal) => digest(h, signal);
+  }
   if (inner.extendRetention) wrapped.extendRetention = () => refuse("extend a retention");
   if (inner.removeStaleTempFiles) wrapped.removeStaleTempFiles = () => refuse("remove temp files");
   return wrapped;

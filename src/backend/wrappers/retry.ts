@@ -6,6 +6,7 @@
 import type {
   Backend,
   ByteRange,
+  FileDigest,
   FileHandle,
   FileInfo,
   FileType,
@@ -101,6 +102,11 @@ export function withRetry(inner: Backend, options: RetryOptions = {}): Backend {
     const clean = inner.removeStaleTempFiles.bind(inner);
     wrapped.removeStaleTempFiles = (olderThanMs: number, signal?: AbortSignal): Promise<number> =>
       retry("remove stale temp files", signal, () => clean(olderThanMs, signal));
+  }
+  if (inner.digest) {
+    const digest = inner.digest.bind(inner);
+    wrapped.digest = (h: FileHandle, signal?: AbortSignal): Promise<FileDigest> =>
+      retry(`digest ${name(h)}`, signal, () => digest(h, signal));
   }
   return wrapped;
 }
