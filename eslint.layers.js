@@ -18,6 +18,8 @@ const LAYERS = {
   vault: ["core", "crypto", "backend"],
   // drill restores and validates: it runs the sources' validators on what the snapshot holds.
   drill: ["core", "crypto", "backend", "repository", "snapshot", "sources", "config"],
+  // evidence renders and signs the catalog's records: it reads their types, and nothing above them.
+  evidence: ["core", "catalog"],
   // policy reads the resolved config (posture, retention): config sits below it and must not import it.
   // A config rule that needs policy is written there and passed to the loader (src/ops/config.ts).
   config: ["core", "snapshot"],
@@ -35,6 +37,7 @@ const LAYERS = {
     "verify",
     "vault",
     "drill",
+    "evidence",
     "config",
     "policy",
   ],

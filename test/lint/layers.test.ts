@@ -32,6 +32,12 @@ describe("layer rules", () => {
     ["src/repository/x.ts", 'import { loadTree } from "../snapshot/walker.js";', /src\/snapshot/],
     ["src/catalog/x.ts", 'import { scrub } from "../ops/targets.js";', /src\/ops/],
     ["src/vault/x.ts", 'import { Output } from "../cli/context.js";', /src\/cli/],
+    [
+      "src/evidence/x.ts",
+      'import { loadConfig } from "../ops/config.js";',
+      /src\/evidence\/ must not import src\/ops/,
+    ],
+    ["src/catalog/x.ts", 'import { renderReport } from "../evidence/report.js";', /src\/evidence/],
     ["src/sources/x.ts", 'import { runJob } from "../ops/run-job.js";', /src\/ops/],
     ["src/ops/x.ts", 'import { Output } from "../cli/context.js";', /src\/cli/],
     ["src/ops/x.ts", 'import { Command } from "commander";', /only src\/cli\/ parses arguments/],

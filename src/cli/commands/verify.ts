@@ -11,6 +11,7 @@ import type { BulwarkConfig, Target } from "../../config/types.js";
 import { systemClock } from "../../core/clock.js";
 import { BulwarkError, errorMessage } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
+import { verificationDetails } from "../../ops/evidence.js";
 import { openTargetRepository, scrub } from "../../ops/targets.js";
 import {
   crossCopyFindings,
@@ -109,6 +110,7 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
         const snapshotsByTarget = new Map<string, CopiedSnapshot[]>();
         const verifyOne = async (
           label: string,
+          location: string,
           open: () => Promise<Repository>,
           datasets: string[],
           options: VerifyOptions,
@@ -116,7 +118,9 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
           let repo: Repository | undefined;
           try {
             repo = await open();
-            reports.push(await verifyOpened(repo, label, out, catalog, options));
+            const startedAt = systemClock.now();
+            const outcome = await verifyOpened(repo, label, out, catalog, options);
+            reports.push(outcome);
             snapshotsByTarget.set(
               label,
               (await loadAllSnapshots(repo, () => undefined)).map((x) => ({
@@ -127,6 +131,18 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
             );
             const last = reports.at(-1)!;
             const time = systemClock.now();
+            // The evidence (design §17c); cross-copy findings involving the targets verified so far.
+            const details = verificationDetails(outcome, {
+              target: label,
+              location: redact(location),
+              repository: repo.id,
+              startedAt,
+              budget: options.budget,
+              fullEveryMs: options.fullEveryMs,
+              newOnly: options.newOnly,
+              newFirst: options.newFirst,
+              crossCopy: crossCopyFindings(snapshotsByTarget).filter((f) => f.targets.includes(label)),
+            });
             for (const dataset of datasets.length > 0 ? datasets : [undefined]) {
               catalog?.recordVerification({
                 target: label,
@@ -135,6 +151,7 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
                 kind: "verify",
                 errors: last.errors ?? 0,
                 description: `verify of ${label}: ${formatCount(last.packsRead ?? 0)} packs read, coverage ${formatCount(last.coverage?.covered ?? 0)} of ${formatCount(last.coverage?.packs ?? 0)} packs`,
+                details: details as unknown as Record<string, unknown>,
               });
             }
           } catch (err) {
@@ -153,6 +170,7 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
             const policy = policyVerification(config, target.name);
             await verifyOne(
               target.name,
+              target.location,
               () => openTargetRepository(target, access, { readOnly: true }),
               datasetsOn(config, target.name),
               {
@@ -167,6 +185,7 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
           const location = opts.repo ?? process.env.BULWARK_REPOSITORY!;
           await verifyOne(
             redact(location),
+            location,
             async () => {
               const backend = await openBackend(location, false, { readOnly: true });
               try {
@@ -213,7 +232,7 @@ async function verifyOpened(
   out: Output,
   catalog: CoverageStore | undefined,
   options: VerifyOptions,
-): Promise<TargetReport> {
+): Promise<TargetReport & VerifyOutcome> {
   const lock = await RepoLock.acquire(repo, false);
   const pool = new WorkerPool(repo);
   const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: `verify ${label}` });
