@@ -356,39 +356,92 @@ async function planSnapshot(
   return plan;
 }
 
-/** Reads the needed blobs pack by pack (one read ahead), re-seals them and hands them to the writer. */
+/**
+ * Reads the needed blobs pack by pack (one read ahead), re-seals them and hands them to the writer. Source
+ * damage (a blob that does not decrypt or match its id, a pack that is missing or short) throws, unless
+ * `onDamaged` is given: then that blob (or every blob of the failed read) is reported there and skipped.
+ */
 async function copyDataBlobs(
   source: Repository,
   target: Repository,
   writer: PackWriter,
   byPack: Map<string, { id: string; entry: IndexEntry }[]>,
   afterAdd: (rawLength: number) => Promise<void>,
+  onDamaged?: (id: string, err: unknown) => void,
 ): Promise<void> {
   const reads = [...byPack].flatMap(([pack, blobs]) => planReads(pack, blobs));
   let next = reads.length > 0 ? loadRead(source, reads[0]!) : undefined;
   for (let i = 0; i < reads.length; i++) {
     const read = reads[i]!;
-    const bytes = await next!;
+    let bytes: Buffer;
+    try {
+      bytes = await next!;
+    } catch (err) {
+      if (onDamaged === undefined || !isSourceDamage(err)) throw err;
+      for (const { id } of read.blobs) onDamaged(id, err);
+      next = i + 1 < reads.length ? loadRead(source, reads[i + 1]!) : undefined;
+      next?.catch(() => undefined);
+      continue;
+    }
     next = i + 1 < reads.length ? loadRead(source, reads[i + 1]!) : undefined;
     // An unobserved rejection of the read ahead would crash the process if this iteration throws.
     next?.catch(() => undefined);
     for (const { id, entry } of read.blobs) {
       if (writer.has(id)) continue;
-      const what = `blob ${id.slice(0, 12)} in source pack ${entry.pack.slice(0, 12)}`;
-      const envelope = bytes.subarray(entry.offset - read.start, entry.offset - read.start + entry.length);
-      if (envelope.length !== entry.length)
-        throw new BulwarkError("INVALID_DATA", `${what}: pack is truncated`);
-      const opened = source.codec.open(envelope, what);
-      const data = source.codec.decodeOpened(opened, entry.rawLength, what, true);
-      if (source.computeId(data) !== id) {
-        throw new BulwarkError("INVALID_DATA", `${what}: contents do not match the blob id`, {
-          hint: "run `bulwark check --read-data` on the source repository",
-        });
+      let opened: Buffer;
+      try {
+        const what = `blob ${id.slice(0, 12)} in source pack ${entry.pack.slice(0, 12)}`;
+        const envelope = bytes.subarray(entry.offset - read.start, entry.offset - read.start + entry.length);
+        if (envelope.length !== entry.length)
+          throw new BulwarkError("INVALID_DATA", `${what}: pack is truncated`);
+        opened = source.codec.open(envelope, what);
+        const data = source.codec.decodeOpened(opened, entry.rawLength, what, true);
+        if (source.computeId(data) !== id) {
+          throw new BulwarkError("INVALID_DATA", `${what}: contents do not match the blob id`, {
+            hint: "run `bulwark check --read-data` on the source repository",
+          });
+        }
+      } catch (err) {
+        if (onDamaged === undefined) throw err;
+        onDamaged(id, err);
+        continue;
       }
-      await writer.add("data", id, target.codec.seal(opened), entry.rawLength);
+      await writer.add(entry.type, id, target.codec.seal(opened), entry.rawLength);
       await afterAdd(entry.rawLength);
     }
   }
+}
+
+/**
+ * Sends blobs by id from `source` to `target`'s writer (repair, docs/design.md §18b): those the source's
+ * index lists are read, checked and re-sealed as a copy sends them; the others, and those damaged on the
+ * source, are returned for another source to provide. The caller flushes the writer and indexes its packs.
+ */
+export async function sendBlobs(
+  source: Repository,
+  target: Repository,
+  writer: PackWriter,
+  ids: Iterable<string>,
+  afterAdd: (rawLength: number) => Promise<void> = () => Promise.resolve(),
+): Promise<{ missing: string[]; damaged: { id: string; error: string }[] }> {
+  assertCopyCompatible(source, target);
+  const byPack = new Map<string, { id: string; entry: IndexEntry }[]>();
+  const missing: string[] = [];
+  for (const id of ids) {
+    const entry = source.index.get(id);
+    if (entry === undefined) {
+      missing.push(id);
+      continue;
+    }
+    let list = byPack.get(entry.pack);
+    if (list === undefined) byPack.set(entry.pack, (list = []));
+    list.push({ id, entry });
+  }
+  const damaged: { id: string; error: string }[] = [];
+  await copyDataBlobs(source, target, writer, byPack, afterAdd, (id, err) =>
+    damaged.push({ id, error: errorMessage(err) }),
+  );
+  return { missing, damaged };
 }
 
 interface PlannedRead {
@@ -432,7 +485,7 @@ function loadRead(source: Repository, read: PlannedRead): Promise<Buffer> {
  * They were sealed from blobs checked against their ids, so equal bytes are intact blobs; a hash pass costs a
  * third of decrypting, decompressing and re-hashing every blob again.
  */
-async function verifyPack(
+export async function verifyPack(
   target: Repository,
   pack: string,
   sent: { length: number; sha256: string },
@@ -494,7 +547,9 @@ export async function adoptUnindexedPacks(
   verify = true,
 ): Promise<{ packs: number; blobs: number }> {
   const orphans: FileInfo[] = [];
-  for await (const info of repo.backend.list("pack")) if (!repo.index.hasPack(info.name)) orphans.push(info);
+  // A pack repair retired is damaged, not left over: it must not come back into the index.
+  for await (const info of repo.backend.list("pack"))
+    if (!repo.index.hasPack(info.name) && !repo.index.isRetired(info.name)) orphans.push(info);
   if (orphans.length === 0) return { packs: 0, blobs: 0 };
   const packs: { id: string; blobs: PackedBlob[] }[] = [];
   let blobs = 0;

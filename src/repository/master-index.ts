@@ -3,7 +3,10 @@
  *
  * Index files are written after the packs they describe and before any snapshot that needs them; loading
  * all of them gives the master index. A blob may appear in several packs (concurrent backups, an
- * interrupted prune); any of its copies will do.
+ * interrupted prune); any of its copies will do, with two exceptions written by repair (§18b):
+ *  1. a pack named in any index file's `retires` is damaged and never read: its entries are left out;
+ *  2. index files that carry `retires` (repair's) are merged before the others, so a blob repair rewrote
+ *     is read from the repaired pack, whatever order the files were read in.
  */
 import type { BlobType, PackedBlob } from "./pack.js";
 
@@ -21,12 +24,21 @@ export interface IndexFile {
   packs: { id: string; blobs: PackedBlob[] }[];
   /** Index files this one replaces: readers may ignore them once this one is read (written by prune). */
   supersedes?: string[];
+  /**
+   * Packs found damaged and replaced (written by repair, carried on by prune): readers MUST NOT read them,
+   * and this file's entries take precedence over those of files without the field.
+   */
+  retires?: string[];
 }
 
 export class MasterIndex {
   private readonly blobs = new Map<string, IndexEntry>();
   /** Pack id -> how many blobs the index lists in it, and how many of them are trees. */
   private readonly packs = new Map<string, { blobs: number; trees: number }>();
+  /** Packs never to be read (repair retired them): left out of every lookup. */
+  private readonly retired = new Set<string>();
+  /** Other locations of blobs listed in several packs: where a read goes when a pack is retired. */
+  private readonly alternates = new Map<string, IndexEntry[]>();
 
   get blobCount(): number {
     return this.blobs.size;
@@ -58,26 +70,72 @@ export class MasterIndex {
     return counts !== undefined && counts.trees === counts.blobs;
   }
 
+  isRetired(pack: string): boolean {
+    return this.retired.has(pack);
+  }
+
+  retiredPacks(): string[] {
+    return [...this.retired].sort();
+  }
+
   addPack(pack: string, blobs: readonly PackedBlob[]): void {
+    if (this.retired.has(pack)) return;
     const counts = this.packs.get(pack) ?? { blobs: 0, trees: 0 };
     counts.blobs += blobs.length;
     for (const b of blobs) if (b.type === "tree") counts.trees++;
     this.packs.set(pack, counts);
     for (const b of blobs) {
-      if (!this.blobs.has(b.id)) {
-        this.blobs.set(b.id, {
-          pack,
-          type: b.type,
-          offset: b.offset,
-          length: b.length,
-          rawLength: b.rawLength,
-        });
-      }
+      const entry = { pack, type: b.type, offset: b.offset, length: b.length, rawLength: b.rawLength };
+      const first = this.blobs.get(b.id);
+      if (first === undefined) this.blobs.set(b.id, entry);
+      else if (first.pack !== pack) this.alternates.set(b.id, [...(this.alternates.get(b.id) ?? []), entry]);
     }
   }
 
+  /** Merges one index file; its `retires` apply to what is merged after it (use addFiles for a set). */
   addFile(file: IndexFile): void {
+    this.retire(file.retires ?? []);
     for (const p of file.packs) this.addPack(p.id, p.blobs);
+  }
+
+  /**
+   * Merges a set of index files deterministically: every `retires` first, then the files that carry one
+   * (repair's), then the others, each group in name order.
+   */
+  addFiles(files: readonly { name: string; file: IndexFile }[]): void {
+    this.retire(files.flatMap((f) => f.file.retires ?? []));
+    const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const f of sorted) if (f.file.retires !== undefined) this.addFile(f.file);
+    for (const f of sorted) if (f.file.retires === undefined) this.addFile(f.file);
+  }
+
+  /**
+   * Stops reading these packs: a blob located in one is served from another pack that holds it, or is no
+   * longer in the index.
+   */
+  retire(packs: Iterable<string>): void {
+    const added = new Set<string>();
+    for (const p of packs) {
+      if (this.retired.has(p)) continue;
+      this.retired.add(p);
+      added.add(p);
+      this.packs.delete(p);
+    }
+    if (added.size === 0) return;
+    for (const [id, entry] of this.blobs) {
+      const others = this.alternates.get(id)?.filter((e) => !this.retired.has(e.pack));
+      if (others !== undefined) {
+        if (others.length > 0) this.alternates.set(id, others);
+        else this.alternates.delete(id);
+      }
+      if (!added.has(entry.pack)) continue;
+      const next = this.alternates.get(id)?.shift();
+      if (next === undefined) this.blobs.delete(id);
+      else {
+        this.blobs.set(id, next);
+        if (this.alternates.get(id)?.length === 0) this.alternates.delete(id);
+      }
+    }
   }
 
   entries(): IterableIterator<[string, IndexEntry]> {

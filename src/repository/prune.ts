@@ -73,6 +73,7 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
   const indexNames = await repo.listNames("index");
   const packs = new Map<string, PackedBlob[]>();
   const packsOfIndex = new Map<string, string[]>();
+  const files: { name: string; file: IndexFile }[] = [];
   await forEachLimit(indexNames, 8, async (name) => {
     const file = await repo.loadDocument<IndexFile>("index", name).catch((err: unknown) => {
       throw new BulwarkError(
@@ -83,13 +84,19 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
         },
       );
     });
-    for (const p of file.packs) packs.set(p.id, p.blobs);
+    files.push({ name, file });
+  });
+  repo.index.addFiles(files);
+  // Packs repair retired (damaged) are not indexed: deleted as unreferenced where the target allows.
+  const retired = repo.index.retiredPacks();
+  for (const { name, file } of files) {
+    const live = file.packs.filter((p) => !repo.index.isRetired(p.id));
+    for (const p of live) packs.set(p.id, p.blobs);
     packsOfIndex.set(
       name,
       file.packs.map((p) => p.id),
     );
-    repo.index.addFile(file);
-  });
+  }
   const stored = new Map<string, number>();
   for await (const info of repo.backend.list("pack")) stored.set(info.name, info.size);
 
@@ -203,12 +210,14 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
   ];
   let batch: { id: string; blobs: PackedBlob[] }[] = [];
   let batchBlobs = 0;
-  const writeBatch = async (): Promise<void> => {
-    if (batch.length === 0) return;
+  const writeBatch = async (force = false): Promise<void> => {
+    if (batch.length === 0 && !force) return;
     await repo.saveDocument("index", {
       version: 1,
       packs: batch,
       supersedes: indexNames,
+      // An old index file the target keeps (retention) may still name a retired pack: it stays retired.
+      ...(retired.length > 0 ? { retires: retired } : {}),
     } satisfies IndexFile);
     result.indexFilesWritten++;
     batch = [];
@@ -219,12 +228,13 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
     batchBlobs += p.blobs.length;
     if (batchBlobs >= INDEX_FILE_MAX_BLOBS) await writeBatch();
   }
-  await writeBatch();
+  // Nothing kept: the retirements still need a file while an old one may survive.
+  await writeBatch(result.indexFilesWritten === 0 && retired.length > 0);
   // An old index file the target will not let go of still names its packs: those packs must stay too, or
   // the repository would index data that is gone.
   const stillIndexed = new Set<string>();
   for (const name of indexNames) {
-    if (await removeUnlessLocked(repo, "index", name, result, now)) result.indexFilesRemoved++;
+    if (await removeUnlessLocked(repo, "index", name, result.locked, now)) result.indexFilesRemoved++;
     else for (const pack of packsOfIndex.get(name) ?? []) stillIndexed.add(pack);
   }
 
@@ -233,7 +243,7 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
     (pack) => !stillIndexed.has(pack),
   );
   await forEachLimit(toDelete, 8, async (pack) => {
-    await removeUnlessLocked(repo, "pack", pack, result, now);
+    await removeUnlessLocked(repo, "pack", pack, result.locked, now);
   });
   result.locked.sort((a, b) => (a.file < b.file ? -1 : 1));
   await removeTempFiles(repo, result, phase);
@@ -253,13 +263,14 @@ async function removeTempFiles(
 
 /**
  * Removes a file unless the target holds it under retention: prune never tries to delete a locked object
- * (on S3 that would only add a delete marker or an error); it reports it instead. Returns whether removed.
+ * (on S3 that would only add a delete marker or an error); it reports it in `locked` instead. Returns whether
+ * removed. Repair deletes the packs it retired the same way.
  */
-async function removeUnlessLocked(
+export async function removeUnlessLocked(
   repo: Repository,
   type: "index" | "pack",
   name: string,
-  result: PruneResult,
+  locked: { file: string; until?: string }[],
   now: () => number,
 ): Promise<boolean> {
   const file = `${type}/${name.slice(0, 12)}`;
@@ -267,7 +278,7 @@ async function removeUnlessLocked(
   try {
     const retention = await repo.backend.getRetention?.(h);
     if (retention && retention.until.getTime() > now()) {
-      result.locked.push({ file, until: retention.until.toISOString() });
+      locked.push({ file, until: retention.until.toISOString() });
       return false;
     }
     await repo.backend.remove(h);
@@ -275,7 +286,7 @@ async function removeUnlessLocked(
   } catch (err) {
     if (isNotFound(err)) return true;
     if (hasCode(err, "RETENTION_LOCKED")) {
-      result.locked.push({ file });
+      locked.push({ file });
       return false;
     }
     throw err;

@@ -212,19 +212,23 @@ export class Repository {
     this.indexPrefetch = undefined;
     const names = await this.listNames("index");
     const damaged: { name: string; error: string }[] = [];
+    const files: { name: string; file: IndexFile }[] = [];
     await forEachLimit(names, 8, async (name) => {
       try {
         const bytes = prefetched.get(name);
-        this.index.addFile(
-          bytes
+        files.push({
+          name,
+          file: bytes
             ? this.openVerifiedDocument<IndexFile>("index", name, bytes)
             : await this.loadDocument<IndexFile>("index", name),
-        );
+        });
       } catch (err) {
         if (isNotFound(err)) return; // replaced by a concurrent prune; its successor is listed too
         damaged.push({ name, error: errorMessage(err) });
       }
     });
+    // Merged once all are read: which of a blob's locations is read must not depend on network timing.
+    this.index.addFiles(files);
     return { files: names.length, damaged };
   }
 

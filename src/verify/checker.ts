@@ -15,6 +15,7 @@ import type { Repository } from "../repository/repository.js";
 import { forEachLimit } from "../repository/repository.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
+import type { Node } from "../snapshot/tree.js";
 import { loadTree } from "../snapshot/walker.js";
 
 export type Severity = "error" | "warning";
@@ -32,7 +33,8 @@ export interface Finding {
     | "blob-not-in-pack"
     | "tree-damaged"
     | "snapshot-damaged"
-    | "pack-unreferenced";
+    | "pack-unreferenced"
+    | "pack-retired";
   message: string;
   pack?: string;
   blobs?: string[];
@@ -139,7 +141,14 @@ export async function check(
     }
   }
   for (const [pack] of stored) {
-    if (!repo.index.hasPack(pack)) {
+    if (repo.index.isRetired(pack)) {
+      findings.push({
+        severity: "warning",
+        kind: "pack-retired",
+        pack,
+        message: `pack ${pack.slice(0, 12)} was found damaged and replaced by repair; it is never read, and is deleted once the target allows it (prune)`,
+      });
+    } else if (!repo.index.hasPack(pack)) {
       findings.push({
         severity: "warning",
         kind: "pack-unreferenced",
@@ -307,7 +316,7 @@ export async function check(
   }
 
   // 4. trace damage to snapshots and files
-  const users = await traceUsers(repo, snapshots, new Set([...badBlobs.keys()]));
+  const users = await traceUsers(snapshots, new Set([...badBlobs.keys()]), (id) => loadTree(repo, id));
   for (const f of findings) {
     if (!f.blobs?.length) continue;
     const who = new Set<string>();
@@ -322,12 +331,13 @@ export async function check(
 /**
  * Every place (snapshot:path) that needs one of the `bad` blobs. The first walk visits a tree shared by
  * several snapshots (or directories) once; this one follows every path, but only into trees that lead to
- * a bad blob, and loads each tree once.
+ * a bad blob, and loads each tree once (through `loadNodes`: repair also reads trees from other copies).
+ * A tree that does not load is skipped (it is reported where it is needed, if it is bad).
  */
-async function traceUsers(
-  repo: Repository,
-  snapshots: SnapshotWithId[],
-  bad: Set<string>,
+export async function traceUsers(
+  snapshots: readonly SnapshotWithId[],
+  bad: ReadonlySet<string>,
+  loadNodes: (treeId: string) => Promise<readonly Node[]>,
 ): Promise<Map<string, Set<string>>> {
   const users = new Map<string, Set<string>>(); // blob -> "snapshot:path"
   if (bad.size === 0) return users;
@@ -343,7 +353,7 @@ async function traceUsers(
     if (list !== undefined) return list;
     try {
       list = [];
-      for (const node of await loadTree(repo, treeId)) {
+      for (const node of await loadNodes(treeId)) {
         const badIds = (node.content ?? []).filter((id) => bad.has(id));
         const subtree = node.type === "dir" ? node.subtree : undefined;
         if (subtree !== undefined || badIds.length > 0) {
