@@ -254,7 +254,9 @@ const EXPECTED: Record<string, string> = {
 };
 
 const isSecretSlot = (path: ConfigPath): boolean =>
-  path[path.length - 1] === "password" || path[path.length - 2] === "credentials";
+  path[path.length - 1] === "password" ||
+  path[path.length - 1] === "signingKey" ||
+  path[path.length - 2] === "credentials";
 
 /** What a union slot expects, for when none of its alternatives comes close. */
 function unionExpectation(path: ConfigPath): string {

@@ -284,7 +284,11 @@ export function normalise(
     };
   }
 
-  return { config: { version: 1, targets, datasets, policies, jobs }, diagnostics };
+  const evidence =
+    written.evidence?.signingKey !== undefined
+      ? { evidence: { signingKey: written.evidence.signingKey } }
+      : {};
+  return { config: { version: 1, targets, datasets, policies, jobs, ...evidence }, diagnostics };
 }
 
 /** A source with its defaults: name, format, jobs, globals; seconds as milliseconds; a shell command as argv. */

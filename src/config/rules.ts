@@ -107,6 +107,11 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
     }
   }
 
+  // evidence: a warning, not an error; an unreadable signing key must not stop backups, only `report --sign`
+  if (config.evidence?.signingKey !== undefined) {
+    out.push(...secretDiagnostics(["evidence", "signingKey"], config.evidence.signingKey, ctx, warning));
+  }
+
   // datasets
   for (const [name, d] of Object.entries(config.datasets)) {
     const sourceNames = new Map<string, number>();

@@ -261,6 +261,16 @@ export const configSchema = z
     datasets: z.record(name, datasetSchema),
     policies: z.record(name, policySchema),
     jobs: z.record(name, jobSchema),
+    evidence: z
+      .strictObject({
+        signingKey: secretRefSchema
+          .optional()
+          .describe(
+            "an Ed25519 private key (PEM PKCS#8: openssl genpkey -algorithm ed25519) that signs `bulwark report --sign`; a file holds the whole PEM",
+          ),
+      })
+      .optional()
+      .describe("how evidence reports are signed"),
   })
   .describe(
     "Bulwark configuration (bulwark.yaml); reference: docs/config.md",

@@ -54,7 +54,7 @@ export function unresolvedSecret(ref: SecretRef, environment: SecretEnvironment)
 export function findInlineSecrets(doc: unknown, path: ConfigPath = []): ConfigPath[] {
   const found: ConfigPath[] = [];
   const last = path[path.length - 1];
-  const inSecretSlot = path.includes("credentials") || last === "password";
+  const inSecretSlot = path.includes("credentials") || last === "password" || last === "signingKey";
   if (typeof doc === "string") {
     if (last !== "env" && last !== "file" && (inSecretSlot || looksLikeInlineSecret(doc))) found.push(path);
   } else if (Array.isArray(doc)) {

@@ -217,10 +217,17 @@ export interface Job {
   dependsOn: string[];
 }
 
+/** How evidence reports are signed (`bulwark report --sign`, docs/design.md §17c). */
+export interface EvidenceConfig {
+  /** An Ed25519 private key, PEM PKCS#8 (the whole file, or the variable's whole value). */
+  signingKey?: SecretRef;
+}
+
 export interface BulwarkConfig {
   version: 1;
   targets: Record<string, Target>;
   datasets: Record<string, Dataset>;
   policies: Record<string, Policy>;
   jobs: Record<string, Job>;
+  evidence?: EvidenceConfig;
 }

@@ -154,4 +154,5 @@ export interface WrittenConfig {
   datasets: Record<string, WrittenDataset>;
   policies: Record<string, WrittenPolicy>;
   jobs: Record<string, WrittenJob>;
+  evidence?: { signingKey?: SecretRef };
 }

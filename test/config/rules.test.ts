@@ -67,6 +67,14 @@ describe("config cross-field rules", () => {
     expect(out.join("\n")).not.toContain("s3cret");
   });
 
+  it("an unreadable evidence signing key is a warning (it must not stop backups), by reference", () => {
+    const c = { ...exampleConfig(), evidence: { signingKey: { file: "/etc/bulwark/signing-key.pem" } } };
+    expect(check(c, ENV, false).filter((l) => l.includes("evidence"))).toEqual([
+      "bulwark.yaml:13:3 warning: evidence.signingKey.file: missing secret file:/etc/bulwark/signing-key.pem: the file /etc/bulwark/signing-key.pem cannot be read — create /etc/bulwark/signing-key.pem, readable by the user running bulwark, or fix the path",
+    ]);
+    expect(check(c, ENV, true)).toEqual([]);
+  });
+
   it("refuses duplicate locations and passwords in locations", () => {
     const c = exampleConfig();
     const nas = c.targets.nas;
