@@ -104,6 +104,8 @@ export interface RepairOutcome {
   sourceErrors: { source: string; error: string }[];
   /** Needed blobs no copy could provide, and the snapshots and files that need them. */
   unrepairable: { blobs: string[]; snapshots: UnrepairableSnapshot[] };
+  /** Packs an interrupted run had saved but not indexed, indexed now (their blobs are not fetched again). */
+  adoptedPacks: number;
   packsWritten: number;
   storedBytes: number;
   indexFilesWritten: number;
@@ -156,6 +158,7 @@ export async function repairRepository(input: RepairInput): Promise<RepairOutcom
     fetched: [],
     sourceErrors: [],
     unrepairable: { blobs: [], snapshots: [] },
+    adoptedPacks: 0,
     packsWritten: 0,
     storedBytes: 0,
     indexFilesWritten: 0,
@@ -208,6 +211,7 @@ export async function repairRepository(input: RepairInput): Promise<RepairOutcom
     retireNow([...damaged.keys()]);
     if (!dryRun) {
       const adopted = await adoptUnindexedPacks(repo, (m) => say("warning", m));
+      outcome.adoptedPacks = adopted.packs;
       if (adopted.packs > 0) {
         say(
           "info",
