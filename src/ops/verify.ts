@@ -15,6 +15,11 @@
  * Every pack read is recorded at once (repository id, pack, time from the clock, outcome), so a run killed
  * half-way keeps what it read and the next starts where it stopped. Records of packs no longer in the
  * repository (pruned) are dropped. Without a catalog nothing is remembered and every due pack is read.
+ *
+ * Digests (§17a): where the target hashes files itself (Backend.digest, the vault), every pack this run did
+ * not read is checked at rest against the SHA-256 its index entry records, downloading nothing. A mismatch
+ * or a missing pack is a finding and is recorded `damaged`, so the next run reads it first; a matching
+ * digest records nothing, because only a decryption read counts for coverage.
  */
 import type { PackReadRecord, Catalog } from "../catalog/catalog.js";
 import type { Clock } from "../core/clock.js";
@@ -99,6 +104,25 @@ export interface VerifyInput {
   newOnly?: boolean;
   newFirst?: boolean;
   budget?: { bytes: number } | { ms: number };
+  /** Check unread packs by the target's own digest where it offers one (default true). */
+  digests?: boolean;
+}
+
+/** How many digest requests a run keeps in flight: each costs the target a read of its own disk. */
+export const DIGEST_CONCURRENCY = 4;
+
+/** The packs checked at rest by the target's digest (not read, not downloaded). */
+export interface DigestFigures {
+  /** Whether the target hashes files itself (and the run used it). */
+  offered: boolean;
+  /** Packs not read this run whose digest was compared with their index entry's. */
+  packs: number;
+  /** Their size: hashed by the target, not downloaded. */
+  bytes: number;
+  /** Of them, packs whose digest differed or that were missing: recorded damaged. */
+  damaged: number;
+  /** Packs not read whose index entry records no digest (written by an older Bulwark): not checked. */
+  withoutDigest: number;
 }
 
 export interface CoverageFigures {
@@ -119,6 +143,8 @@ export interface VerifyOutcome extends CheckResult {
   /** Packs actually read this run (a time budget may stop before the plan's end). */
   packsRead: number;
   bytesRead: number;
+  /** Packs checked at rest by the target's digest; a digest check never counts as a read for coverage. */
+  digests: DigestFigures;
   coverage: CoverageFigures;
   durationMs: number;
 }
@@ -131,7 +157,28 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
   let present: readonly { name: string; size: number }[] = [];
   const timeBudget = input.budget !== undefined && "ms" in input.budget ? input.budget.ms : undefined;
   let packsRead = 0;
+  const digests: DigestFigures = {
+    offered: input.digests !== false && repo.backend.digest !== undefined,
+    packs: 0,
+    bytes: 0,
+    damaged: 0,
+    withoutDigest: 0,
+  };
+  const damagedRecord = (pack: string, error: string, bytes: number): void => {
+    const record: PackReadRecord = {
+      repository: repo.id,
+      pack,
+      target: input.target,
+      time: clock.now(),
+      outcome: "damaged",
+      error,
+      bytes,
+    };
+    input.coverage?.recordPackRead(record);
+    records.set(pack, record);
+  };
   const result = await check(repo, input.pool, {
+    ...(digests.offered ? { digests: { concurrency: DIGEST_CONCURRENCY } } : {}),
     readData: {
       kind: "plan",
       choose: (packs) => {
@@ -160,6 +207,24 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
           itemsTotal: total,
           bytes,
         }),
+      digestProgress: (done, total, bytes) =>
+        input.events?.({
+          type: "progress",
+          time: clock.now(),
+          kind: "check",
+          items: done,
+          itemsTotal: total,
+          bytes,
+          current: "digests of the packs not read (hashed by the target)",
+        }),
+      packDigested: (pack, outcome) => {
+        digests.packs++;
+        digests.bytes += outcome.bytes;
+        if (outcome.ok) return; // not a read: coverage is untouched
+        digests.damaged++;
+        // At once, like a read: the next run reads it first, and repair finds it.
+        damagedRecord(pack, outcome.error ?? "its digest differs from the index", 0);
+      },
       packDone: (pack, outcome) => {
         packsRead++;
         const record: PackReadRecord = {
@@ -182,18 +247,9 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
     if (f.pack === undefined || f.severity !== "error" || records.get(f.pack)?.outcome === "damaged")
       continue;
     if (f.kind !== "pack-missing" && f.kind !== "pack-size") continue;
-    const record: PackReadRecord = {
-      repository: repo.id,
-      pack: f.pack,
-      target: input.target,
-      time: clock.now(),
-      outcome: "damaged",
-      error: f.message,
-      bytes: 0,
-    };
-    input.coverage?.recordPackRead(record);
-    records.set(f.pack, record);
+    damagedRecord(f.pack, f.message, 0);
   }
+  digests.withoutDigest = result.stats.packsWithoutDigest;
   const indexed = new Set(repo.index.packIds());
   input.coverage?.forgetPackReads(repo.id, indexed);
   const errors = result.findings.filter((f) => f.severity === "error").length;
@@ -204,6 +260,7 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
     plan,
     packsRead,
     bytesRead: result.stats.bytesRead,
+    digests,
     coverage: coverageOf(
       present.map((p) => p.name),
       records,

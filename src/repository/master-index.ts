@@ -21,7 +21,11 @@ export interface IndexEntry {
 /** The JSON document stored (encrypted) in an index file. */
 export interface IndexFile {
   version: 1;
-  packs: { id: string; blobs: PackedBlob[] }[];
+  /**
+   * `sha256`: the SHA-256 of the pack's bytes as saved (written since issue 10; absent in older files). A
+   * target that hashes files itself checks the pack at rest against it without a download (§17a).
+   */
+  packs: { id: string; blobs: PackedBlob[]; sha256?: string }[];
   /** Index files this one replaces: readers may ignore them once this one is read (written by prune). */
   supersedes?: string[];
   /**
@@ -31,6 +35,8 @@ export interface IndexFile {
   retires?: string[];
 }
 
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
 export class MasterIndex {
   private readonly blobs = new Map<string, IndexEntry>();
   /** Pack id -> how many blobs the index lists in it, and how many of them are trees. */
@@ -39,6 +45,8 @@ export class MasterIndex {
   private readonly retired = new Set<string>();
   /** Other locations of blobs listed in several packs: where a read goes when a pack is retired. */
   private readonly alternates = new Map<string, IndexEntry[]>();
+  /** Pack id -> the SHA-256 of its bytes, where an index file records it. */
+  private readonly digests = new Map<string, string>();
 
   get blobCount(): number {
     return this.blobs.size;
@@ -70,6 +78,11 @@ export class MasterIndex {
     return counts !== undefined && counts.trees === counts.blobs;
   }
 
+  /** The SHA-256 of the pack's bytes as its index entry records it; undefined when none does. */
+  packDigest(pack: string): string | undefined {
+    return this.packs.has(pack) ? this.digests.get(pack) : undefined;
+  }
+
   isRetired(pack: string): boolean {
     return this.retired.has(pack);
   }
@@ -95,7 +108,12 @@ export class MasterIndex {
   /** Merges one index file; its `retires` apply to what is merged after it (use addFiles for a set). */
   addFile(file: IndexFile): void {
     this.retire(file.retires ?? []);
-    for (const p of file.packs) this.addPack(p.id, p.blobs);
+    for (const p of file.packs) {
+      this.addPack(p.id, p.blobs);
+      if (typeof p.sha256 === "string" && SHA256_HEX.test(p.sha256) && !this.digests.has(p.id)) {
+        this.digests.set(p.id, p.sha256);
+      }
+    }
   }
 
   /**

@@ -205,7 +205,13 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
 
   phase("writing the new index");
   const kept = [
-    ...sortedPacks.filter((p) => keep.has(p)).map((id) => ({ id, blobs: packs.get(id)! })),
+    ...sortedPacks
+      .filter((p) => keep.has(p))
+      .map((id) => {
+        // A kept pack keeps its recorded digest: the new index files replace the ones that held it.
+        const sha256 = repo.index.packDigest(id);
+        return { id, blobs: packs.get(id)!, ...(sha256 === undefined ? {} : { sha256 }) };
+      }),
     ...newPacks,
   ];
   let batch: { id: string; blobs: PackedBlob[] }[] = [];

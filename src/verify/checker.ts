@@ -7,10 +7,12 @@
  *    data blob a file needs is indexed.
  * 3. With read-data (all packs or a subset): every pack's header authenticates, accounts for every byte
  *    before it and matches the index; every blob decrypts and hashes to its id.
+ *    With digests, where the backend hashes files itself: every pack not read whose index entry records its
+ *    SHA-256 is checked at rest against it, downloading nothing (bit rot, not authenticity).
  * 4. Each damaged or missing blob is traced to the snapshots and files (or directories) that need it.
  * Packs no index mentions are leftovers of an interrupted backup or prune: a warning, removed by prune.
  */
-import { BulwarkError, errorMessage } from "../core/errors.js";
+import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 import { forEachLimit } from "../repository/repository.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
@@ -34,6 +36,7 @@ export interface Finding {
     | "tree-damaged"
     | "snapshot-damaged"
     | "pack-unreferenced"
+    | "pack-digest"
     | "pack-retired";
   message: string;
   pack?: string;
@@ -56,8 +59,17 @@ export interface CheckOptions {
      * within a budget), made from the indexed packs that exist, with their sizes.
      */
     | { kind: "plan"; choose: (packs: readonly { name: string; size: number }[]) => readonly string[] };
+  /**
+   * Where the backend hashes files itself (Backend.digest): every indexed pack this run did not read, and
+   * whose index entry records its SHA-256, is checked at rest against it, `concurrency` at a time. A
+   * mismatch is a `pack-digest` finding, a missing file `pack-missing`, each traced to snapshots and files.
+   */
+  digests?: { concurrency: number };
   reporter?: {
     progress?(done: number, total: number, bytes: number): void;
+    /** After each digest check: whether the digest matched, and the pack's size (not downloaded). */
+    packDigested?(pack: string, outcome: { ok: boolean; bytes: number; error?: string }): void;
+    digestProgress?(done: number, total: number, bytes: number): void;
     /** After each pack read: whether it was sound (no finding names it) and what it cost. */
     packDone?(pack: string, outcome: { ok: boolean; bytes: number; error?: string }): void;
   };
@@ -74,6 +86,11 @@ export interface CheckResult {
     packsRead: number;
     bytesRead: number;
     blobs: number;
+    /** Packs checked at rest by the backend's digest, and their bytes (hashed there, not downloaded). */
+    packsDigested: number;
+    bytesDigested: number;
+    /** Packs not read whose index entry records no digest (written before digests were recorded). */
+    packsWithoutDigest: number;
   };
 }
 
@@ -86,7 +103,17 @@ export async function check(
   options: CheckOptions = {},
 ): Promise<CheckResult> {
   const findings: Finding[] = [];
-  const stats = { snapshots: 0, trees: 0, packs: 0, packsRead: 0, bytesRead: 0, blobs: 0 };
+  const stats = {
+    snapshots: 0,
+    trees: 0,
+    packs: 0,
+    packsRead: 0,
+    bytesRead: 0,
+    blobs: 0,
+    packsDigested: 0,
+    bytesDigested: 0,
+    packsWithoutDigest: 0,
+  };
 
   // 1. index and pack files
   const { damaged } = await repo.loadIndex();
@@ -214,6 +241,11 @@ export async function check(
   findings.push(...treeErrors);
   for (const f of treeErrors) for (const id of f.blobs ?? []) badBlobs.set(id, f);
 
+  // Packs the structure pass already found wanting: neither read nor digested to say it again.
+  const structurallyBad = new Set(findings.filter((f) => f.severity === "error").map((f) => f.pack));
+  /** Packs this run's reading started on: every other indexed pack may be checked by digest. */
+  const attempted = new Set<string>();
+
   // 3. read data
   if (options.readData) {
     const readable = [...stored.keys()].filter((p) => repo.index.hasPack(p));
@@ -224,6 +256,7 @@ export async function check(
     let done = 0;
     await forEachLimit(selection, pool.size + 1, async (pack) => {
       if (options.stopReading?.() === true) return;
+      attempted.add(pack);
       const findingsBefore = findings.length;
       const packDone = (bytes: number): void => {
         const mine = findings.slice(findingsBefore).find((f) => f.pack === pack);
@@ -312,6 +345,61 @@ export async function check(
       packDone(data.length);
       done++;
       options.reporter?.progress?.(done, selection.length, stats.bytesRead);
+    });
+  }
+
+  // 3b. the packs not read, checked at rest by the backend's own SHA-256: nothing is downloaded
+  const digest = repo.backend.digest?.bind(repo.backend);
+  if (options.digests !== undefined && digest !== undefined) {
+    const due: { pack: string; sha256: string; size: number }[] = [];
+    for (const [pack, size] of [...stored].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      if (!repo.index.hasPack(pack) || attempted.has(pack) || structurallyBad.has(pack)) continue;
+      const sha256 = repo.index.packDigest(pack);
+      if (sha256 === undefined) stats.packsWithoutDigest++;
+      else due.push({ pack, sha256, size });
+    }
+    let done = 0;
+    await forEachLimit(due, Math.max(1, options.digests.concurrency), async ({ pack, sha256, size }) => {
+      const blobIds = (packBlobs.get(pack) ?? []).map((b) => b.id);
+      let damage: Finding | undefined;
+      try {
+        const got = await digest({ type: "pack", name: pack });
+        if (got.sha256 !== sha256) {
+          damage = {
+            severity: "error",
+            kind: "pack-digest",
+            pack,
+            message: `pack ${pack.slice(0, 12)} is damaged at rest: ${repo.backend.location} hashes its ${got.size} bytes to ${got.sha256.slice(0, 12)}, its index entry records ${sha256.slice(0, 12)}`,
+          };
+        }
+      } catch (err) {
+        if (!isNotFound(err)) {
+          // Not evidence of damage (the target failed to answer): said, and left for a read to settle.
+          findings.push({
+            severity: "warning",
+            kind: "pack-digest",
+            pack,
+            message: `pack ${pack.slice(0, 12)} could not be checked by digest: ${errorMessage(err)}`,
+          });
+          return;
+        }
+        damage = {
+          severity: "error",
+          kind: "pack-missing",
+          pack,
+          message: `pack ${pack.slice(0, 12)} is in the index but missing`,
+        };
+      }
+      if (damage !== undefined) markBlobs(damage, blobIds);
+      stats.packsDigested++;
+      stats.bytesDigested += size;
+      options.reporter?.packDigested?.(pack, {
+        ok: damage === undefined,
+        bytes: size,
+        ...(damage !== undefined ? { error: damage.message } : {}),
+      });
+      done++;
+      options.reporter?.digestProgress?.(done, due.length, stats.bytesDigested);
     });
   }
 

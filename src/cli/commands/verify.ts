@@ -80,6 +80,8 @@ sound. Each run reads packs found damaged first, then packs never read, then the
 the budget; with --full-every, packs read within the period are skipped, so daily runs with a budget of a
 day's share read every pack once per period. Every pack read is recorded at once: a run killed half-way
 keeps what it read. Without --config, the repository of --repo (or BULWARK_REPOSITORY) is verified.
+On a target that hashes files itself (a vault), every pack not read is checked against the SHA-256 its
+index records, downloading nothing and outside the budget; a mismatch is recorded damaged and read next.
 With several targets, the copies of each snapshot must reference the same root tree (cross-copy check).
 Exit code 0 when no error is found, 1 when any target has errors or could not be verified, or copies differ.`,
     )
@@ -262,6 +264,9 @@ async function verifyOpened(
       `${label}: read ${formatCount(r.packsRead)} packs (${formatBytes(r.bytesRead)}) in ${formatDuration(r.durationMs)}` +
         (r.plan.deferred > 0 ? `, ${formatCount(r.plan.deferred)} due packs left for the next run` : "") +
         (r.plan.fresh > 0 ? `, ${formatCount(r.plan.fresh)} fresh packs skipped` : "") +
+        (r.digests.packs > 0
+          ? `; checked ${formatCount(r.digests.packs)} more by the target's digest (${formatBytes(r.digests.bytes)} not downloaded)`
+          : "") +
         `; coverage ${formatCount(c.covered)} of ${formatCount(c.packs)} packs (${(c.ratio * 100).toFixed(1)} %)` +
         (c.oldestRead ? `, oldest read ${c.oldestRead.toISOString()}` : "") +
         (r.errors > 0 ? `; ${r.errors} error${r.errors === 1 ? "" : "s"}` : ""),
