@@ -4,18 +4,19 @@
  * while fresh; new packs are read in the run after they are written; a run killed half-way keeps what it
  * read; a damaged pack is found, recorded, and read again by every later run.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 import { afterAll, describe, expect, it } from "vitest";
 
-import { bufferSource } from "../../src/backend/backend.js";
+import { bufferSource, type Backend, type FileDigest } from "../../src/backend/backend.js";
 import { MemoryBackend } from "../../src/backend/memory/memory-backend.js";
 import { Catalog, type PackReadInput } from "../../src/catalog/catalog.js";
 import { parseBudget } from "../../src/config/budget.js";
 import { ManualClock } from "../../src/core/clock.js";
+import { BulwarkError } from "../../src/core/errors.js";
 import { backupOperation } from "../../src/ops/backup.js";
 import {
   crossCopyFindings,
@@ -195,6 +196,83 @@ describe("verification coverage", () => {
     expect(parseBudget("1h30m")).toEqual({ ms: 90 * 60_000 });
     expect(parseBudget("2 parsecs")).toMatchObject({ error: expect.stringMatching(/neither a size/) });
     expect(parseBudget("0.1B")).toMatchObject({ error: expect.stringMatching(/less than a byte/) });
+  });
+});
+
+describe("digest checks at rest (the logic, with a fake that hashes in memory; the vault test is the evidence)", () => {
+  /** Gives the in-memory backend a digest; `answer` may replace the true one for some packs. */
+  function hashing(
+    backend: MemoryBackend,
+    answer: (name: string, real: FileDigest) => FileDigest | Error = (_n, real) => real,
+  ): { calls: string[] } {
+    const calls: string[] = [];
+    const b = backend as MemoryBackend & { digest?: Backend["digest"] };
+    b.digest = async (h) => {
+      calls.push(h.name);
+      const data = await backend.load(h);
+      const got = answer(h.name, {
+        sha256: createHash("sha256").update(data).digest("hex"),
+        size: data.length,
+      });
+      if (got instanceof Error) throw got;
+      return got;
+    };
+    return { calls };
+  }
+
+  it("without Backend.digest nothing is checked by digest and nothing changes", async () => {
+    const t = await setup(6);
+    const r = await t.verify({ budget: { bytes: 1 } });
+    expect(r.digests).toEqual({ offered: false, packs: 0, bytes: 0, damaged: 0, withoutDigest: 0 });
+    expect(r.packsRead).toBe(1);
+  });
+
+  it("every pack not read is digest-checked; a match records nothing, a mismatch or missing pack is damaged, a failure a warning", async () => {
+    const t = await setup(10);
+    const packs = (await t.packs()).map((p) => p.name).sort();
+    expect(packs.length).toBeGreaterThanOrEqual(6);
+    const calls = hashing(t.backend).calls;
+    const first = await t.verify({ budget: { bytes: 1 } });
+    expect(first.digests.offered).toBe(true);
+    const read = first.plan.read;
+    expect(read).toHaveLength(1);
+    expect(calls.sort()).toEqual(packs.filter((p) => p !== read[0]));
+    expect(first.digests).toMatchObject({ offered: true, packs: packs.length - 1, damaged: 0 });
+    expect(t.reads.map((r) => r.pack)).toEqual(read); // digests are not reads
+    expect(first.coverage.covered).toBe(1);
+
+    const unread = packs.filter((p) => p !== read[0]);
+    const [rotten, gone, silent] = unread.slice(-3) as [string, string, string];
+    hashing(t.backend, (name, real) =>
+      name === rotten
+        ? { ...real, sha256: "0".repeat(64) }
+        : name === gone
+          ? new BulwarkError("NOT_FOUND", "gone")
+          : name === silent
+            ? new BulwarkError("TRANSIENT", "the target did not answer")
+            : real,
+    );
+    t.clock.advance(DAY);
+    const second = await t.verify({ budget: { bytes: 1 } });
+    expect(second.plan.read).not.toContain(rotten);
+    expect(second.ok).toBe(false);
+    expect(second.digests).toMatchObject({ packs: packs.length - 2, damaged: 2 });
+    const byPack = new Map(second.findings.map((f) => [f.pack, f]));
+    expect(byPack.get(rotten)).toMatchObject({ severity: "error", kind: "pack-digest" });
+    expect(byPack.get(rotten)?.snapshots).toHaveLength(1);
+    expect(byPack.get(gone)).toMatchObject({ severity: "error", kind: "pack-missing" });
+    expect(byPack.get(silent)).toMatchObject({ severity: "warning", kind: "pack-digest" });
+    const records = t.catalog.packReads(t.repo.id);
+    expect(records.get(rotten)?.outcome).toBe("damaged");
+    expect(records.get(gone)?.outcome).toBe("damaged");
+    expect(records.get(silent)).toBeUndefined();
+    expect(second.coverage.damaged).toBe(2);
+
+    // The next run reads the damaged packs first (the fake now answers truly: reading settles it).
+    hashing(t.backend);
+    t.clock.advance(DAY);
+    const third = await t.verify();
+    expect(third.plan.read.slice(0, 2).sort()).toEqual([rotten, gone].sort());
   });
 });
 
