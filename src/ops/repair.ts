@@ -129,6 +129,7 @@ const PACK_DAMAGE: ReadonlySet<Finding["kind"]> = new Set([
   "pack-header",
   "blob-damaged",
   "blob-not-in-pack",
+  "pack-digest",
 ]);
 
 export async function repairRepository(input: RepairInput): Promise<RepairOutcome> {
@@ -350,7 +351,7 @@ export async function repairRepository(input: RepairInput): Promise<RepairOutcom
     if (damaged.size > 0 || needed.length > 0) {
       say(
         "info",
-        `${input.label}: ${formatCount(damaged.size)} damaged packs, ${formatCount(needed.length)} blobs needed`,
+        `${input.label}: ${formatCount(damaged.size)} damaged ${damaged.size === 1 ? "pack" : "packs"}, ${formatCount(needed.length)} ${needed.length === 1 ? "blob" : "blobs"} needed`,
       );
     }
 

@@ -197,21 +197,21 @@ function report(out: Output, r: RepairOutcome, sources: readonly RepairSource[])
   }
   if (r.salvaged > 0) {
     out.info(
-      `${formatCount(r.salvaged)} blobs ${would}taken from the damaged packs, where they still read intact`,
+      `${count(r.salvaged, "blob")} ${would}taken from the damaged packs, where they still read intact`,
     );
   }
   for (const f of r.fetched) {
-    out.info(`${formatCount(f.blobs)} blobs (${formatBytes(f.bytes)}) ${would}fetched from ${f.source}`);
+    out.info(`${count(f.blobs, "blob")} (${formatBytes(f.bytes)}) ${would}fetched from ${f.source}`);
   }
   for (const e of r.sourceErrors) out.warn(`warning: source ${e.source}: ${e.error}`);
   if (!r.dryRun) {
     out.info(
-      `wrote ${formatCount(r.packsWritten)} packs (${formatBytes(r.storedBytes)}), each read back, and ${formatCount(r.indexFilesWritten)} index files in ${formatDuration(r.durationMs)}`,
+      `wrote ${count(r.packsWritten, "pack")} (${formatBytes(r.storedBytes)}), each read back, and ${count(r.indexFilesWritten, "index file")} in ${formatDuration(r.durationMs)}`,
     );
   }
   if (r.unrepairable.blobs.length > 0) {
     out.warn(
-      `error: ${formatCount(r.unrepairable.blobs.length)} blobs ${r.dryRun ? "are" : "were"} on no copy` +
+      `error: ${count(r.unrepairable.blobs.length, "blob")} ${r.unrepairable.blobs.length === 1 ? (r.dryRun ? "is" : "was") : r.dryRun ? "are" : "were"} on no copy` +
         (sources.length === 0
           ? " (no other copy of this copy set to take them from)"
           : ` (tried ${sources.map((s) => s.label).join(", ")})`),
@@ -230,16 +230,21 @@ function report(out: Output, r: RepairOutcome, sources: readonly RepairSource[])
   out.result(
     r.dryRun
       ? r.ok
-        ? `${r.target} can be repaired: ${formatCount(r.blobsNeeded)} blobs would be rewritten, ${formatCount(r.damagedPacks.length)} damaged packs retired`
+        ? `${r.target} can be repaired: ${count(r.blobsNeeded, "blob")} would be rewritten, ${count(r.damagedPacks.length, "damaged pack")} retired`
         : `${r.target} can only be partly repaired`
       : r.ok
-        ? `${r.target} repaired: ${formatCount(r.blobsNeeded)} blobs rewritten; ${cleanup(r)}`
-        : `${r.target} partly repaired: ${formatCount(r.unrepairable.blobs.length)} blobs are still missing; ${cleanup(r)}`,
+        ? `${r.target} repaired: ${count(r.blobsNeeded, "blob")} rewritten; ${cleanup(r)}`
+        : `${r.target} partly repaired: ${count(r.unrepairable.blobs.length, "blob")} still missing; ${cleanup(r)}`,
   );
 }
 
+/** "1 pack", "3 packs". */
+function count(n: number, noun: string): string {
+  return `${formatCount(n)} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 function cleanup(r: RepairOutcome): string {
-  const parts = [`${formatCount(r.retired.length)} damaged packs retired`];
+  const parts = [`${count(r.retired.length, "damaged pack")} retired`];
   if (r.deleted.length > 0) parts.push(`${formatCount(r.deleted.length)} deleted`);
   if (r.locked.length > 0) {
     const until = r.locked
