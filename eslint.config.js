@@ -5,7 +5,18 @@ import tseslint from "typescript-eslint";
 import { layerRules } from "./eslint.layers.js";
 
 export default tseslint.config(
-  { ignores: ["dist/", "node_modules/", "coverage/", "bench/data/", "bench/work/", "**/*.js", "**/*.mjs"] },
+  {
+    ignores: [
+      "dist/",
+      "dist.*/",
+      "node_modules/",
+      "coverage/",
+      "bench/data/",
+      "bench/work/",
+      "**/*.js",
+      "**/*.mjs",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

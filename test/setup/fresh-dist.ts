@@ -5,7 +5,7 @@
  * from scratch when it is missing, older than any source file, or holds an output with no source.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -46,10 +46,23 @@ export function staleReason(): string | undefined {
   return undefined;
 }
 
+/**
+ * Builds into a fresh directory beside dist/ and swaps it in, so that a test run elsewhere in the same
+ * checkout (another vitest process) never finds dist/ half-deleted, and a build that fails leaves the old
+ * dist/ in place.
+ */
 export default function setup(): void {
   const reason = staleReason();
   if (reason === undefined) return;
   process.stderr.write(`test setup: rebuilding dist/ (${reason})\n`);
-  rmSync(DIST, { recursive: true, force: true });
-  execFileSync("npm", ["run", "build", "--silent"], { cwd: ROOT, stdio: "inherit" });
+  const fresh = `${DIST}.build-${process.pid}`;
+  const old = `${DIST}.old-${process.pid}`;
+  rmSync(fresh, { recursive: true, force: true });
+  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", fresh], {
+    cwd: ROOT,
+    stdio: "inherit",
+  });
+  if (existsSync(DIST)) renameSync(DIST, old);
+  renameSync(fresh, DIST);
+  rmSync(old, { recursive: true, force: true });
 }
