@@ -905,18 +905,6 @@ export class Catalog {
     });
   }
 
-  /** The newest passing drill of a dataset (any copy). */
-  latestPassingDrill(dataset: string): DrillRecord | undefined {
-    return this.guard(() => {
-      const row = this.db
-        .prepare(
-          `SELECT * FROM drills WHERE dataset = ? AND status = 'pass' ORDER BY time DESC, id DESC LIMIT 1`,
-        )
-        .get(dataset);
-      return row === undefined ? undefined : toDrill(row as Row);
-    });
-  }
-
   recordEvent(e: EventInput): void {
     this.guard(() => {
       this.db

@@ -9,11 +9,22 @@ import type { Backend } from "../backend/backend.js";
 import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
 import { errorMessage } from "../core/errors.js";
 import type { Catalog } from "../catalog/catalog.js";
-import type { CopyEvidence, PostureEvidence, VerificationEvidence } from "../policy/posture.js";
+import type {
+  CopyEvidence,
+  CopyValidationEvidence,
+  DrillEvidence,
+  PostureEvidence,
+  ValidationEvidence,
+} from "../policy/posture.js";
+import type { DrillRecord } from "../catalog/catalog.js";
+import { coverageOf } from "./verify.js";
 import { Repository } from "../repository/repository.js";
 import { normalisePaths } from "../snapshot/archiver.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
 import { openTargetRepository, scrub, targetPassword } from "./targets.js";
+
+/** What posture reads from the catalog. */
+export type ValidationStore = Pick<Catalog, "latestVerification" | "packReads" | "latestDrill">;
 
 export interface EvidenceOptions {
   env: Readonly<Record<string, string | undefined>>;
@@ -25,8 +36,10 @@ export interface EvidenceOptions {
   dataset?: string;
   /** Reports a damaged snapshot file that was skipped. */
   onDamaged?: (target: string, name: string, err: unknown) => void;
-  /** The catalog's verification records (`bulwark verify`), when there is a catalog. */
-  verifications?: Pick<Catalog, "latestVerification">;
+  /** The catalog's verification, coverage and drill records, when there is a catalog. */
+  catalog?: ValidationStore;
+  /** For the coverage's period (`fullEvery`). */
+  now?: Date;
 }
 
 interface OpenedTarget {
@@ -103,9 +116,17 @@ export async function collectEvidence(
           ...(lock ? { lock } : {}),
         };
       }
-      const verification =
-        options.verifications && verificationEvidence(options.verifications, name, targets);
-      evidence.datasets[name] = { copies, ...(verification ? { verification } : {}) };
+      const validation =
+        options.catalog &&
+        (await validationEvidence(
+          options.catalog,
+          config,
+          name,
+          targets,
+          opened,
+          options.now ?? new Date(0),
+        ));
+      evidence.datasets[name] = { copies, ...(validation ? { validation } : {}) };
     }
   } finally {
     for (const b of backends) await b.close().catch(() => undefined);
@@ -114,22 +135,83 @@ export async function collectEvidence(
 }
 
 /**
- * The verification evidence of a dataset: of the latest verification of each of its targets, one that found
- * errors (the first in job order), else the oldest (the cadence applies to the stalest copy). None while a
- * target has never been verified: the dataset is not verified until every copy is.
+ * The validation evidence of a dataset from the catalog: per target, its latest verification and the
+ * coverage of its packs (the catalog's pack reads of the repository against the packs its index names,
+ * counted within the shortest `fullEvery` of the policies of the dataset's jobs on that target), and the
+ * dataset's latest drill.
  */
-function verificationEvidence(
-  catalog: Pick<Catalog, "latestVerification">,
+async function validationEvidence(
+  catalog: ValidationStore,
+  config: BulwarkConfig,
   dataset: string,
   targets: readonly string[],
-): VerificationEvidence | undefined {
-  const latest = targets.map((t) => catalog.latestVerification(dataset, t));
-  if (latest.length === 0 || latest.some((v) => v === undefined)) return undefined;
-  const records = latest.filter((v): v is NonNullable<typeof v> => v !== undefined);
-  const chosen =
-    records.find((v) => v.errors > 0) ??
-    records.reduce((oldest, v) => (v.time.getTime() < oldest.time.getTime() ? v : oldest));
-  return { time: chosen.time, errors: chosen.errors, description: chosen.description };
+  opened: ReadonlyMap<string, OpenedTarget>,
+  now: Date,
+): Promise<ValidationEvidence> {
+  const copies: Record<string, CopyValidationEvidence> = {};
+  for (const t of targets) {
+    const copy: CopyValidationEvidence = {};
+    const v = catalog.latestVerification(dataset, t);
+    if (v !== undefined) copy.verification = { time: v.time, errors: v.errors, description: v.description };
+    const o = opened.get(t);
+    if (o?.repo === undefined) {
+      copy.coverageError = `the copy could not be opened${o?.error !== undefined ? ` (${o.error})` : ""}`;
+    } else {
+      try {
+        if (!o.indexLoaded) {
+          await o.repo.loadIndex();
+          o.indexLoaded = true;
+        }
+        let fullEvery: { text: string; ms: number } | undefined;
+        for (const job of Object.values(config.jobs)) {
+          if (job.dataset !== dataset || (job.primary !== t && !job.copies.includes(t))) continue;
+          const p = config.policies[job.policy]?.verification;
+          if (
+            p?.fullEveryMs !== undefined &&
+            p.fullEvery !== undefined &&
+            p.fullEveryMs < (fullEvery?.ms ?? Infinity)
+          )
+            fullEvery = { text: p.fullEvery, ms: p.fullEveryMs };
+        }
+        const c = coverageOf([...o.repo.index.packIds()], catalog.packReads(o.repo.id), now, fullEvery?.ms);
+        copy.coverage = {
+          packs: c.packs,
+          covered: c.covered,
+          damaged: c.damaged,
+          ...(c.oldestRead ? { oldestRead: c.oldestRead } : {}),
+          ...(fullEvery ? { fullEvery: fullEvery.text } : {}),
+        };
+      } catch (err) {
+        copy.coverageError = errorMessage(err);
+      }
+    }
+    copies[t] = copy;
+  }
+  const latest = catalog.latestDrill(dataset);
+  return { copies, ...(latest ? { drill: drillEvidence(latest) } : {}) };
+}
+
+function drillEvidence(d: DrillRecord): DrillEvidence {
+  const details = (d.details ?? {}) as {
+    findings?: unknown;
+    restore?: { durationMs?: unknown; bytes?: unknown };
+    rpoMs?: unknown;
+  };
+  const num = (x: unknown): number | undefined => (typeof x === "number" ? x : undefined);
+  const restoreMs = num(details.restore?.durationMs);
+  const bytes = num(details.restore?.bytes);
+  const rpoMs = num(details.rpoMs);
+  return {
+    time: d.time,
+    status: d.status,
+    target: d.target,
+    snapshot: d.snapshot,
+    description: d.description,
+    findings: Array.isArray(details.findings) ? details.findings.map(String) : [],
+    ...(restoreMs !== undefined ? { restoreMs } : {}),
+    ...(bytes !== undefined ? { bytes } : {}),
+    ...(rpoMs !== undefined ? { rpoMs } : {}),
+  };
 }
 
 /** The paths a dataset's snapshots record: its file sources' paths, as `backup` normalises them. */

@@ -246,47 +246,110 @@ export function evaluateNetworks(ctx: PostureContext): PostureRow | undefined {
 }
 
 /**
- * Recovery validation (the 0 of 3-2-1-1-0): unknown until a verification or restore drill is recorded; fails
- * on errors or when the last one is older than the policy's verification cadence.
+ * Recovery validation (the 0 of 3-2-1-1-0), from the catalog's evidence. It passes only when every counted
+ * copy (a) has a latest verification with no error, within the verification cadence, (b) has every pack
+ * read soundly within `fullEvery` (all packs at least once without one) and none recorded damaged, and (c)
+ * the dataset's latest drill passed, within `drills.every`. Unknown while no verification and no drill of
+ * the dataset exist at all; otherwise every unmet condition is a reason naming the copy, the time and what
+ * was found.
  */
 export function evaluateValidation(ctx: PostureContext): PostureRow {
   const { policy, now } = ctx;
-  const v = ctx.evidence.verification;
+  const val = ctx.evidence.validation;
   const base = {
     id: "validation" as const,
     requirement: "Automated recovery validation in place (0 errors)",
     required: policy.counts.zeroErrors,
   };
-  if (v === undefined) {
+  const verified = Object.values(val?.copies ?? {}).some((c) => c.verification !== undefined);
+  if (val === undefined || (!verified && val.drill === undefined)) {
     return {
       ...base,
       status: "unknown",
       evidence: [],
       reason: "no verification or restore drill has been recorded for this dataset",
-      remedy: "schedule verification (policies.<name>.verification.cadence) and run it",
+      remedy: `run bulwark verify -c CONFIG and bulwark drill -c CONFIG --dataset ${ctx.datasetName} (schedule them: policies.${policy.name}.verification, drills)`,
     };
   }
-  const line = `${v.description} at ${iso(v.time)}: ${v.errors} ${plural(v.errors, "error", "errors")}`;
-  if (v.errors > 0) {
-    return {
-      ...base,
-      status: "fail",
-      evidence: [line],
-      reason: `the last verification found ${v.errors} ${plural(v.errors, "error", "errors")}`,
-      remedy: "run bulwark check to name the damaged snapshots and repair them from a healthy copy",
-    };
+  const evidence: string[] = [];
+  const reasons: string[] = [];
+  const remedies = new Set<string>();
+  if (ctx.counted.length === 0) reasons.push("no copy counts, so none is validated");
+  for (const t of ctx.counted) {
+    const copy = val.copies[t.name] ?? {};
+    const v = copy.verification;
+    // One evidence line per copy: its last verification, then its coverage.
+    const parts: string[] = [];
+    if (v === undefined) {
+      reasons.push(`${t.name} has never been verified`);
+      remedies.add(`bulwark verify -c CONFIG --target ${t.name}`);
+    } else {
+      parts.push(`verified at ${iso(v.time)}, ${v.errors} ${plural(v.errors, "error", "errors")}`);
+      const age = now.getTime() - v.time.getTime();
+      if (v.errors > 0) {
+        reasons.push(
+          `the verification of ${t.name} at ${iso(v.time)} found ${v.errors} ${plural(v.errors, "error", "errors")}`,
+        );
+        remedies.add(
+          `bulwark repair -c CONFIG --target ${t.name}, then bulwark verify -c CONFIG --target ${t.name}`,
+        );
+      } else if (policy.verification?.cadenceMs !== undefined && age > policy.verification.cadenceMs) {
+        reasons.push(
+          `${t.name} was last verified ${formatAge(age)} ago; the cadence is ${policy.verification.cadence}`,
+        );
+        remedies.add("check that scheduled verification runs");
+      }
+    }
+    const c = copy.coverage;
+    if (c === undefined) {
+      if (parts.length > 0) evidence.push(`${t.name}: ${parts.join("; ")}`);
+      reasons.push(
+        `the verification coverage of ${t.name} is unknown${copy.coverageError ? `: ${copy.coverageError}` : ""}`,
+      );
+      continue;
+    }
+    const within = c.fullEvery !== undefined ? ` within ${c.fullEvery}` : "";
+    parts.push(
+      `${c.covered} of ${c.packs} ${plural(c.packs, "pack", "packs")} read soundly${within}` +
+        (c.oldestRead ? ` (oldest read ${iso(c.oldestRead)})` : ""),
+    );
+    evidence.push(`${t.name}: ${parts.join("; ")}`);
+    if (c.damaged > 0) {
+      reasons.push(`${t.name} has ${c.damaged} damaged ${plural(c.damaged, "pack", "packs")} not repaired`);
+      remedies.add(`bulwark repair -c CONFIG --target ${t.name}`);
+    } else if (c.covered < c.packs) {
+      reasons.push(`only ${c.covered} of ${c.packs} packs of ${t.name} were read${within}`);
+      remedies.add(
+        `run bulwark verify -c CONFIG daily with a budget that reads every pack${within} (policies.${policy.name}.verification)`,
+      );
+    }
   }
-  const age = now.getTime() - v.time.getTime();
-  if (policy.verification?.cadenceMs !== undefined && age > policy.verification.cadenceMs) {
-    return {
-      ...base,
-      status: "fail",
-      evidence: [line],
-      reason: `the last verification is ${formatAge(age)} old; the cadence is ${policy.verification.cadence}`,
-      remedy: "check that scheduled verification runs",
-    };
+  const d = val.drill;
+  if (d === undefined) {
+    reasons.push("no restore drill has been recorded");
+    remedies.add(`bulwark drill -c CONFIG --dataset ${ctx.datasetName}`);
+  } else {
+    evidence.push(drillLine(d));
+    if (d.status !== "pass") {
+      reasons.push(
+        `the last drill (from ${d.target} at ${iso(d.time)}) failed: ${d.findings.slice(0, 3).join("; ") || d.description}`,
+      );
+      remedies.add(`read bulwark report drill --dataset ${ctx.datasetName}, fix the cause, drill again`);
+    } else if (policy.drills !== undefined && now.getTime() - d.time.getTime() > policy.drills.everyMs) {
+      reasons.push(
+        `the last drill is ${formatAge(now.getTime() - d.time.getTime())} old; drills.every is ${policy.drills.every}`,
+      );
+      remedies.add("check that scheduled drills run");
+    }
   }
-  return { ...base, status: "pass", evidence: [line] };
+  if (reasons.length === 0) return { ...base, status: "pass", evidence };
+  return { ...base, status: "fail", evidence, reason: reasons.join("; "), remedy: [...remedies].join("; ") };
+}
+
+function drillLine(d: NonNullable<NonNullable<PostureContext["evidence"]["validation"]>["drill"]>): string {
+  const rto = d.restoreMs !== undefined ? `, restore ${(d.restoreMs / 1000).toFixed(1)} s` : "";
+  const rpo = d.rpoMs !== undefined ? `, snapshot ${formatAge(d.rpoMs)} old` : "";
+  return `drill of ${shortId(d.snapshot)} from ${d.target} at ${iso(d.time)}: ${d.status}${rto}${rpo}`;
 }
 
 /** DR: unknown until a DR drill is recorded; then its result. */

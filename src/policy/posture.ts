@@ -16,7 +16,10 @@
  *  6. An immutable or append-only copy counts only when its lock was read back from the target and covers
  *     the snapshot now (and for the policy's immutability period); an offline (air-gapped) copy counts on its
  *     label, which the evidence cannot confirm, and says so.
- *  7. Recovery validation and DR are "unknown" until their evidence exists.
+ *  7. Recovery validation passes only when every counted copy was verified within the cadence with no
+ *     error, every pack of it read soundly within `fullEvery`, and the dataset's latest drill passed within
+ *     `drills.every`; it is "unknown" while no verification or drill exists at all. DR is "unknown" until
+ *     its evidence exists.
  * A row the rule does not require is still evaluated (it is useful to see) but does not decide compliance.
  *
  * Steps 1-4 build the context shared by every row (./posture-context.ts); steps 5-7 are one evaluator per
@@ -55,8 +58,53 @@ export interface CopyEvidence {
 export interface VerificationEvidence {
   time: Date;
   errors: number;
-  /** What was verified, e.g. "check --read-data on nas", "restore drill of 1a2b3c4d". */
+  /** What was verified, e.g. "verify of nas: 12 packs read, coverage 40 of 40 packs". */
   description: string;
+}
+
+/** How much of a copy's data verification has read (the catalog's pack reads against its index). */
+export interface CoverageEvidence {
+  packs: number;
+  /** Packs whose last read was sound (and within `fullEvery` when the policy sets one). */
+  covered: number;
+  /** Packs whose last read found damage, not repaired since. */
+  damaged: number;
+  /** The oldest sound read, once every pack has been read. */
+  oldestRead?: Date;
+  /** The period the coverage was counted in (the shortest `fullEvery` of the dataset's policies). */
+  fullEvery?: string;
+}
+
+/** The catalog's evidence about one copy's verification. */
+export interface CopyValidationEvidence {
+  /** Its latest verification. */
+  verification?: VerificationEvidence;
+  /** Absent when the copy could not be opened or there is no catalog. */
+  coverage?: CoverageEvidence;
+  /** Why the coverage could not be counted. */
+  coverageError?: string;
+}
+
+export interface DrillEvidence {
+  time: Date;
+  status: "pass" | "fail";
+  /** The copy drilled. */
+  target: string;
+  snapshot: string;
+  description: string;
+  /** Why it failed. */
+  findings: string[];
+  /** The restore's duration (an RTO data point) and size, and the snapshot's age (RPO). */
+  restoreMs?: number;
+  bytes?: number;
+  rpoMs?: number;
+}
+
+export interface ValidationEvidence {
+  /** Keyed by target name. */
+  copies: Record<string, CopyValidationEvidence>;
+  /** The latest drill of the dataset, from any copy. */
+  drill?: DrillEvidence;
 }
 
 export interface DrEvidence {
@@ -68,7 +116,8 @@ export interface DrEvidence {
 export interface DatasetEvidence {
   /** Keyed by target name. */
   copies: Record<string, CopyEvidence>;
-  verification?: VerificationEvidence;
+  /** From the catalog, when there is one. */
+  validation?: ValidationEvidence;
   dr?: DrEvidence;
 }
 
@@ -120,6 +169,10 @@ export interface DatasetPosture {
   status: RowStatus;
   rows: PostureRow[];
   copies: CopyAssessment[];
+  /** Per target of the jobs: verification coverage and the latest verification (what the validation row judged). */
+  validation: ({ target: string } & CopyValidationEvidence)[];
+  /** The latest drill of the dataset. */
+  drill?: DrillEvidence;
   warnings: string[];
 }
 
@@ -203,6 +256,8 @@ export function evaluateDataset(
     status,
     rows,
     copies: ctx.copies,
+    validation: ctx.targets.map((t) => ({ target: t.name, ...evidence.validation?.copies[t.name] })),
+    ...(evidence.validation?.drill ? { drill: evidence.validation.drill } : {}),
     warnings: ctx.warnings,
   };
 }

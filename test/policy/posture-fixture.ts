@@ -4,7 +4,12 @@
  */
 
 import type { BulwarkConfig, Target } from "../../src/config/types.js";
-import type { CopyEvidence, DatasetEvidence } from "../../src/policy/posture.js";
+import type {
+  CopyEvidence,
+  CopyValidationEvidence,
+  DatasetEvidence,
+  DrillEvidence,
+} from "../../src/policy/posture.js";
 import { presetCounts } from "../../src/policy/rule-presets.js";
 
 export const NOW = new Date("2026-11-26T06:00:00Z");
@@ -88,7 +93,14 @@ export function exampleConfig(): BulwarkConfig {
         productionCounts: false,
         rpo: "24h",
         rpoMs: DAY,
-        verification: { cadence: "7d", cadenceMs: 7 * DAY, newPacks: true },
+        verification: {
+          cadence: "7d",
+          cadenceMs: 7 * DAY,
+          fullEvery: "30d",
+          fullEveryMs: 30 * DAY,
+          newPacks: true,
+        },
+        drills: { every: "7d", everyMs: 7 * DAY },
         keepRules: { local: { daily: 7 }, nas: { daily: 30 }, offsite: { monthly: 12 } },
         immutabilityDays: 30,
       },
@@ -124,9 +136,44 @@ export function healthyCopy(locked = false): CopyEvidence {
   };
 }
 
+/** A copy verified a day ago without error, every one of its 40 packs read within the last 20 days. */
+export function verifiedCopy(target: string): CopyValidationEvidence {
+  return {
+    verification: {
+      time: new Date(NOW.getTime() - DAY),
+      errors: 0,
+      description: `verify of ${target}: 2 packs read, coverage 40 of 40 packs`,
+    },
+    coverage: {
+      packs: 40,
+      covered: 40,
+      damaged: 0,
+      oldestRead: new Date(NOW.getTime() - 20 * DAY),
+      fullEvery: "30d",
+    },
+  };
+}
+
+export function passedDrill(): DrillEvidence {
+  return {
+    time: new Date(NOW.getTime() - 2 * DAY),
+    status: "pass",
+    target: "nas",
+    snapshot: SNAPSHOT.id,
+    description: `drill of ${SNAPSHOT.id.slice(0, 8)} from nas: restored 1200 files in 3.2 s, 2 validators passed`,
+    findings: [],
+    restoreMs: 3200,
+    bytes: 512 * 1024 * 1024,
+    rpoMs: 6 * 3600 * 1000,
+  };
+}
+
 export function healthyEvidence(): DatasetEvidence {
   return {
     copies: { local: healthyCopy(), nas: healthyCopy(), offsite: healthyCopy(true) },
-    verification: { time: new Date(NOW.getTime() - DAY), errors: 0, description: "check --read-data on nas" },
+    validation: {
+      copies: { local: verifiedCopy("local"), nas: verifiedCopy("nas"), offsite: verifiedCopy("offsite") },
+      drill: passedDrill(),
+    },
   };
 }

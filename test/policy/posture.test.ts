@@ -22,6 +22,7 @@ import {
   exampleConfig,
   healthyCopy,
   healthyEvidence,
+  passedDrill,
 } from "./posture-fixture.js";
 
 const GOLDEN = join(dirname(fileURLToPath(import.meta.url)), "golden");
@@ -172,24 +173,113 @@ describe("posture", () => {
     expect(statuses(run(ev, config))).toMatchObject({ copies: "fail", offsite: "fail", immutable: "fail" });
   });
 
-  it("reports validation as unknown without evidence, and failing with errors or past its cadence", () => {
+  it("reports validation as unknown without any verification or drill", () => {
     const none = healthyEvidence();
-    delete none.verification;
+    delete none.validation;
     const r = run(none);
     expect(statuses(r).validation).toBe("unknown");
     expect(r.status).toBe("unknown");
     expect(postureExitCode(r)).toBe(0);
     expect(postureExitCode(r, { strict: true })).toBe(20);
+    const empty = healthyEvidence();
+    empty.validation = { copies: {} };
+    expect(statuses(run(empty)).validation).toBe("unknown");
+  });
 
-    const errors = healthyEvidence();
-    errors.verification = { time: NOW, errors: 2, description: "check --read-data on nas" };
-    expect(statuses(run(errors)).validation).toBe("fail");
+  describe("validation fails, naming the copy, the time and the finding", () => {
+    const validationRow = (edit: (e: DatasetEvidence) => void) => {
+      const ev = healthyEvidence();
+      edit(ev);
+      const row = run(ev).datasets[0]?.rows.find((x) => x.id === "validation");
+      if (row === undefined) throw new Error("no validation row");
+      return row;
+    };
+    const copies = (e: DatasetEvidence) => e.validation!.copies;
 
-    const old = healthyEvidence();
-    old.verification = { time: new Date(NOW.getTime() - 9 * 86_400_000), errors: 0, description: "check" };
-    const row = run(old).datasets[0]?.rows.find((x) => x.id === "validation");
-    expect(row?.status).toBe("fail");
-    expect(row?.reason).toBe("the last verification is 9d old; the cadence is 7d");
+    it("passes with every counted copy verified and covered and a recent passing drill", () => {
+      const row = validationRow(() => undefined);
+      expect(row.status).toBe("pass");
+      expect(row.evidence).toContain(
+        "nas: verified at 2026-11-25T06:00:00Z, 0 errors; 40 of 40 packs read soundly within 30d (oldest read 2026-11-06T06:00:00Z)",
+      );
+      expect(row.evidence.at(-1)).toMatch(
+        /^drill of [0-9a-f]{8} from nas at .*: pass, restore 3\.2 s, snapshot 6h old$/,
+      );
+    });
+
+    it("a verification that found errors", () => {
+      const row = validationRow((e) => {
+        copies(e).nas!.verification!.errors = 2;
+      });
+      expect(row.status).toBe("fail");
+      expect(row.reason).toBe("the verification of nas at 2026-11-25T06:00:00Z found 2 errors");
+      expect(row.remedy).toContain("bulwark repair -c CONFIG --target nas");
+    });
+
+    it("a copy never verified, or past the cadence", () => {
+      expect(
+        validationRow((e) => {
+          delete copies(e).offsite!.verification;
+        }).reason,
+      ).toBe("offsite has never been verified");
+      expect(
+        validationRow((e) => {
+          copies(e).local!.verification!.time = new Date(NOW.getTime() - 9 * 86_400_000);
+        }).reason,
+      ).toBe("local was last verified 9d ago; the cadence is 7d");
+    });
+
+    it("coverage short of every pack within fullEvery, or damaged packs", () => {
+      expect(
+        validationRow((e) => {
+          copies(e).nas!.coverage!.covered = 31;
+        }).reason,
+      ).toBe("only 31 of 40 packs of nas were read within 30d");
+      const damaged = validationRow((e) => {
+        copies(e).nas!.coverage = { packs: 40, covered: 39, damaged: 1, fullEvery: "30d" };
+      });
+      expect(damaged.reason).toBe("nas has 1 damaged pack not repaired");
+      expect(damaged.remedy).toBe("bulwark repair -c CONFIG --target nas");
+      expect(
+        validationRow((e) => {
+          copies(e).local = { ...copies(e).local, coverageError: "the copy could not be opened (gone)" };
+          delete copies(e).local!.coverage;
+        }).reason,
+      ).toBe("the verification coverage of local is unknown: the copy could not be opened (gone)");
+    });
+
+    it("no drill, a failed drill, a drill older than drills.every", () => {
+      expect(
+        validationRow((e) => {
+          delete e.validation!.drill;
+        }).reason,
+      ).toBe("no restore drill has been recorded");
+      const failed = validationRow((e) => {
+        e.validation!.drill = {
+          ...passedDrill(),
+          status: "fail",
+          findings: [
+            'validator sqlite /sources/app.sqlite: select count(*) from orders: expected "3", got "2"',
+          ],
+        };
+      });
+      expect(failed.reason).toBe(
+        'the last drill (from nas at 2026-11-24T06:00:00Z) failed: validator sqlite /sources/app.sqlite: select count(*) from orders: expected "3", got "2"',
+      );
+      expect(
+        validationRow((e) => {
+          e.validation!.drill!.time = new Date(NOW.getTime() - 8 * 86_400_000);
+        }).reason,
+      ).toBe("the last drill is 8d old; drills.every is 7d");
+    });
+
+    it("only counted copies are judged: a copy out of its RPO is the copies row's concern", () => {
+      const row = validationRow((e) => {
+        e.copies.offsite = { reachable: false };
+        delete copies(e).offsite;
+      });
+      expect(row.status).toBe("pass");
+    });
   });
 
   it("counts sites and isolated networks for 4-3-2", () => {

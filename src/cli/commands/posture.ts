@@ -3,7 +3,8 @@
  * repositories themselves (src/policy/posture.ts decides, src/policy/posture-report.ts renders). For each
  * job's primary and copy targets: whether the repository could be opened, the newest snapshot of the
  * dataset's paths, and, where the backend reads retention back, until when that snapshot's file and its
- * tree's pack are locked. Verification and DR evidence do not exist yet, so those rows are "unknown".
+ * tree's pack are locked. Verification, coverage and drills come from the catalog; DR evidence does not exist
+ * yet, so that row is "unknown".
  * Exit code 0 when every dataset complies, 20 when any fails (with --strict, unknown rows fail too).
  */
 import type { Command } from "commander";
@@ -72,9 +73,11 @@ export function registerPosture(program: Command, globals: () => GlobalOptions):
         // Verification records come from the catalog when there is one (a posture never creates it).
         const catalog = await existingCatalog();
         let evidence;
+        const now = systemClock.now();
         try {
           evidence = await collectEvidence(config, {
-            ...(catalog ? { verifications: catalog } : {}),
+            ...(catalog ? { catalog } : {}),
+            now,
             env: process.env,
             defaultPassword: () => (password ??= getPassword(opts)),
             ...(dataset !== undefined ? { dataset } : {}),
@@ -86,7 +89,7 @@ export function registerPosture(program: Command, globals: () => GlobalOptions):
         } finally {
           catalog?.close();
         }
-        const report = evaluatePosture(config, evidence, systemClock.now(), dataset);
+        const report = evaluatePosture(config, evidence, now, dataset);
         process.stdout.write(renderPosture(report, format));
         process.exitCode = postureExitCode(report, { strict: flags.strict === true });
       },
