@@ -7,6 +7,7 @@
  * SIGKILL leaves its copy consistent and the next run finishes it. Bad inputs are clear errors.
  */
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -82,6 +83,7 @@ let config: string;
 let sftpDir: string;
 let sftpLocation: string;
 let s3Location: string;
+let bucket: string;
 let env: Record<string, string | undefined>;
 
 function cli(args: string[]): Promise<RunResult> {
@@ -144,7 +146,7 @@ beforeAll(async () => {
     forcePathStyle: true,
     requestChecksumCalculation: "WHEN_REQUIRED",
   });
-  const bucket = `bulwark-repair-${Date.now().toString(36)}`;
+  bucket = `bulwark-repair-${Date.now().toString(36)}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
   s3Location = `s3:${process.env.S3_ENDPOINT}/${bucket}/app`;
   env = {
@@ -226,6 +228,62 @@ describe("bulwark repair", () => {
     const checked = await checkReadData(sftpLocation, PASSWORDS.nas);
     expect(checked.code, describeRun(["check", "--read-data"], checked)).toBe(0);
     expect((JSON.parse(checked.stdout) as CheckJson).findings).toEqual([]);
+  }, 600_000);
+
+  it("on the Object Lock bucket: healed with new objects; the locked damaged pack stays, never read", async () => {
+    // A new version of a pack's key, itself locked, as someone with write access could upload: reads get it.
+    const { S3Client, ListObjectsV2Command, GetObjectCommand, PutObjectCommand } = await import(
+      "@aws-sdk/client-s3"
+    );
+    const client = new S3Client({
+      endpoint: process.env.S3_ENDPOINT,
+      region: process.env.AWS_REGION ?? "us-east-1",
+      forcePathStyle: true,
+      requestChecksumCalculation: "WHEN_REQUIRED",
+    });
+    const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: "app/data/" }));
+    const largest = [...(listed.Contents ?? [])].sort((x, y) => (y.Size ?? 0) - (x.Size ?? 0))[0]!;
+    const key = largest.Key!;
+    const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const bytes = Buffer.from(await got.Body!.transformToByteArray());
+    bytes[1000] = bytes[1000]! ^ 0xff;
+    const until = new Date(Date.now() + 86_400_000);
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: bytes,
+        ContentMD5: createHash("md5").update(bytes).digest("base64"),
+        ObjectLockMode: "GOVERNANCE",
+        ObjectLockRetainUntilDate: until,
+      }),
+    );
+    const pack = key.split("/").at(-1)!;
+    const found = await json<VerifyJson>(["verify", "-c", config, "--target", "offsite"], 1);
+    expect(found.targets[0]!.findings!.some((f) => f.pack === pack && f.severity === "error")).toBe(true);
+
+    const r = await json<RepairJson>(["repair", "-c", config, "--target", "offsite", "--from", "nas"], 0);
+    expect(r.ok).toBe(true);
+    expect(r.fetched.map((f) => [f.source, f.blobs])).toEqual([["nas", 1]]);
+    expect(r.retired).toEqual([pack]);
+    expect(r.deleted).toEqual([]);
+    expect(r.locked).toHaveLength(1);
+    expect(r.locked[0]!.file).toBe(`pack/${pack.slice(0, 12)}`);
+    expect(r.packsWritten).toBeGreaterThan(0);
+    const human = await cli(["repair", "-c", config, "--target", "offsite", "--from", "nas"]);
+    expect(human.code, describeRun(["repair"], human)).toBe(0);
+    expect(human.stdout).toMatch(/kept because the target does not allow deleting them \(retention until/);
+
+    const verified = await json<VerifyJson>(["verify", "-c", config, "--target", "offsite"], 0);
+    expect(verified.ok).toBe(true);
+    const checked = await runCli(["--json", "-r", s3Location, "check", "--read-data"], {
+      env: { ...env, BULWARK_PASSWORD: PASSWORDS.offsite },
+      timeoutMs: 240_000,
+    });
+    expect(checked.code, describeRun(["check", "--read-data"], checked)).toBe(0);
+    expect(
+      (JSON.parse(checked.stdout) as CheckJson).findings.map((f) => [f.severity, f.kind, f.pack]),
+    ).toEqual([["warning", "pack-retired", pack]]);
   }, 600_000);
 
   it("a pack deleted from the local copy is healed from the other copies (no --from)", async () => {
