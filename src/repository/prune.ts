@@ -92,9 +92,11 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
   for (const { name, file } of files) {
     const live = file.packs.filter((p) => !repo.index.isRetired(p.id));
     for (const p of live) packs.set(p.id, p.blobs);
+    // A retired pack stays retired (the new index files carry `retires`): an old file that names it does
+    // not keep it.
     packsOfIndex.set(
       name,
-      file.packs.map((p) => p.id),
+      live.map((p) => p.id),
     );
   }
   const stored = new Map<string, number>();

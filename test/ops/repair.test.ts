@@ -20,10 +20,12 @@ import { copySnapshots } from "../../src/copy/copier.js";
 import { backupOperation } from "../../src/ops/backup.js";
 import { repairRepository, type RepairInput } from "../../src/ops/repair.js";
 import { MasterIndex } from "../../src/repository/master-index.js";
+import { prune } from "../../src/repository/prune.js";
 import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
 import { restore } from "../../src/snapshot/restorer.js";
 import { loadAllSnapshots } from "../../src/snapshot/snapshot.js";
+import { usedBlobs } from "../../src/snapshot/used-blobs.js";
 import { check } from "../../src/verify/checker.js";
 import { bulwarkRejection } from "../helpers/errors.js";
 
@@ -201,6 +203,45 @@ describe("repairRepository", () => {
     ]);
     const again = await s.repair();
     expect(again).toMatchObject({ ok: true, blobsNeeded: 0, retired: [pack], deleted: [] });
+  });
+
+  it("prune later deletes the retired pack once its lock lapses, and an old index file kept by retention cannot bring it back", async () => {
+    const s = await copySet({ immutable: true });
+    const pack = await s.dataPack();
+    await s.flip(pack, 20);
+    const day = 86_400_000;
+    const lock = async (type: "pack" | "index", name: string, ms: number) =>
+      s.bBackend.extendRetention!(
+        { type, name },
+        { mode: "compliance", until: new Date(s.clock.now().getTime() + ms) },
+      );
+    await lock("pack", pack, day);
+    // Every index file of b from before the repair is kept for a week: it names the damaged pack.
+    const oldIndex: string[] = [];
+    for await (const f of s.bBackend.list("index")) oldIndex.push(f.name);
+    for (const name of oldIndex) await lock("index", name, 7 * day);
+    expect((await s.repair({ readData: true })).retired).toEqual([pack]);
+
+    s.clock.advance(2 * day);
+    const repo = await s.reopen();
+    const result = await prune(repo, {
+      usedBlobs: () => usedBlobs(repo),
+      now: () => s.clock.now().getTime(),
+    });
+    expect(result.unreferencedPacks).toContain(pack);
+    expect(result.locked.map((l) => l.file).sort()).toEqual(
+      oldIndex.map((n) => `index/${n.slice(0, 12)}`).sort(),
+    );
+    const packs: string[] = [];
+    for await (const f of s.bBackend.list("pack")) packs.push(f.name);
+    expect(packs).not.toContain(pack);
+    // The old index files still name the pack, but the index prune wrote keeps it retired.
+    const after = await s.checkB();
+    expect(after.findings).toEqual([]);
+    const reopened = await s.reopen();
+    await reopened.loadIndex();
+    expect(reopened.index.isRetired(pack)).toBe(true);
+    expect(reopened.index.hasPack(pack)).toBe(false);
   });
 
   it("a blob no copy holds: reported with its snapshot and file; its pack stays recorded damaged", async () => {
