@@ -11,6 +11,8 @@ export const EXIT = {
   LOCKED: 11,
   WRONG_PASSWORD: 12,
   POSTURE_FAILS: 20,
+  EVIDENCE_INVALID: 21,
+  EVIDENCE_UNSIGNED: 22,
   CANCELLED: 130,
 } as const;
 
@@ -23,6 +25,9 @@ export const EXIT_CODES_HELP = `Exit codes:
   11  the repository is locked by another process
   12  wrong password
   20  posture: a dataset does not meet its rule
+  21  report verify, catalog verify-chain: a report or the catalog's evidence chain does
+      not verify
+  22  report verify: the report is not signed
   130 interrupted`;
 
 const BY_CODE: Partial<Record<ErrorCode, number>> = {

@@ -20,6 +20,7 @@ import { registerRetention } from "./commands/retention.js";
 import { registerConfig } from "./commands/config.js";
 import { registerPosture } from "./commands/posture.js";
 import { registerCatalog } from "./commands/catalog.js";
+import { registerReport } from "./commands/report.js";
 import { registerRun } from "./commands/run.js";
 import { registerCopy } from "./commands/copy.js";
 import type { GlobalOptions } from "./context.js";
@@ -83,6 +84,7 @@ registerRetention(program, globals);
 registerConfig(program, globals);
 registerPosture(program, globals);
 registerCatalog(program, globals);
+registerReport(program, globals);
 registerServeRepo(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
