@@ -51,6 +51,28 @@ export const EXAMPLE_WRITTEN: WrittenConfig = {
           jobs: 4,
         },
       ],
+      drill: {
+        spotCheck: 50,
+        validators: [
+          {
+            type: "paths",
+            expect: [
+              { path: "/srv/app/config.yaml", minSize: 1 },
+              { path: "/srv/app/uploads", minFiles: 1 },
+            ],
+          },
+          {
+            type: "postgres",
+            source: "appdb",
+            queries: [{ sql: "SELECT count(*) > 0 FROM orders", expect: "t" }],
+          },
+          {
+            type: "command",
+            command: ["sh", "-c", "grep -q '^listen:' srv/app/config.yaml"],
+            timeoutSeconds: 60,
+          },
+        ],
+      },
     },
   },
   policies: {
@@ -58,7 +80,8 @@ export const EXAMPLE_WRITTEN: WrittenConfig = {
       rule: "3-2-1-1-0",
       productionCounts: false,
       rpo: "24h",
-      verification: { cadence: "7d" },
+      verification: { cadence: "7d", fullEvery: "30d", budget: "2GiB" },
+      drills: { every: "7d" },
       retention: { local: { keepDaily: 7 }, nas: { keepDaily: 30 }, offsite: { keepMonthly: 12 } },
       immutabilityDays: 30,
     },
@@ -91,5 +114,30 @@ export function withExampleSources(config: BulwarkConfig): BulwarkConfig {
     jobs: 4,
     globals: true,
   });
+  config.datasets.app!.drill = {
+    spotCheck: 50,
+    validators: [
+      {
+        type: "paths",
+        name: "paths (2)",
+        expect: [
+          { path: "/srv/app/config.yaml", minSize: 1 },
+          { path: "/srv/app/uploads", minFiles: 1 },
+        ],
+      },
+      {
+        type: "postgres",
+        name: "postgres appdb",
+        source: "appdb",
+        queries: [{ sql: "SELECT count(*) > 0 FROM orders", expect: "t" }],
+      },
+      {
+        type: "command",
+        name: "command sh -c grep -q '^listen:' srv/app/config.yaml",
+        command: ["sh", "-c", "grep -q '^listen:' srv/app/config.yaml"],
+        timeoutMs: 60_000,
+      },
+    ],
+  };
   return config;
 }

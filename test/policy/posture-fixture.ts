@@ -98,6 +98,7 @@ export function exampleConfig(): BulwarkConfig {
           cadenceMs: 7 * DAY,
           fullEvery: "30d",
           fullEveryMs: 30 * DAY,
+          budget: { bytes: 2 * 1024 ** 3 },
           newPacks: true,
         },
         drills: { every: "7d", everyMs: 7 * DAY },
