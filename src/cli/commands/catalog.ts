@@ -182,6 +182,40 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
     });
 
   catalogCommand
+    .command("verify-chain")
+    .description("check the evidence chain of verifications and drills; name the first broken link")
+    .addHelpText(
+      "after",
+      "\nEach verification and drill carries the hash of the one before it (docs/design.md §22). An edited,\ndeleted, reordered or inserted record breaks the chain; someone who can recompute it is caught only by\nsigned reports (`bulwark report --sign`, `bulwark report verify`).\n\nExit codes:\n  0   intact (or no catalog yet)\n  21  broken: the first broken link is named",
+    )
+    .action(async () => {
+      const out = new Output(globals());
+      await withExisting(out, (catalog) => {
+        const status = catalog.verifyEvidenceChain();
+        out.emitJson({ catalog: catalog.path, ...status });
+        const outside =
+          status.unchained > 0
+            ? `; ${plural(status.unchained, "older record")} outside the chain (made before it existed) not checked`
+            : "";
+        if (status.ok) {
+          out.result(
+            `the evidence chain of ${catalog.path} is intact: ${plural(status.records, "record")}${outside}`,
+          );
+          return;
+        }
+        const b = status.broken;
+        const where = [
+          ...(b?.seq !== undefined ? [`position ${b.seq}`] : []),
+          ...(b?.kind !== undefined && b.id !== undefined ? [`${b.kind} ${b.id}`] : []),
+        ].join(", ");
+        out.result(
+          `the evidence chain of ${catalog.path} is BROKEN${where !== "" ? ` at ${where}` : ""}: ${b?.reason ?? ""}`,
+        );
+        process.exitCode = EXIT.EVIDENCE_INVALID;
+      });
+    });
+
+  catalogCommand
     .command("runs")
     .description("list recorded runs, newest first")
     .option("--job <job>", "only runs of this job")
