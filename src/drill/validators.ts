@@ -76,7 +76,11 @@ async function runOne(
         lines.push(`${e.path}: ${problem ?? "ok"}`);
       }
       return problems.length === 0
-        ? { ok: true, message: `${v.expect.length} expected paths present`, output: lines.join("\n") }
+        ? {
+            ok: true,
+            message: `${v.expect.length} expected ${v.expect.length === 1 ? "path" : "paths"} present`,
+            output: lines.join("\n"),
+          }
         : { ok: false, message: problems.join("; "), output: lines.join("\n") };
     }
     case "sqlite": {

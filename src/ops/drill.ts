@@ -255,10 +255,13 @@ async function drillOpened(
 
     // 5. validators
     const validators = dataset.drill?.validators ?? [];
-    const isolation: Isolation = probeIsolation({
-      ...(input.noIsolation === true ? { disabled: true } : {}),
-      env: input.env,
-    });
+    const isolation: Isolation = validators.some((v) => v.type === "command")
+      ? probeIsolation({ ...(input.noIsolation === true ? { disabled: true } : {}), env: input.env })
+      : {
+          netns: false,
+          note: "no validator command ran, so none needed isolating",
+          wrap: (argv) => [...argv],
+        };
     const outcomes: ValidatorOutcome[] = [];
     for (const v of validators) {
       checkStopped();

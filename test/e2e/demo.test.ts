@@ -26,6 +26,8 @@ describe("npm run demo", () => {
     expect(output).toMatch(/compare-trees: identical .*restore-copy/);
     // verify ran on both copies, so posture's validation row has its evidence from the catalog
     expect(output).toMatch(/no errors were found on 2 targets/);
+    // a drill restored a copy and validated it (the database too, when sqlite3 is there)
+    expect(output).toMatch(/sample: drill passed \(from (primary|second-disk)\)/);
     expect(output).toMatch(/pass \(not required\) +Automated recovery validation in place \(0 errors\)/);
   }, 180_000);
 });
