@@ -102,7 +102,7 @@ async function runOne(
       return {
         ...outcome,
         message:
-          `restored into a throwaway cluster (${restored} tables)` +
+          `restored into a throwaway cluster (${restored} ${restored === 1 ? "table" : "tables"})` +
           (v.queries.length > 0 ? `; ${outcome.message}` : ""),
       };
     }
@@ -118,7 +118,12 @@ function checksOutcome(
   const output = checks
     .map((c) => `${c.ok ? "ok" : "FAILED"}: ${c.name} -> ${JSON.stringify(c.actual)}`)
     .join("\n");
-  if (failed.length === 0) return { ok: true, message: `${checks.length} checks passed`, output };
+  if (failed.length === 0)
+    return {
+      ok: true,
+      message: `${checks.length} ${checks.length === 1 ? "check" : "checks"} passed`,
+      output,
+    };
   return {
     ok: false,
     message: failed
