@@ -455,7 +455,9 @@ function renderMarkdown(doc: ReportDocument): string {
         // A fence longer than any run of backticks in the text, so the text cannot close it.
         const longest = Math.max(0, ...[...b.text.matchAll(/`+/g)].map((m) => m[0].length));
         const fence = "`".repeat(Math.max(3, longest + 1));
-        out.push(fence, ...b.text.replace(/\r/g, "").replace(/\n$/, "").split("\n"), fence);
+        // A recorded line that looks like one of Bulwark's markers is indented, so it cannot pass for one.
+        const lines = b.text.replace(/\r/g, "").replace(/\n$/, "").split("\n");
+        out.push(fence, ...lines.map((l) => (l.startsWith("<!--") ? ` ${l}` : l)), fence);
       }
       out.push("");
     }

@@ -38,7 +38,10 @@ export function signingKeyFromPem(pem: string, source: string): KeyObject {
   try {
     key = createPrivateKey({ key: pem, format: "pem" });
   } catch (err) {
-    const encrypted = (err as { code?: string }).code === "ERR_MISSING_PASSPHRASE";
+    // Node reports a missing passphrase differently across versions; the PEM says it plainly.
+    const encrypted =
+      (err as { code?: string }).code === "ERR_MISSING_PASSPHRASE" ||
+      /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem);
     throw new BulwarkError(
       "CONFIG_INVALID",
       encrypted
