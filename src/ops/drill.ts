@@ -247,7 +247,19 @@ async function drillOpened(
     checkStopped();
 
     // 4. compare
-    const compared = await compareRestored(repo, snapshot.tree, sandbox, { stopped });
+    const compared = await compareRestored(repo, snapshot.tree, sandbox, {
+      stopped,
+      progress: (bytes) =>
+        input.events?.({
+          type: "progress",
+          time: clock.now(),
+          kind: "drill",
+          items: 0,
+          bytes,
+          bytesTotal: restored.bytes,
+          current: "comparing with the snapshot",
+        }),
+    });
     checkStopped();
     for (const m of compared.mismatches.slice(0, EXAMPLES)) findings.push(`content: ${m.path}: ${m.reason}`);
     if (compared.mismatches.length > EXAMPLES)
