@@ -268,7 +268,7 @@ async function verifyReport(file: string, flags: VerifyFlags, out: Output): Prom
   }
   if (check.chain !== undefined)
     out.result(
-      `catalog evidence chain: ${check.chain.ok ? `intact (${check.chain.records} records)` : `BROKEN: ${check.chain.broken?.reason ?? ""}`}`,
+      `catalog evidence chain: ${check.chain.ok ? `intact (${check.chain.records} ${check.chain.records === 1 ? "record" : "records"})` : `BROKEN: ${check.chain.broken?.reason ?? ""}`}`,
     );
   for (const n of check.notes) out.info(`note: ${n}`);
   for (const p of check.problems) out.warn(`error: ${p}`);
