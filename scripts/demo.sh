@@ -10,10 +10,11 @@
 #   5. Restore the latest snapshot into a new directory and compare it byte for byte with the source
 #      (bench/compare-trees.mjs: contents, sizes, modes, owners, symlink targets).
 #   6. check --read-data (every byte of every pack decrypted and verified), then list the snapshots.
-#   7. A config with a primary and a copy target, a dataset of the tree and a SQLite database (when
-#      sqlite3 is there or can be installed): `bulwark run` backs up and copies, `bulwark verify` reads every
-#      pack of both copies, `bulwark drill` restores one into a sandbox and validates it (every file compared,
-#      the database's integrity_check and a query), and `bulwark posture` shows the validation row pass.
+#   7. A vault on loopback (`bulwark serve-repo`) with an append-only token, and a config with a primary, a
+#      second disk and the vault, a dataset of the tree and a SQLite database (when sqlite3 is there or can
+#      be installed), under the 3-2-1-1-0 rule: `bulwark run` backs up and copies, `bulwark verify` reads
+#      every pack of every copy, `bulwark drill` restores one into a sandbox and validates it (every file
+#      compared, the database's integrity_check and a query), and `bulwark posture` shows every row pass.
 #   8. Restore from the copy alone and compare it with the source.
 # Any failure stops the demo with a non-zero exit code naming the step.
 #
@@ -50,7 +51,12 @@ fi
 
 STEP="create a temporary directory"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bulwark-demo.XXXXXX")
+VAULT_PID=""
 cleanup() {
+  if [ -n "$VAULT_PID" ]; then
+    kill "$VAULT_PID" 2>/dev/null || true
+    wait "$VAULT_PID" 2>/dev/null || true
+  fi
   if [ "${DEMO_KEEP:-0}" = 1 ]; then
     echo "demo: kept $WORK"
   else
@@ -135,7 +141,26 @@ else
   echo "sqlite3 is not installed: the dataset has no database (apt-get install sqlite3 to see it drilled)"
 fi
 
-step "bulwark run: back up to a primary, copy to a second disk (verified), apply retention"
+step "a vault on loopback (bulwark serve-repo) that this host reaches with an append-only token"
+# In a real setup the vault runs on another machine at another site; the host's token may add files but
+# never delete or replace them, which is what makes it the "1 immutable or isolated" copy. Not made
+# immutable with chattr here (--immutable off), so the demo can remove its temporary directory.
+(umask 077 && bulwark --json serve-repo token add --tokens "$WORK/vault-tokens.json" --name demo-host \
+  --role append-only | node -e 'process.stdout.write(JSON.parse(require("node:fs").readFileSync(0, "utf8")).token + "\n")' \
+  >"$WORK/vault-token")
+VAULT_PORT=$(node -e 'const s = require("node:net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')
+bulwark serve-repo --init --path "$WORK/vault" --listen "127.0.0.1:$VAULT_PORT" --tokens "$WORK/vault-tokens.json" \
+  --immutable off >"$WORK/vault.log" 2>&1 &
+VAULT_PID=$!
+for _ in $(seq 1 100); do
+  if node -e 'require("node:net").connect(Number(process.argv[1]), "127.0.0.1").on("connect", () => process.exit(0)).on("error", () => process.exit(1))' "$VAULT_PORT"; then
+    break
+  fi
+  sleep 0.1
+done
+echo "vault listening on 127.0.0.1:$VAULT_PORT (log: $WORK/vault.log)"
+
+step "bulwark run: back up to a primary, copy to a second disk and the vault (verified), apply retention"
 cat >"$WORK/bulwark.yaml" <<YAML
 version: 1
 targets:
@@ -147,6 +172,11 @@ targets:
     location: $WORK/job-copy
     labels: { medium: disk, site: home, failureDomain: disk-2 }
     password: { file: $BULWARK_PASSWORD_FILE }
+  vault:
+    location: rest:http://127.0.0.1:$VAULT_PORT/
+    labels: { medium: vault, site: vault-site, offsite: true, failureDomain: vault-1, isolation: append-only }
+    credentials: { token: { file: $WORK/vault-token } }
+    password: { file: $BULWARK_PASSWORD_FILE }
 datasets:
   sample:
     sources:
@@ -157,26 +187,26 @@ datasets:
         - { type: paths, expect: [{ path: "$SRC", minFiles: 10 }] }
         $DB_VALIDATOR
 policies:
-  two-copies:
-    rule: { copies: 3, media: 1, offsite: 0 }
+  three-two-one-one-zero:
+    rule: 3-2-1-1-0
     rpo: 24h
     retention: { primary: { keepLast: 3 } }
     verification: { fullEvery: 30d, budget: 1GiB }
     drills: { every: 7d }
 jobs:
-  sample-nightly: { dataset: sample, policy: two-copies, primary: primary, copies: [second-disk] }
+  sample-nightly: { dataset: sample, policy: three-two-one-one-zero, primary: primary, copies: [second-disk, vault] }
 YAML
 export BULWARK_CATALOG=$WORK/catalog.db
 bulwark run -c "$WORK/bulwark.yaml" --init
 
 step "bulwark verify: every copy's structure and data, coverage remembered in the catalog"
 bulwark verify -c "$WORK/bulwark.yaml"
-bulwark verify -c "$WORK/bulwark.yaml" --target second-disk
+bulwark verify -c "$WORK/bulwark.yaml" --target vault
 
 step "bulwark drill: restore a copy into a sandbox, compare every file, validate the database"
 bulwark drill -c "$WORK/bulwark.yaml"
 
-step "bulwark posture: production + primary + copy = 3 copies in 3 failure domains"
+step "bulwark posture: 3-2-1-1-0 from evidence (production + 3 copies, disk and vault, the vault offsite and append-only, 0 errors)"
 bulwark posture -c "$WORK/bulwark.yaml"
 
 step "restore from the copy alone and compare"

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { ROOT, cleanEnv } from "./helpers.js";
 
 describe("npm run demo", () => {
-  it("passes every step: backups, restore, check, run with a copy, posture, restore from the copy", async () => {
+  it("passes every step: backups, restore, check, run with copies to a disk and a vault, verify, drill, a green 3-2-1-1-0 posture, restore from a copy", async () => {
     const child = spawn("bash", [join(ROOT, "scripts", "demo.sh")], {
       cwd: ROOT,
       env: cleanEnv({ BULWARK_TEST_WEAK_KDF: undefined }),
@@ -24,10 +24,20 @@ describe("npm run demo", () => {
     expect(output).toContain("demo: all steps passed");
     expect(output).toMatch(/copy to second-disk: 1 snapshot/);
     expect(output).toMatch(/compare-trees: identical .*restore-copy/);
-    // verify ran on both copies, so posture's validation row has its evidence from the catalog
-    expect(output).toMatch(/no errors were found on 2 targets/);
+    // verify ran on every copy (the vault over its append-only token), so the validation row has its evidence
+    expect(output).toMatch(/copy to vault: 1 snapshot/);
+    expect(output).toMatch(/no errors were found on 3 targets/);
     // a drill restored a copy and validated it (the database too, when sqlite3 is there)
     expect(output).toMatch(/sample: drill passed \(from (primary|second-disk)\)/);
-    expect(output).toMatch(/pass \(not required\) +Automated recovery validation in place \(0 errors\)/);
+    // every row of 3-2-1-1-0 passes, from evidence read back from the targets and the catalog
+    expect(output).toMatch(/dataset sample: policy three-two-one-one-zero \(rule 3-2-1-1-0, .*\): COMPLIES/);
+    for (const row of [
+      "Three copies of data exist",
+      "Two different storage media used",
+      "One copy stored offsite",
+      "Immutable or air-gapped copy retained",
+      "Automated recovery validation in place \\(0 errors\\)",
+    ])
+      expect(output).toMatch(new RegExp(`\\n  pass {20}${row}\\n`));
   }, 180_000);
 });
