@@ -53,6 +53,7 @@ export function registerReport(program: Command, globals: () => GlobalOptions): 
     .addHelpText(
       "after",
       `
+Examples:
   bulwark report verification -c bulwark.yaml --format html --output verify.html --sign
   bulwark report verify verify.html --public-key signing-key.pub.pem`,
     );
