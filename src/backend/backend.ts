@@ -58,6 +58,51 @@ export interface FileDigest {
   readonly size: number;
 }
 
+/** A version that is not the one Bulwark wrote, over a file of the repository (Backend.tampering). */
+export interface ForeignVersion {
+  readonly versionId: string;
+  readonly deleteMarker: boolean;
+  readonly size: number;
+  readonly lastModified?: Date;
+}
+
+export interface TamperedFile {
+  readonly handle: FileHandle;
+  /** The version Bulwark wrote, which reads return. */
+  readonly genuineVersion: string;
+  /** Newest first; the first is the current version. */
+  readonly foreign: readonly ForeignVersion[];
+}
+
+export interface TamperReport {
+  readonly files: readonly TamperedFile[];
+  /** Versions and delete markers of repository files (locks excepted) stored at the location. */
+  readonly storedVersions: number;
+}
+
+export interface UntamperOptions {
+  readonly dryRun?: boolean;
+  readonly signal?: AbortSignal;
+  /** Called after each foreign version is handled, for progress. */
+  readonly onVersion?: (done: number, total: number) => void;
+}
+
+export interface UntamperAction {
+  readonly file: string;
+  readonly versionId: string;
+  readonly deleteMarker: boolean;
+  /** removed; would-remove (dry run); refused (with reason and what it needs). */
+  readonly outcome: "removed" | "would-remove" | "refused";
+  readonly reason?: string;
+  /** What removing it needs that these credentials lack. */
+  readonly needs?: string;
+}
+
+export interface UntamperReport {
+  readonly files: number;
+  readonly actions: readonly UntamperAction[];
+}
+
 export interface BackendCapabilities {
   /** How many requests it is worth having in flight at once. */
   readonly connections: number;
@@ -118,6 +163,19 @@ export interface Backend {
    * temporary file, so a grace of an hour never takes one from under a save in progress. Prune calls it.
    */
   removeStaleTempFiles?(olderThanMs: number, signal?: AbortSignal): Promise<number>;
+
+  /**
+   * Where the storage keeps versions the repository's own reads do not show (an S3 bucket with Object
+   * Lock): the files whose current version is not the one Bulwark wrote (a delete marker or another
+   * version over it), and how many versions and delete markers the location holds at all (init refuses a
+   * location holding any). Reads of such a backend already return the genuine version (docs/design.md §21).
+   */
+  tampering?(signal?: AbortSignal): Promise<TamperReport>;
+  /**
+   * Removes the delete markers and foreign versions that tampering() finds, where the credentials allow;
+   * what they do not allow is reported with what it needs. Never touches a genuine version.
+   */
+  untamper?(options?: UntamperOptions): Promise<UntamperReport>;
 
   /** Frees connections; the backend is unusable afterwards. */
   close(): Promise<void>;

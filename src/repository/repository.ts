@@ -76,6 +76,24 @@ export class Repository {
   }
 
   static async init(backend: Backend, password: string, options: InitOptions = {}): Promise<Repository> {
+    // A versioned store can hide a repository behind delete markers: a prefix holding any version of a
+    // repository file is not empty, and a new repository must never be written over a hidden one.
+    const versions = await backend.tampering?.();
+    if (versions !== undefined && versions.storedVersions > 0) {
+      const tampered = versions.files.length;
+      throw new BulwarkError(
+        "ALREADY_EXISTS",
+        tampered > 0
+          ? `tampering detected at ${backend.location}: ${tampered} file${tampered === 1 ? "" : "s"} of a repository ${tampered === 1 ? "is" : "are"} hidden behind delete markers or foreign versions; refusing to create a repository over it`
+          : `${backend.location} holds ${versions.storedVersions} stored version${versions.storedVersions === 1 ? "" : "s"} of repository files (a repository, or what is left of one); refusing to create a repository there`,
+        {
+          hint:
+            tampered > 0
+              ? "the repository is still there and readable: `bulwark untamper -r LOCATION --dry-run` lists what was put over it and `bulwark untamper -r LOCATION` removes it"
+              : "open it with the other commands, or create the new repository under another (empty) prefix",
+        },
+      );
+    }
     if (await exists(backend, { type: "config", name: "" })) {
       throw new BulwarkError("ALREADY_EXISTS", `a repository already exists at ${backend.location}`);
     }

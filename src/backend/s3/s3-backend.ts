@@ -83,12 +83,18 @@ import {
   type RetentionMode,
   type SaveOptions,
   type SaveSource,
+  type TamperReport,
+  type TamperedFile,
+  type UntamperAction,
+  type UntamperOptions,
+  type UntamperReport,
 } from "../backend.js";
 import { BulwarkError } from "../../core/errors.js";
 import { httpStatus, s3Code, s3Error, type S3Action } from "./s3-errors.js";
 import { parseS3Location, type S3Location } from "./s3-location.js";
 import { systemClock } from "../../core/clock.js";
 import { directoryOf, fileAt, layoutPath } from "../layout.js";
+import { classifyVersions, isTampered, type KeyVersions, type StoredVersion } from "./s3-versions.js";
 
 export interface S3Immutability {
   readonly mode: RetentionMode;
@@ -197,6 +203,14 @@ export class S3Backend implements Backend {
   private readonly immutability: S3Immutability | undefined;
   private readonly partBytes: number;
   private readonly partConcurrency: number;
+  /**
+   * On a bucket with Object Lock: reads go to the genuine version of each key (s3-versions.ts), found by
+   * listing each type directory's versions once per open (the listing of keys, snapshots and index files
+   * replaces the plain one; packs and the config cost one listing per 1000 keys on first use).
+   */
+  private readonly versionAware: boolean;
+  /** Scans done (or under way) per scan prefix: key -> its versions. */
+  private readonly scans = new Map<string, Promise<Map<string, KeyVersions>>>();
   private closed = false;
 
   /** Use openS3Backend, which checks the bucket; this constructor trusts `facts`. */
@@ -210,6 +224,7 @@ export class S3Backend implements Backend {
     this.bucket = target.bucket;
     this.prefix = target.prefix === "" ? "" : `${target.prefix}/`;
     this.versioned = facts.versioned || facts.objectLock;
+    this.versionAware = facts.objectLock;
     this.immutability = options.immutability;
     this.partBytes = Math.max(MIN_PART_BYTES, options.partBytes ?? DEFAULT_PART_BYTES);
     this.partConcurrency = Math.max(1, options.partConcurrency ?? 3);
@@ -225,14 +240,22 @@ export class S3Backend implements Backend {
     if (facts.objectLock) {
       this.getRetention = (h, signal) => this.readRetention(h, signal);
       this.extendRetention = (h, retention, signal) => this.putRetention(h, retention, signal);
+      this.tampering = (signal) => this.findTampering(signal);
+      this.untamper = (o) => this.removeTampering(o);
     }
   }
+
+  tampering?: (signal?: AbortSignal) => Promise<TamperReport>;
+  untamper?: (options?: UntamperOptions) => Promise<UntamperReport>;
 
   async stat(h: FileHandle, signal?: AbortSignal): Promise<FileInfo> {
     const key = this.keyOf(h);
     signal?.throwIfAborted();
+    const versionId = await this.genuineVersion(h, key);
     const head = await this.call("stat", h, () =>
-      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
+      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, VersionId: versionId }), {
+        abortSignal: signal,
+      }),
     );
     return { name: h.name, size: head.ContentLength ?? 0 };
   }
@@ -246,6 +269,19 @@ export class S3Backend implements Backend {
         throw err;
       });
       if (info !== undefined) yield { name: "", size: info.size };
+      return;
+    }
+    if (this.versionAware && type !== "lock") {
+      // One listing of the directory's versions, which also serves this open's reads of these files.
+      const scan = this.scanPrefix(type);
+      const found = this.listVersions(scan, signal);
+      this.scans.set(scan, found);
+      found.catch(ignore);
+      for (const [key, k] of await found) {
+        const file = fileAt(key.slice(this.prefix.length));
+        if (file?.type !== type || k.genuine === undefined) continue;
+        yield { name: file.name, size: k.genuine.size };
+      }
       return;
     }
     const directory = `${this.prefix}${directoryOf(type)}/`;
@@ -287,10 +323,11 @@ export class S3Backend implements Backend {
       range === undefined
         ? undefined
         : `bytes=${range.offset}-${range.length === undefined ? "" : range.offset + range.length - 1}`;
+    const versionId = await this.genuineVersion(h, key);
     let body: Readable;
     try {
       const response = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header }),
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: header, VersionId: versionId }),
         { abortSignal: signal },
       );
       body = response.Body as Readable;
@@ -380,10 +417,15 @@ export class S3Backend implements Backend {
       return;
     }
     const versions = await this.versionsOf(key, h, signal);
-    const current = versions.find((v) => v.latest);
+    // With Object Lock the file is its genuine (oldest) version, whatever an attacker put over it; the
+    // versions over it go too.
+    const current = this.versionAware
+      ? versions.filter((v) => !v.deleteMarker).pop()
+      : versions.find((v) => v.latest);
     if (current === undefined || current.deleteMarker) {
       throw new BulwarkError("NOT_FOUND", `${handleToString(h)} not found in ${this.location}`);
     }
+    this.forget(h, key);
     const older = versions.filter((v) => v !== current);
     const deleteVersion = (versionId: string, abortSignal = signal): Promise<unknown> =>
       this.call("remove", h, () =>
@@ -476,7 +518,7 @@ export class S3Backend implements Backend {
   private async readRetention(h: FileHandle, signal?: AbortSignal): Promise<Retention | undefined> {
     const key = this.keyOf(h);
     signal?.throwIfAborted();
-    return this.retentionOf(h, key, undefined, signal);
+    return this.retentionOf(h, key, await this.genuineVersion(h, key), signal);
   }
 
   private async putRetention(h: FileHandle, retention: Retention, signal?: AbortSignal): Promise<void> {
@@ -486,7 +528,8 @@ export class S3Backend implements Backend {
       throw new Error(`retention mode "${retention.mode}" is not supported by ${this.location}`);
     }
     signal?.throwIfAborted();
-    const current = await this.retentionOf(h, key, undefined, signal);
+    const versionId = await this.genuineVersion(h, key);
+    const current = await this.retentionOf(h, key, versionId, signal);
     if (current !== undefined && current.until.getTime() > systemClock.now().getTime()) {
       if (retention.until.getTime() < current.until.getTime()) {
         throw new BulwarkError(
@@ -501,8 +544,8 @@ export class S3Backend implements Backend {
         );
       }
     }
-    await this.applyRetention(h, key, undefined, retention, signal);
-    await this.verifyRetention(h, key, undefined, retention, signal);
+    await this.applyRetention(h, key, versionId, retention, signal);
+    await this.verifyRetention(h, key, versionId, retention, signal);
   }
 
   /** GetObjectRetention of the current (or a given) version; undefined when it has none. */
@@ -572,7 +615,11 @@ export class S3Backend implements Backend {
   ): Promise<ReadonlySet<string>> {
     const versions = await this.versionsOf(key, h, signal, "save");
     const current = versions.find((v) => v.latest);
-    if (current !== undefined && !current.deleteMarker) {
+    // With Object Lock a version hidden behind a delete marker is still the file (s3-versions.ts).
+    const exists = this.versionAware
+      ? versions.some((v) => !v.deleteMarker)
+      : current !== undefined && !current.deleteMarker;
+    if (exists) {
       throw new BulwarkError("ALREADY_EXISTS", `${handleToString(h)} already exists in ${this.location}`);
     }
     return new Set(versions.map((v) => v.versionId));
@@ -733,6 +780,202 @@ export class S3Backend implements Backend {
         .catch(ignore);
       throw err;
     }
+  }
+
+  /** The prefix whose version listing covers a file type: its directory, or the config's key. */
+  private scanPrefix(type: FileType): string {
+    return type === "config" ? `${this.prefix}config` : `${this.prefix}${directoryOf(type)}/`;
+  }
+
+  /**
+   * The version a read of `h` must name: on a bucket with Object Lock, its genuine version as the one scan
+   * of its directory per open found it (a file written since is read plainly); otherwise undefined. The
+   * scan is shared by every reader, so it runs without any one caller's signal.
+   */
+  private async genuineVersion(h: FileHandle, key: string): Promise<string | undefined> {
+    if (!this.versionAware || h.type === "lock") return undefined;
+    const scan = this.scanPrefix(h.type);
+    let found = this.scans.get(scan);
+    if (found === undefined) {
+      found = this.listVersions(scan, undefined);
+      this.scans.set(scan, found);
+      // A failed scan is not remembered: the next read (or its retry) scans again.
+      found.catch(() => {
+        if (this.scans.get(scan) === found) this.scans.delete(scan);
+      });
+    }
+    return (await found).get(key)?.genuine?.versionId;
+  }
+
+  /** After a remove: the file's versions are gone, so its reads must not name one. */
+  private forget(h: FileHandle, key: string): void {
+    if (!this.versionAware || h.type === "lock") return;
+    void this.scans
+      .get(this.scanPrefix(h.type))
+      ?.then((m) => m.delete(key))
+      .catch(ignore);
+  }
+
+  /** Every repository file's versions under a scan prefix, by key (stray keys left out). */
+  private async listVersions(
+    scan: string,
+    signal: AbortSignal | undefined,
+  ): Promise<Map<string, KeyVersions>> {
+    const versions = new Map<string, { versions: StoredVersion[]; markers: StoredVersion[] }>();
+    const entry = (key: string): { versions: StoredVersion[]; markers: StoredVersion[] } => {
+      let e = versions.get(key);
+      if (e === undefined) versions.set(key, (e = { versions: [], markers: [] }));
+      return e;
+    };
+    const ours = (key: string | undefined): key is string => {
+      const file = key === undefined ? undefined : fileAt(key.slice(this.prefix.length));
+      return file !== undefined && file.type !== "lock";
+    };
+    let keyMarker: string | undefined;
+    let versionIdMarker: string | undefined;
+    do {
+      signal?.throwIfAborted();
+      const page = await this.call("list", "file versions", () =>
+        this.client.send(
+          new ListObjectVersionsCommand({
+            Bucket: this.bucket,
+            Prefix: scan,
+            KeyMarker: keyMarker,
+            VersionIdMarker: versionIdMarker,
+          }),
+          { abortSignal: signal },
+        ),
+      );
+      for (const v of page.Versions ?? []) {
+        if (!ours(v.Key) || v.VersionId === undefined) continue;
+        entry(v.Key).versions.push({
+          versionId: v.VersionId,
+          deleteMarker: false,
+          latest: v.IsLatest === true,
+          size: v.Size ?? 0,
+          ...(v.LastModified === undefined ? {} : { lastModified: new Date(v.LastModified) }),
+        });
+      }
+      for (const m of page.DeleteMarkers ?? []) {
+        if (!ours(m.Key) || m.VersionId === undefined) continue;
+        entry(m.Key).markers.push({
+          versionId: m.VersionId,
+          deleteMarker: true,
+          latest: m.IsLatest === true,
+          size: 0,
+          ...(m.LastModified === undefined ? {} : { lastModified: new Date(m.LastModified) }),
+        });
+      }
+      const more = page.IsTruncated === true;
+      keyMarker = more ? page.NextKeyMarker : undefined;
+      versionIdMarker = more ? page.NextVersionIdMarker : undefined;
+    } while (keyMarker !== undefined);
+    const result = new Map<string, KeyVersions>();
+    for (const [key, e] of versions) result.set(key, classifyVersions(e.versions, e.markers));
+    return result;
+  }
+
+  /** Backend.tampering: a fresh scan of every file type but locks. */
+  private async findTampering(signal?: AbortSignal): Promise<TamperReport> {
+    const files: TamperedFile[] = [];
+    let storedVersions = 0;
+    for (const type of ["config", "key", "snapshot", "index", "pack"] as const) {
+      const scan = this.scanPrefix(type);
+      const found = this.listVersions(scan, signal);
+      this.scans.set(scan, found);
+      found.catch(ignore);
+      for (const [key, k] of await found) {
+        storedVersions += k.foreign.length + (k.genuine === undefined ? 0 : 1);
+        const handle = fileAt(key.slice(this.prefix.length));
+        if (handle === undefined || !isTampered(k) || k.genuine === undefined) continue;
+        files.push({
+          handle,
+          genuineVersion: k.genuine.versionId,
+          foreign: k.foreign.map((v) => ({
+            versionId: v.versionId,
+            deleteMarker: v.deleteMarker,
+            size: v.size,
+            ...(v.lastModified === undefined ? {} : { lastModified: v.lastModified }),
+          })),
+        });
+      }
+    }
+    return { files, storedVersions };
+  }
+
+  /**
+   * Backend.untamper: deletes, by version id, every delete marker and foreign version over a genuine one.
+   * A foreign version under governance retention is deleted with BypassGovernanceRetention (which needs
+   * that permission); one under compliance retention cannot be deleted through S3 by anyone before its
+   * date, and is reported. The genuine version is never named in a delete.
+   */
+  private async removeTampering(options: UntamperOptions = {}): Promise<UntamperReport> {
+    const { dryRun = false, signal } = options;
+    const report = await this.findTampering(signal);
+    const actions: UntamperAction[] = [];
+    const total = report.files.reduce((n, f) => n + f.foreign.length, 0);
+    const now = systemClock.now().getTime();
+    for (const file of report.files) {
+      const key = this.keyOf(file.handle);
+      const what = handleToString(file.handle);
+      for (const v of file.foreign) {
+        signal?.throwIfAborted();
+        if (v.versionId === file.genuineVersion) throw new Error(`refusing to delete the genuine ${what}`);
+        const base = { file: what, versionId: v.versionId, deleteMarker: v.deleteMarker };
+        const retention = v.deleteMarker
+          ? undefined
+          : await this.retentionOf(file.handle, key, v.versionId, signal);
+        const active = retention !== undefined && retention.until.getTime() > now ? retention : undefined;
+        const until = active?.until.toISOString();
+        if (active?.mode === "compliance") {
+          actions.push({
+            ...base,
+            outcome: "refused",
+            reason: `compliance-locked by its writer until ${until}: no S3 credentials can delete it before then`,
+            needs: `the storage administrator, outside S3 (Ceph: radosgw-admin object rm --bucket=${this.bucket} --object=${key} --object-version=${v.versionId}), or waiting until ${until}; until then reads keep using the genuine version`,
+          });
+        } else if (dryRun) {
+          actions.push({
+            ...base,
+            outcome: "would-remove",
+            ...(active === undefined
+              ? {}
+              : {
+                  reason: `governance-locked until ${until}: needs the s3:BypassGovernanceRetention permission`,
+                }),
+          });
+        } else {
+          try {
+            await this.client.send(
+              new DeleteObjectCommand({
+                Bucket: this.bucket,
+                Key: key,
+                VersionId: v.versionId,
+                ...(active === undefined ? {} : { BypassGovernanceRetention: true }),
+              }),
+              { abortSignal: signal },
+            );
+            actions.push({ ...base, outcome: "removed" });
+          } catch (err) {
+            const e = this.error(err, "remove", `${what} (version ${v.versionId})`);
+            if (!(e instanceof BulwarkError) || (e.code !== "RETENTION_LOCKED" && e.code !== "AUTH")) throw e;
+            actions.push({
+              ...base,
+              outcome: "refused",
+              reason: e.message,
+              needs:
+                active === undefined
+                  ? "credentials allowed to delete object versions (s3:DeleteObjectVersion)"
+                  : `credentials with the s3:BypassGovernanceRetention permission (an administrator's), or waiting until ${until}`,
+            });
+          }
+        }
+        options.onVersion?.(actions.length, total);
+      }
+    }
+    // What is current changed: the next read scans again.
+    if (!dryRun) this.scans.clear();
+    return { files: report.files.length, actions };
   }
 
   /** Every version and delete marker of exactly `key`. */

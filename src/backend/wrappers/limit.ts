@@ -10,6 +10,7 @@ import type {
   Retention,
   SaveOptions,
   SaveSource,
+  UntamperOptions,
 } from "../backend.js";
 import { WeightedLimiter } from "../../core/limiter.js";
 
@@ -60,6 +61,15 @@ export function withLimit(inner: Backend, concurrency = inner.capabilities.conne
   if (inner.digest) {
     const digest = inner.digest.bind(inner);
     wrapped.digest = (h: FileHandle, signal?: AbortSignal) => run(() => digest(h, signal));
+  }
+  // Each is a sequence of requests, taking one slot like any other call.
+  if (inner.tampering) {
+    const tampering = inner.tampering.bind(inner);
+    wrapped.tampering = (signal?: AbortSignal) => run(() => tampering(signal));
+  }
+  if (inner.untamper) {
+    const untamper = inner.untamper.bind(inner);
+    wrapped.untamper = (options?: UntamperOptions) => run(() => untamper(options));
   }
   return wrapped;
 }

@@ -42,6 +42,16 @@ export function readOnly(inner: Backend, options: ReadOnlyOptions = {}): Backend
     const digest = inner.digest.bind(inner);
     wrapped.digest = (h, signal) => digest(h, signal);
   }
+  if (inner.tampering) {
+    // Listing versions changes nothing.
+    const tampering = inner.tampering.bind(inner);
+    wrapped.tampering = (signal) => tampering(signal);
+  }
+  if (inner.untamper) {
+    const untamper = inner.untamper.bind(inner);
+    wrapped.untamper = (options) =>
+      options?.dryRun === true ? untamper(options) : refuse("remove foreign versions");
+  }
   if (inner.extendRetention) wrapped.extendRetention = () => refuse("extend a retention");
   if (inner.removeStaleTempFiles) wrapped.removeStaleTempFiles = () => refuse("remove temp files");
   return wrapped;

@@ -13,6 +13,9 @@ import type {
   Retention,
   SaveOptions,
   SaveSource,
+  TamperReport,
+  UntamperOptions,
+  UntamperReport,
 } from "../backend.js";
 import { isTransient } from "../../core/errors.js";
 
@@ -107,6 +110,17 @@ export function withRetry(inner: Backend, options: RetryOptions = {}): Backend {
     const digest = inner.digest.bind(inner);
     wrapped.digest = (h: FileHandle, signal?: AbortSignal): Promise<FileDigest> =>
       retry(`digest ${name(h)}`, signal, () => digest(h, signal));
+  }
+  if (inner.tampering) {
+    const tampering = inner.tampering.bind(inner);
+    wrapped.tampering = (signal?: AbortSignal): Promise<TamperReport> =>
+      retry("list file versions", signal, () => tampering(signal));
+  }
+  if (inner.untamper) {
+    // Rerunning after a transient failure is safe: it lists again and deletes what is still there.
+    const untamper = inner.untamper.bind(inner);
+    wrapped.untamper = (options?: UntamperOptions): Promise<UntamperReport> =>
+      retry("remove foreign versions", options?.signal, () => untamper(options));
   }
   return wrapped;
 }
