@@ -34,6 +34,8 @@ export interface VerificationDetails {
   newOnly: boolean;
   newFirst: boolean;
   structure: { snapshots: number; trees: number; packs: number; blobs: number };
+  /** Packs not read but checked at rest by the target's own SHA-256 (the vault), when there were any. */
+  digested?: { packs: number; bytes: number; damaged: number; withoutDigest: number };
   read: { packs: number; bytes: number; planned: number; deferred: number; fresh: number };
   coverage: { packs: number; covered: number; ratio: number; damaged: number; oldestRead?: string };
   errors: number;

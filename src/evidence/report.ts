@@ -240,6 +240,17 @@ function verificationSection(v: VerificationRecord): Section {
     if (num(r, "fresh")) parts.push(`${formatCount(num(r, "fresh")!)} fresh packs skipped`);
     fact("Data read", parts.join(", "));
   }
+  const digested = obj(d, "digested");
+  if (digested !== undefined) {
+    fact(
+      "Checked at rest",
+      `${count(digested, "packs", "pack")}, ${bytes(num(digested, "bytes"))} hashed by the target, not downloaded` +
+        (num(digested, "damaged") ? `, ${count(digested, "damaged", "damaged pack")}` : "") +
+        (num(digested, "withoutDigest")
+          ? `; ${count(digested, "withoutDigest", "pack")} without a recorded digest`
+          : ""),
+    );
+  }
   const c = obj(d, "coverage");
   if (c !== undefined) {
     const ratio = num(c, "ratio");

@@ -54,6 +54,7 @@ export function verificationDetails(
   const capped = (list: readonly string[] | undefined) =>
     list === undefined ? {} : { list: list.slice(0, FINDING_LIST_LIMIT), total: list.length };
   const c = outcome.coverage;
+  const g = outcome.digests;
   return {
     target: context.target,
     location: context.location,
@@ -70,6 +71,10 @@ export function verificationDetails(
       packs: outcome.stats.packs,
       blobs: outcome.stats.blobs,
     },
+    // Packs not read but checked at rest by the target's own SHA-256 (the vault).
+    ...(g.offered
+      ? { digested: { packs: g.packs, bytes: g.bytes, damaged: g.damaged, withoutDigest: g.withoutDigest } }
+      : {}),
     read: {
       packs: outcome.packsRead,
       bytes: outcome.bytesRead,

@@ -15,7 +15,14 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Catalog } from "../../src/catalog/catalog.js";
 import { ManualClock } from "../../src/core/clock.js";
 import { BulwarkError } from "../../src/core/errors.js";
-import { buildReport, checkReport, readSigningKey, selectEvidence } from "../../src/ops/evidence.js";
+import {
+  buildReport,
+  checkReport,
+  readSigningKey,
+  selectEvidence,
+  verificationDetails,
+} from "../../src/ops/evidence.js";
+import type { VerifyOutcome } from "../../src/ops/verify.js";
 import { rejection, thrown } from "../helpers/errors.js";
 
 const base = mkdtempSync(join(tmpdir(), "bulwark-evidence-ops-"));
@@ -51,6 +58,91 @@ function drill(dataset: string, target: string, day: number): void {
     description: `${target} ${day}`,
   });
 }
+
+describe("verificationDetails", () => {
+  it("records what was read and found, with long lists capped at 100 and their totals kept", () => {
+    const files = Array.from({ length: 250 }, (_, i) => `/srv/app/f${i}`);
+    const outcome: VerifyOutcome = {
+      ok: false,
+      errors: 1,
+      findings: [
+        {
+          severity: "error",
+          kind: "blob-damaged",
+          message: "pack p: blob b does not match its id",
+          pack: "p".repeat(64),
+          blobs: ["b1", "b2"],
+          snapshots: ["s1"],
+          files,
+        },
+        { severity: "warning", kind: "pack-unreferenced", message: "pack q is in no index" },
+      ],
+      stats: {
+        snapshots: 3,
+        trees: 9,
+        packs: 5,
+        packsRead: 2,
+        bytesRead: 4096,
+        blobs: 40,
+      } as VerifyOutcome["stats"],
+      digests: { offered: true, packs: 3, bytes: 3 * 4096, damaged: 0, withoutDigest: 1 },
+      plan: { read: ["a", "b"], deferred: 1, fresh: 2 },
+      packsRead: 2,
+      bytesRead: 4096,
+      coverage: {
+        packs: 5,
+        covered: 4,
+        ratio: 0.8,
+        damaged: 1,
+        oldestRead: new Date("2026-06-01T00:00:00Z"),
+      },
+      durationMs: 1500,
+    };
+    const d = verificationDetails(outcome, {
+      target: "nas",
+      location: "sftp:backup@nas:/x",
+      repository: "r".repeat(64),
+      startedAt: new Date("2026-06-02T00:00:00Z"),
+      budget: { bytes: 1024 },
+      fullEveryMs: 86400_000,
+      newOnly: false,
+      newFirst: true,
+      crossCopy: [{ original: "o", message: "differ", targets: ["nas", "s3"] }],
+    });
+    expect(d).toEqual({
+      target: "nas",
+      location: "sftp:backup@nas:/x",
+      repository: "r".repeat(64),
+      startedAt: "2026-06-02T00:00:00.000Z",
+      durationMs: 1500,
+      budget: { bytes: 1024 },
+      fullEveryMs: 86400_000,
+      newOnly: false,
+      newFirst: true,
+      structure: { snapshots: 3, trees: 9, packs: 5, blobs: 40 },
+      digested: { packs: 3, bytes: 3 * 4096, damaged: 0, withoutDigest: 1 },
+      read: { packs: 2, bytes: 4096, planned: 2, deferred: 1, fresh: 2 },
+      coverage: { packs: 5, covered: 4, ratio: 0.8, damaged: 1, oldestRead: "2026-06-01T00:00:00.000Z" },
+      errors: 1,
+      warnings: 1,
+      findings: [
+        {
+          severity: "error",
+          kind: "blob-damaged",
+          message: "pack p: blob b does not match its id",
+          pack: "p".repeat(64),
+          blobs: 2,
+          snapshots: ["s1"],
+          snapshotsTotal: 1,
+          files: files.slice(0, 100),
+          filesTotal: 250,
+        },
+        { severity: "warning", kind: "pack-unreferenced", message: "pack q is in no index" },
+      ],
+      crossCopy: [{ original: "o", message: "differ", targets: ["nas", "s3"] }],
+    });
+  });
+});
 
 describe("selectEvidence", () => {
   it("the latest verification of each dataset and target, the latest drill of each dataset; --id; filters", () => {
