@@ -5,7 +5,7 @@
  * are locked. src/policy/posture.ts decides from this evidence; this module only gathers it, and a target's
  * failure is evidence, never an exception. Called by `bulwark posture` and (later) the daemon.
  */
-import type { Backend } from "../backend/backend.js";
+import type { Backend, FileHandle } from "../backend/backend.js";
 import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
 import { errorMessage } from "../core/errors.js";
 import type { Catalog } from "../catalog/catalog.js";
@@ -18,7 +18,8 @@ import type {
 } from "../policy/posture.js";
 import type { DrillRecord } from "../catalog/catalog.js";
 import { coverageOf } from "./verify.js";
-import { Repository } from "../repository/repository.js";
+import { forEachLimit, Repository } from "../repository/repository.js";
+import { addSnapshotBlobs } from "../snapshot/used-blobs.js";
 import { normalisePaths } from "../snapshot/archiver.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
 import { openTargetRepository, scrub, targetPassword } from "./targets.js";
@@ -281,26 +282,95 @@ async function readLock(
     return undefined;
   }
   try {
+    const tampering = await tamperingFinding(backend);
+    if (tampering !== undefined) return { kind: "retention", readBack: true, tampering };
     if (!o.indexLoaded) {
       await repo.loadIndex();
       o.indexLoaded = true;
     }
-    const fromSnapshot = await getRetention({ type: "snapshot", name: snapshot.id });
-    const treePack = repo.index.get(snapshot.tree)?.pack;
-    if (treePack === undefined) {
+    const horizon = await lockHorizon(repo, snapshot, getRetention);
+    if (horizon.missing !== undefined) {
       return {
         kind: "retention",
         readBack: false,
-        error: `the tree of snapshot ${snapshot.id.slice(0, 8)} is not in the index`,
+        error: `${horizon.missing} of snapshot ${snapshot.id.slice(0, 8)} is not in the index`,
       };
     }
-    const fromTree = await getRetention({ type: "pack", name: treePack });
-    if (fromSnapshot === undefined || fromTree === undefined) return { kind: "retention", readBack: true };
-    const until = fromSnapshot.until.getTime() <= fromTree.until.getTime() ? fromSnapshot : fromTree;
-    return { kind: "retention", readBack: true, retainUntil: until.until, mode: until.mode };
+    if (horizon.earliest === undefined)
+      return { kind: "retention", readBack: true, objects: horizon.objects };
+    return {
+      kind: "retention",
+      readBack: true,
+      ...(horizon.earliest.until !== undefined
+        ? { retainUntil: horizon.earliest.until, mode: horizon.earliest.mode }
+        : {}),
+      earliest: horizon.earliest.file,
+      objects: horizon.objects,
+    };
   } catch (err) {
     return { kind: "retention", readBack: false, error: clean(errorMessage(err)) };
   }
+}
+
+/** "tampering detected: ..." naming the first files whose current version is not Bulwark's, if any. */
+async function tamperingFinding(backend: Backend): Promise<string | undefined> {
+  const files = (await backend.tampering?.())?.files ?? [];
+  if (files.length === 0) return undefined;
+  const shown = files.slice(0, 5).map((f) => {
+    const name = f.handle.type === "config" ? "the config" : `${f.handle.type} ${f.handle.name.slice(0, 12)}`;
+    const current = f.foreign[0];
+    return `${name} (${current?.deleteMarker === true ? "delete marker" : "foreign version"} over it)`;
+  });
+  const more = files.length > 5 ? ` and ${files.length - 5} more` : "";
+  return `tampering detected: ${files.length} file${files.length === 1 ? "" : "s"} hidden behind delete markers or foreign versions: ${shown.join(", ")}${more}`;
+}
+
+/**
+ * The lock horizon of a snapshot: the earliest retention end among every object a restore of it needs (the
+ * config, every key, every index file, the snapshot file and every pack holding a blob its trees reach). An
+ * object without retention ends the horizon now (`until` absent). Requests run as many at once as the
+ * backend takes. `missing`: a blob the snapshot needs is in no index (then nothing is judged).
+ */
+async function lockHorizon(
+  repo: Repository,
+  snapshot: SnapshotWithId,
+  getRetention: NonNullable<Backend["getRetention"]>,
+): Promise<{
+  objects: number;
+  earliest?: { file: string; until?: Date; mode?: string };
+  missing?: string;
+}> {
+  const blobs = new Set<string>();
+  await addSnapshotBlobs(repo, snapshot, blobs, "posture");
+  const packs = new Set<string>();
+  for (const id of blobs) {
+    const pack = repo.index.get(id)?.pack;
+    if (pack === undefined) return { objects: 0, missing: `blob ${id.slice(0, 12)}` };
+    packs.add(pack);
+  }
+  const handles: FileHandle[] = [
+    { type: "config", name: "" },
+    { type: "snapshot", name: snapshot.id },
+  ];
+  for (const type of ["key", "index"] as const) {
+    for await (const f of repo.backend.list(type)) handles.push({ type, name: f.name });
+  }
+  for (const name of packs) handles.push({ type: "pack", name });
+  let earliest: { file: string; until?: Date; mode?: string } | undefined;
+  await forEachLimit(handles, Math.max(1, repo.backend.capabilities.connections), async (h) => {
+    const r = await getRetention(h);
+    const file = h.type === "config" ? "the config" : `${h.type} ${h.name.slice(0, 12)}`;
+    if (r === undefined) {
+      if (earliest === undefined || earliest.until !== undefined) earliest = { file };
+      return;
+    }
+    if (
+      earliest === undefined ||
+      (earliest.until !== undefined && r.until.getTime() < earliest.until.getTime())
+    )
+      earliest = { file, until: r.until, mode: r.mode };
+  });
+  return { objects: handles.length, ...(earliest ? { earliest } : {}) };
 }
 
 function describeBackend(location: string): string {

@@ -181,10 +181,17 @@ function assessLock(ctx: PostureContext, target: Target): { ok: boolean; detail:
       if (lock.kind === "append-only") {
         return { ok: true, detail: "append-only, read back from the target" };
       }
+      // The locked data is intact, but what a plain read sees is not it: the copy was attacked.
+      if (lock.tampering !== undefined) {
+        return { ok: false, detail: `${lock.tampering} on ${target.name} (run \`bulwark untamper\` on it)` };
+      }
+      // What a restore of the snapshot needs that is locked the shortest (the config, a key, an index file,
+      // the snapshot, a pack), when the evidence names it.
+      const of = lock.earliest !== undefined ? `${lock.earliest} (needed by ${what})` : what;
       if (lock.retainUntil === undefined || lock.retainUntil.getTime() <= now.getTime()) {
         return {
           ok: false,
-          detail: `the retention of ${what} ${lock.retainUntil ? `ended at ${iso(lock.retainUntil)}` : "is not set"}: the lock was dropped`,
+          detail: `the retention of ${of} ${lock.retainUntil ? `ended at ${iso(lock.retainUntil)}` : "is not set"}: the lock was dropped`,
         };
       }
       if (policy.immutabilityDays !== undefined && snap !== undefined) {
@@ -193,13 +200,17 @@ function assessLock(ctx: PostureContext, target: Target): { ok: boolean; detail:
         if (lock.retainUntil.getTime() < wanted - 60_000) {
           return {
             ok: false,
-            detail: `${what} is retained until ${iso(lock.retainUntil)}, shorter than the policy's ${policy.immutabilityDays} days`,
+            detail: `${of} is retained until ${iso(lock.retainUntil)}, shorter than the policy's ${policy.immutabilityDays} days`,
           };
         }
       }
+      const over =
+        lock.objects !== undefined
+          ? `, the earliest end among the ${lock.objects} objects a restore needs${lock.earliest !== undefined ? ` (${lock.earliest})` : ""}`
+          : "";
       return {
         ok: true,
-        detail: `retained${lock.mode ? ` (${lock.mode})` : ""} until ${iso(lock.retainUntil)}, read back from the target`,
+        detail: `retained${lock.mode ? ` (${lock.mode})` : ""} until ${iso(lock.retainUntil)}${over}, read back from the target`,
       };
     }
   }

@@ -47,11 +47,20 @@ export interface CopyEvidence {
   lock?: {
     kind: "retention" | "append-only";
     readBack: boolean;
-    /** For retention locks: until when the snapshot's files are retained. */
+    /**
+     * For retention locks: until when everything a restore of the snapshot needs is retained (the earliest
+     * end among the config, keys, index files, the snapshot file and its packs).
+     */
     retainUntil?: Date;
+    /** The object whose retention ends first ("index 1a2b3c4d5e6f", "the config"). */
+    earliest?: string;
+    /** How many objects the horizon was taken over. */
+    objects?: number;
     mode?: string;
     /** Why it could not be read back. */
     error?: string;
+    /** "tampering detected: ..." when versions were put over the copy's files (docs/design.md §21). */
+    tampering?: string;
   };
 }
 
