@@ -24,6 +24,7 @@ import type { VirtualFile } from "../snapshot/archiver.js";
 import { isSafeName } from "../snapshot/tree.js";
 import { SOURCES_ROOT } from "../sources/dataset.js";
 import { commandSource } from "../sources/command.js";
+import { childEnv } from "../sources/process.js";
 import { DEFAULT_HOOK_TIMEOUT_MS, type Hooks } from "../sources/hooks.js";
 import { postgresSource, type PasswordRef } from "../sources/postgres.js";
 import { sqliteSource } from "../sources/sqlite.js";
@@ -119,7 +120,7 @@ export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = pr
       case "command":
         if (value.trim() === "") throw new BulwarkError("USAGE", `--source ${spec}: no command`);
         virtualFiles.push(
-          commandSource({ path: `${SOURCES_ROOT}/${name}`, command: value, env, ...timeout }),
+          commandSource({ path: `${SOURCES_ROOT}/${name}`, command: value, env: childEnv(env), ...timeout }),
         );
         descriptions.push(`command ${name} -> ${SOURCES_ROOT}/${name}`);
         break;

@@ -305,6 +305,7 @@ function normaliseSource(s: WrittenSource): Source {
         name: s.name ?? stem(s.filename),
         command: typeof s.command === "string" ? ["sh", "-c", s.command] : s.command,
         filename: s.filename,
+        ...(s.env !== undefined ? { env: s.env } : {}),
         ...timeout,
         ...hooks,
       };
@@ -334,6 +335,7 @@ function hookConfig(h: WrittenHooks): HookConfig {
     ...(h.before !== undefined ? { before: h.before } : {}),
     ...(h.after !== undefined ? { after: h.after } : {}),
     ...(h.timeoutSeconds !== undefined ? { timeoutMs: Math.round(h.timeoutSeconds * 1000) } : {}),
+    ...(h.env !== undefined ? { env: h.env } : {}),
   };
 }
 

@@ -55,6 +55,12 @@ const targetSchema = z.strictObject({
     .describe("retention applied to what is written (S3 Object Lock)"),
 });
 
+const passEnvSchema = z
+  .array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "a variable name (letters, digits, _)"))
+  .describe(
+    "environment variables passed through to the command by name; it gets only PATH, HOME, locale and these (never Bulwark's password, tokens or keys unless named here)",
+  );
+
 const hooksSchema = z
   .strictObject({
     before: name.optional().describe("shell command run first; its failure stops the backup"),
@@ -62,6 +68,7 @@ const hooksSchema = z
       .optional()
       .describe("shell command run last, whenever `before` was started, also when the backup failed"),
     timeoutSeconds: z.number().positive().optional().describe("kill a hook after this long (default 300)"),
+    env: passEnvSchema.optional(),
   })
   .describe(
     "commands around the backup (freeze/thaw, snapshot/release); BULWARK_HOOK_RESULT tells `after` the outcome",
@@ -119,6 +126,7 @@ const sourceSchema = z.discriminatedUnion("type", [
       .union([name, z.array(z.string()).min(1)])
       .describe("a program and its arguments as a list, or one shell command; its standard output is stored"),
     filename: name.describe("the stored file's name: /sources/NAME/FILENAME"),
+    env: passEnvSchema.optional(),
     timeoutSeconds: sourceTimeout,
     hooks: hooksSchema.optional(),
   }),

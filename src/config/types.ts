@@ -62,6 +62,8 @@ export interface HookConfig {
   after?: string;
   /** Each hook is killed after this long (default: src/sources/hooks.ts DEFAULT_HOOK_TIMEOUT_MS). */
   timeoutMs?: number;
+  /** Variables passed through to the hooks by name, beyond the scrubbed set (src/sources/process.ts childEnv). */
+  env?: string[];
 }
 
 export const POSTGRES_FORMATS = ["custom", "directory"] as const;
@@ -100,6 +102,8 @@ export type Source =
       /** A program and its arguments (a command written as one string is `sh -c` it). */
       command: string[];
       filename: string;
+      /** Variables passed through to the command by name, beyond the scrubbed set (childEnv). */
+      env?: string[];
       timeoutMs?: number;
       hooks?: HookConfig;
     };

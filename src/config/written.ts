@@ -31,6 +31,7 @@ export interface WrittenHooks {
   before?: string;
   after?: string;
   timeoutSeconds?: number;
+  env?: string[];
 }
 
 /**
@@ -63,6 +64,7 @@ export type WrittenSource =
       name?: string;
       command: string | string[];
       filename: string;
+      env?: string[];
       timeoutSeconds?: number;
       hooks?: WrittenHooks;
     };

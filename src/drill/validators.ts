@@ -9,8 +9,9 @@
  *  - command: run in the sandbox as its working directory, in a network namespace where possible
  *    (./isolation.ts), killed after its timeout; exit 0 passes.
  * A validator never throws: every failure, including one to start, is its outcome, with a message that says
- * what was expected and what was found. Commands get a clean environment (PATH, HOME, locale and the
- * BULWARK_SANDBOX, BULWARK_SNAPSHOT, BULWARK_DATASET variables), never this process's secrets.
+ * what was expected and what was found. Commands get a clean environment (childEnv, src/sources/process.ts:
+ * PATH, HOME, locale and the BULWARK_SANDBOX, BULWARK_SNAPSHOT, BULWARK_DATASET variables), never this
+ * process's secrets.
  */
 import { spawn } from "node:child_process";
 import { lstat, readdir } from "node:fs/promises";
@@ -21,7 +22,7 @@ import type { DrillValidator } from "../config/types.js";
 import { errnoCode, errorMessage } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 import { DATABASES_DIR, databaseEntryName, validatePostgres } from "../sources/postgres.js";
-import { describeExit, killTree, succeeded, Tail, waitForExit } from "../sources/process.js";
+import { childEnv, describeExit, killTree, succeeded, Tail, waitForExit } from "../sources/process.js";
 import { validateSqlite } from "../sources/sqlite.js";
 import { SOURCES_ROOT } from "../sources/dataset.js";
 import type { Isolation } from "./isolation.js";
@@ -47,9 +48,6 @@ export interface ValidatorContext {
   env: NodeJS.ProcessEnv;
   signal?: AbortSignal;
 }
-
-/** Environment variables a validator command inherits from this process (nothing that may be a secret). */
-const PASSED_ENV = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
 export async function runValidator(v: DrillValidator, ctx: ValidatorContext): Promise<ValidatorOutcome> {
   const started = ctx.clock.now().getTime();
@@ -169,11 +167,9 @@ async function runCommand(
   v: Extract<DrillValidator, { type: "command" }>,
   ctx: ValidatorContext,
 ): Promise<Omit<ValidatorOutcome, "name" | "kind" | "durationMs">> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const k of PASSED_ENV) if (ctx.env[k] !== undefined) env[k] = ctx.env[k];
-  env.BULWARK_SANDBOX = ctx.sandbox;
-  env.BULWARK_SNAPSHOT = ctx.snapshot.id;
-  env.BULWARK_DATASET = ctx.dataset;
+  const env = childEnv(ctx.env, {
+    set: { BULWARK_SANDBOX: ctx.sandbox, BULWARK_SNAPSHOT: ctx.snapshot.id, BULWARK_DATASET: ctx.dataset },
+  });
   const [file, ...args] = ctx.isolation.wrap(v.command);
   const child = spawn(file!, args, {
     cwd: ctx.sandbox,

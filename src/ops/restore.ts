@@ -22,6 +22,7 @@ import {
   type SnapshotWithId,
 } from "../snapshot/snapshot.js";
 import { restoreToCommand } from "../sources/command.js";
+import { childEnv } from "../sources/process.js";
 import { restorePostgres, type PasswordRef } from "../sources/postgres.js";
 import { restoreSqlite, validateSqlite } from "../sources/sqlite.js";
 
@@ -143,8 +144,10 @@ export async function restoreSourceTo(
   const processEnv: NodeJS.ProcessEnv = { ...env };
   switch (destination.kind) {
     case "pipe": {
+      // The user's own command, often psql or pg_restore: the scrubbed environment and libpq's variables,
+      // never this process's password, tokens or keys (docs/design.md §19).
       const { bytes } = await restoreToCommand(repo, snapshot, source, destination.command, {
-        env: processEnv,
+        env: childEnv(env, { prefixes: ["PG"] }),
       });
       return {
         kind: "pipe",

@@ -25,7 +25,7 @@ import type { Repository } from "../repository/repository.js";
 import type { OpenedVirtualFile, VirtualFile } from "../snapshot/archiver.js";
 import type { Node } from "../snapshot/tree.js";
 import { loadTree } from "../snapshot/walker.js";
-import { exitError, killTree, run, succeeded, waitForExit, type Exit } from "./process.js";
+import { childEnv, exitError, killTree, run, succeeded, waitForExit, type Exit } from "./process.js";
 
 /** A command line: a shell command (run by `sh -c`) or a program and its arguments (no shell). */
 export type CommandLine = string | string[];
@@ -34,7 +34,7 @@ export interface CommandSourceOptions {
   /** Where the output appears in the snapshot, e.g. "/sources/mysql.sql". */
   path: string;
   command: CommandLine;
-  /** The command's environment (default: this process's). */
+  /** The command's environment, whole (default: childEnv of this process's, ./process.ts). */
   env?: NodeJS.ProcessEnv;
   /** Kill the command after this long (default: no limit). */
   timeoutMs?: number;
@@ -68,7 +68,7 @@ export async function startCommand(options: CommandSourceOptions): Promise<Opene
   const child = spawn("sh", ["-c", script, ...args], {
     stdio: ["ignore", "ignore", "pipe"],
     detached: true, // its own process group: a timeout or an abort kills everything it started
-    env: { ...(options.env ?? process.env), BULWARK_FIFO: fifo },
+    env: { ...(options.env ?? childEnv(process.env)), BULWARK_FIFO: fifo },
   });
   // The output ends when the command ends: anything it left running in the background (holding the FIFO
   // open, so the reader would wait for it) is killed with it.
@@ -190,7 +190,7 @@ export async function pipeToCommand(
   const child = spawn(file, args, {
     stdio: ["pipe", options.stdout ?? "inherit", "pipe"],
     detached: true,
-    ...(options.env ? { env: options.env } : {}),
+    env: options.env ?? childEnv(process.env),
   });
   const exited = waitForExit(child, options.timeoutMs);
   let bytes = 0;

@@ -11,12 +11,17 @@
  * runWithDatasetHooks: the dataset's hooks outermost, then each source's in the order written, around the
  * backup (withNestedHooks: an `after` runs whenever its `before` was started, also when the backup or a later
  * `before` failed). Hooks get BULWARK_DATASET and, for a source's hooks, BULWARK_SOURCE.
+ *
+ * Every program started gets a scrubbed environment (childEnv, ./process.ts): a command source or a hook
+ * only the variables its `env:` list names beyond the harmless ones; pg_dump libpq's PG* variables and the
+ * password its reference names (./postgres.ts connectionEnv).
  */
 import type { Dataset, HookConfig, Source } from "../config/types.js";
 import { BulwarkError } from "../core/errors.js";
 import { normalisePaths, type VirtualFile } from "../snapshot/archiver.js";
 import { commandSource } from "./command.js";
 import { withNestedHooks, type Hooks } from "./hooks.js";
+import { childEnv } from "./process.js";
 import { DATABASES_DIR, DUMP_DIR, postgresSource } from "./postgres.js";
 import { sqliteSource } from "./sqlite.js";
 
@@ -64,7 +69,7 @@ export function planDatasetBackup(dataset: Dataset, env: Env): DatasetBackupPlan
           commandSource({
             path,
             command: source.command,
-            env: processEnv,
+            env: childEnv(env, { pass: source.env ?? [] }),
             label: `command of source ${source.name}`,
             ...timeout,
           }),
@@ -133,7 +138,9 @@ export async function runWithDatasetHooks<T>(
     const after = hook(config.after);
     sets.push({
       label,
-      env: { ...env, BULWARK_DATASET: dataset.name, ...extra },
+      env,
+      passEnv: config.env ?? [],
+      vars: { BULWARK_DATASET: dataset.name, ...extra },
       ...(before ? { before } : {}),
       ...(after ? { after } : {}),
       ...(log ? { log } : {}),

@@ -9,10 +9,13 @@
  * 4. The first failure is the error (with a failing `after` named too); a failing `after` alone fails the
  *    run as well: a file system left frozen must not go unnoticed.
  * Hooks run with `sh -c` in their own process group; a timeout kills the group (SIGTERM, then SIGKILL).
+ * Their environment is scrubbed (childEnv, ./process.ts): PATH, HOME, locale and the like, the variables
+ * the config names (`passEnv`), and Bulwark's own (BULWARK_HOOK, BULWARK_HOOK_RESULT, `vars`); never the
+ * repository password, tokens or cloud keys of this process.
  */
 import { spawn } from "node:child_process";
 import { BulwarkError, errorMessage } from "../core/errors.js";
-import { exitError, succeeded, waitForExit } from "./process.js";
+import { childEnv, exitError, succeeded, waitForExit } from "./process.js";
 
 export interface Hook {
   /** A shell command. */
@@ -24,8 +27,12 @@ export interface Hook {
 export interface Hooks {
   before?: Hook;
   after?: Hook;
-  /** Added to the hooks' environment (default: this process's). */
-  env?: NodeJS.ProcessEnv;
+  /** The environment the hooks' is taken from, scrubbed by childEnv (default: this process's). */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Variables of `env` passed through by name (the config's `env:` list). */
+  passEnv?: readonly string[];
+  /** Set for the hooks (BULWARK_DATASET, BULWARK_SOURCE). */
+  vars?: Readonly<Record<string, string>>;
   /** Names the hooks in messages, e.g. the source ("hook before of source shop"). */
   label?: string;
   /** Receives each hook's standard output and error lines (default: dropped; stderr is in errors). */
@@ -82,14 +89,17 @@ export async function withNestedHooks<T>(sets: readonly Hooks[], fn: () => Promi
 export async function runHook(
   which: "before" | "after",
   hook: Hook,
-  hooks: Pick<Hooks, "env" | "label" | "log">,
+  hooks: Pick<Hooks, "env" | "passEnv" | "vars" | "label" | "log">,
   extraEnv: Record<string, string>,
 ): Promise<void> {
   const timeoutMs = hook.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS;
   const child = spawn("sh", ["-c", hook.command], {
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
-    env: { ...(hooks.env ?? process.env), BULWARK_HOOK: which, ...extraEnv },
+    env: childEnv(hooks.env ?? process.env, {
+      ...(hooks.passEnv ? { pass: hooks.passEnv } : {}),
+      set: { ...hooks.vars, BULWARK_HOOK: which, ...extraEnv },
+    }),
   });
   if (hooks.log) {
     const log = hooks.log;

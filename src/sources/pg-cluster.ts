@@ -23,7 +23,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { BulwarkError, errorMessage } from "../core/errors.js";
-import { run } from "./process.js";
+import { childEnv, run } from "./process.js";
 
 export interface ThrowawayClusterOptions {
   /** The directory of initdb and pg_ctl (default: the newest /usr/lib/postgresql/VERSION/bin, then PATH). */
@@ -274,9 +274,12 @@ function killPostmaster(data: string, signal: NodeJS.Signals): void {
   }
 }
 
-/** The environment without libpq's variables, which would point the programs elsewhere. */
+/**
+ * The scrubbed environment (childEnv): without libpq's variables, which would point the programs elsewhere,
+ * and without this process's secrets.
+ */
 function withoutLibpqVariables(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("PG")));
+  return childEnv(env);
 }
 
 function tail(path: string): string {

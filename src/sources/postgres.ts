@@ -42,7 +42,7 @@ import type { Node } from "../snapshot/tree.js";
 import { loadTree } from "../snapshot/walker.js";
 import { commandSource, findNode, pipeToCommand, readSnapshotFile } from "./command.js";
 import { startThrowawayCluster, type ThrowawayClusterOptions } from "./pg-cluster.js";
-import { exitError, killTree, run, succeeded, waitForExit } from "./process.js";
+import { childEnv, exitError, killTree, run, succeeded, waitForExit } from "./process.js";
 import { systemClock } from "../core/clock.js";
 
 /** A secret by reference: an environment variable's name or a file's path (its first line is used). */
@@ -593,7 +593,8 @@ export function connectionEnv(options: {
   password?: PasswordRef;
   env?: NodeJS.ProcessEnv;
 }): NodeJS.ProcessEnv {
-  const env = { ...(options.env ?? process.env) };
+  // libpq's own variables (PG*) and the password the reference names reach the programs; no other secret.
+  const env = childEnv(options.env ?? process.env, { prefixes: ["PG"] });
   const ref = options.password;
   if (!ref) return env;
   if ("env" in ref) {

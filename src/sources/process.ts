@@ -8,6 +8,52 @@
 import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { BulwarkError } from "../core/errors.js";
 
+/**
+ * Variables every child process gets from this process's environment (docs/design.md §19, "Child
+ * processes"): what a program needs to run and print, never a secret. Everything else (BULWARK_PASSWORD, the
+ * vault or REST token, AWS_* keys, a variable a config reference reads) stays behind unless the config names
+ * it in an `env:` list or the child is one that needs its own family of variables (libpq's PG*).
+ */
+export const PASSED_ENV: readonly string[] = [
+  "PATH",
+  "HOME",
+  "USER",
+  "LOGNAME",
+  "SHELL",
+  "LANG",
+  "LANGUAGE",
+  "TZ",
+  "TMPDIR",
+  "TERM",
+];
+
+export interface ChildEnvOptions {
+  /** Further variables passed through by name (a hook's or source's `env:` list in the config). */
+  pass?: readonly string[];
+  /** Variable families passed through by prefix, for programs configured by them ("PG" for libpq's). */
+  prefixes?: readonly string[];
+  /** Set by Bulwark for the child (BULWARK_HOOK, BULWARK_FIFO, PGPASSWORD from a reference, ...). */
+  set?: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * The environment of a child process: from `from`, only PASSED_ENV, the LC_* locale variables and what
+ * `options` names; then `options.set`. The one scrubbing rule for every program Bulwark starts.
+ */
+export function childEnv(
+  from: Readonly<Record<string, string | undefined>>,
+  options: ChildEnvOptions = {},
+): NodeJS.ProcessEnv {
+  const names = new Set([...PASSED_ENV, ...(options.pass ?? [])]);
+  const prefixes = ["LC_", ...(options.prefixes ?? [])];
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(from)) {
+    if (v !== undefined && (names.has(k) || prefixes.some((p) => k.startsWith(p)))) env[k] = v;
+  }
+  for (const [k, v] of Object.entries(options.set ?? {})) if (v !== undefined) env[k] = v;
+  return env;
+}
+
 /** Standard error kept for messages, from the end. */
 const STDERR_TAIL = 8 * 1024;
 /** After SIGTERM, how long a process gets before SIGKILL. */
@@ -117,6 +163,7 @@ export function exitError(what: string, exit: Exit, timeoutMs?: number): Bulwark
 }
 
 export interface RunOptions {
+  /** The program's environment, whole (default: childEnv of this process's). */
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
   /** Written to standard input, which is then closed. */
@@ -134,7 +181,7 @@ export async function run(
   const child = spawn(file, args, {
     stdio: ["pipe", "pipe", "pipe"],
     detached: true,
-    ...(opts.env ? { env: opts.env } : {}),
+    env: opts.env ?? childEnv(process.env),
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
   } satisfies SpawnOptions);
   const out: Buffer[] = [];
