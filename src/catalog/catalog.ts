@@ -23,7 +23,7 @@ import Database from "better-sqlite3";
 
 import { BulwarkError, errnoCode } from "../core/errors.js";
 
-export type RunKind = "backup" | "copy" | "forget" | "prune" | "check" | "drill";
+export type RunKind = "backup" | "copy" | "forget" | "locks" | "prune" | "check" | "drill";
 export type RunStatus = "running" | "ok" | "partial" | "failed";
 export type EventLevel = "info" | "warning" | "error";
 
@@ -350,6 +350,44 @@ const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: readonly s
     columns: ["id", "dataset", "target", "snapshot", "time", "status", "description", "details"],
   },
 };
+
+/**
+ * The row an evidence record is stored as, column by column, as its link's hash covers it: so a link can be
+ * recomputed from a record outside the catalog (a JSON report). A JSON column is its JSON.stringify text,
+ * which is what the catalog stores (and a fixed point of JSON.parse then JSON.stringify).
+ */
+export function evidenceRow(
+  kind: EvidenceKind,
+  r: Omit<VerificationRecord, "chain"> | Omit<DrillRecord, "chain">,
+): Record<string, unknown> {
+  const details = r.details === undefined ? null : JSON.stringify(r.details);
+  if (kind === "verification") {
+    const v = r as VerificationRecord;
+    return {
+      id: v.id,
+      target: v.target,
+      dataset: v.dataset ?? null,
+      snapshot: v.snapshot ?? null,
+      time: iso(v.time),
+      kind: v.kind,
+      errors: v.errors,
+      description: v.description,
+      run_id: v.runId ?? null,
+      details,
+    };
+  }
+  const d = r as DrillRecord;
+  return {
+    id: d.id,
+    dataset: d.dataset,
+    target: d.target,
+    snapshot: d.snapshot,
+    time: iso(d.time),
+    status: d.status,
+    description: d.description,
+    details,
+  };
+}
 
 /** The previous hash of the first link. */
 export const EVIDENCE_GENESIS = "0".repeat(64);

@@ -13,11 +13,13 @@
  *     with the catalog (JSON has the same in `records[].chain`).
  * Pure: the caller gives the time, the host and the catalog's chain status.
  */
-import type {
-  DrillRecord,
-  EvidenceChainStatus,
-  EvidenceKind,
-  VerificationRecord,
+import {
+  evidenceHash,
+  evidenceRow,
+  type DrillRecord,
+  type EvidenceChainStatus,
+  type EvidenceKind,
+  type VerificationRecord,
 } from "../catalog/catalog.js";
 import { formatBytes, formatCount, formatDuration, formatRate } from "../core/format.js";
 
@@ -42,6 +44,11 @@ export interface RecordAnchor {
   id: number;
   seq?: number;
   hash?: string;
+  /**
+   * JSON reports only: whether the record's fields, as shown, give its chain hash (recomputed from them
+   * with the catalog's encoding). False: the record was changed after it was chained, or in the report.
+   */
+  fieldsMatch?: boolean;
 }
 
 /** What a report says about itself, machine-readably. */
@@ -81,7 +88,7 @@ export function readReport(
             kind: r.evidence,
             id: r.id,
             ...(chain ? { seq: chain.seq, hash: chain.hash } : {}),
-          });
+          }).map((a) => (chain === undefined ? a : { ...a, fieldsMatch: fieldsGiveHash(a.kind, r, chain) }));
         });
       return { format: "json", meta, records };
     } catch {
@@ -104,6 +111,23 @@ export function readReport(
   }
   if (meta === undefined) return undefined;
   return { format: text.startsWith("<!DOCTYPE html>") ? "html" : "md", meta, records };
+}
+
+/** Whether a JSON report's record, as shown, hashes to its chain link. */
+function fieldsGiveHash(
+  kind: EvidenceKind,
+  r: Record<string, unknown>,
+  chain: Record<string, unknown>,
+): boolean {
+  const { evidence: _evidence, result: _result, chain: _chain, ...fields } = r;
+  if (typeof fields.time !== "string" || typeof chain.seq !== "number" || typeof chain.prevHash !== "string")
+    return false;
+  const record = { ...fields, time: new Date(fields.time) } as unknown as VerificationRecord | DrillRecord;
+  try {
+    return evidenceHash(chain.seq, kind, chain.prevHash, evidenceRow(kind, record)) === chain.hash;
+  } catch {
+    return false; // an invalid time
+  }
 }
 
 function toMeta(o: Record<string, unknown>): ReportMeta | undefined {

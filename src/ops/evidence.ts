@@ -328,6 +328,12 @@ export function checkReport(input: {
       );
   }
   if (report === undefined) problems.push("this is not a Bulwark evidence report (its markers are missing)");
+  for (const r of report?.records ?? []) {
+    if (r.fieldsMatch === false)
+      problems.push(
+        `${r.kind} ${r.id} as shown does not give its chain hash (position ${r.seq ?? "?"}): the record was changed after it was recorded`,
+      );
+  }
   let records: RecordCheck[] = (report?.records ?? []).map((r) => ({ ...r, catalog: "not checked" }));
   let chain: EvidenceChainStatus | undefined;
   const store = input.store;

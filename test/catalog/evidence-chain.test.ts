@@ -17,6 +17,7 @@ import {
   Catalog,
   EVIDENCE_GENESIS,
   evidenceHash,
+  evidenceRow,
 } from "../../src/catalog/catalog.js";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -101,6 +102,15 @@ describe("the evidence chain", () => {
     >;
     expect(evidenceHash(2, "drill", first.chain.hash, row)).toBe(second.chain.hash);
     expect(catalog.drills({ id: second.id })[0]?.chain).toEqual(second.chain);
+    // ... and from the record as the catalog returns it (what a JSON report shows).
+    const [asRecord] = catalog.drills({ id: second.id });
+    expect(evidenceHash(2, "drill", first.chain.hash, evidenceRow("drill", asRecord!))).toBe(
+      second.chain.hash,
+    );
+    const [v] = catalog.verifications({ id: first.id });
+    expect(evidenceHash(1, "verification", EVIDENCE_GENESIS, evidenceRow("verification", v!))).toBe(
+      first.chain.hash,
+    );
     expect(catalog.verifyEvidenceChain()).toEqual({
       ok: true,
       records: 2,

@@ -215,9 +215,17 @@ describe("drill reports", () => {
       time: "2026-06-01T09:00:00.000Z",
       details: { rpoMs: 12 * 3600_000, restore: { files: 1234 } },
     });
+    // The fields as shown give the record's chain hash: recomputable without the catalog.
     expect(readReport(text)?.records).toEqual([
-      { kind: "drill", id: drill.id, seq: 1, hash: drill.chain!.hash },
+      { kind: "drill", id: drill.id, seq: 1, hash: drill.chain!.hash, fieldsMatch: true },
     ]);
+    // Edited in the report (unsigned or not), they no longer do.
+    const edited = text.replace('"rpoMs": 43200000', '"rpoMs": 60000');
+    expect(edited).not.toBe(text);
+    expect(readReport(edited)?.records[0]?.fieldsMatch).toBe(false);
+    expect(readReport(text.replace('"status": "pass"', '"status": "fail"'))?.records[0]?.fieldsMatch).toBe(
+      false,
+    );
   });
 
   it("tolerates missing keys: empty details, partial restore, no validators", () => {
@@ -296,7 +304,10 @@ describe("verification reports", () => {
       "  - targets: nas, s3",
     ])
       expect(md).toContain(expected);
-    const json = JSON.parse(renderReport(input("verification", [v]), "json")) as { records: unknown[] };
+    const jsonText = renderReport(input("verification", [v]), "json");
+    expect(readReport(jsonText)?.records[0]?.fieldsMatch).toBe(true);
+    expect(readReport(jsonText.replace('"errors": 1,', '"errors": 0,'))?.records[0]?.fieldsMatch).toBe(false);
+    const json = JSON.parse(jsonText) as { records: unknown[] };
     expect(json.records[0]).toMatchObject({
       evidence: "verification",
       kind: "verify",
