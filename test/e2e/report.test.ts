@@ -216,6 +216,14 @@ describe("bulwark report", () => {
     expect(r.code, describeRun(["report", "verify", file], r)).toBe(22);
     expect(r.stdout).toContain("signature: none (the report is not signed)");
     expect(r.stdout).toContain("the report is not signed");
+    // An unsigned JSON report still shows its records' fields with their chain hashes: an edit is caught.
+    const unsignedJson = join(base, "unsigned.json");
+    await ok(["report", "drill", "--format", "json", "--output", unsignedJson]);
+    expect((await cli(["report", "verify", unsignedJson])).code).toBe(22);
+    const editedJson = await edit(unsignedJson, /"status": "pass"/, '"status": "fail"');
+    const bad = await cli(["report", "verify", editedJson]);
+    expect(bad.code, describeRun(["report", "verify", editedJson], bad)).toBe(21);
+    expect(bad.stderr).toMatch(/drill \d+ as shown does not give its chain hash/);
     const signed = join(base, "signed.html");
     await ok(["report", "drill", "-c", config, "--format", "html", "--output", signed, "--sign"]);
     const wrong = await cli(["report", "verify", signed, "--public-key", join(base, "other.pem")]);
