@@ -415,11 +415,32 @@ describe("S3Backend on Ceph RadosGW", () => {
           expectCode(await errorOf(reopened.save(config, bufferSource(randomBytes(10)))), "RETENTION_LOCKED");
           const untouched = packs[2]!.Key!.split("/").pop()!;
           expectCode(await errorOf(reopened.remove({ type: "pack", name: untouched })), "RETENTION_LOCKED");
-          // The overwritten pack shows the attacker's version, the deleted index is gone from view.
-          expect((await reopened.load({ type: "pack", name: first.Key!.split("/").pop()! })).toString()).toBe(
-            "ransom note",
+          // Reads go to each file's genuine (oldest, locked) version: the overwritten pack still reads as
+          // Bulwark wrote it, and the index hidden by a delete marker is still listed and readable.
+          const firstPack: FileHandle = { type: "pack", name: first.Key!.split("/").pop()! };
+          const hiddenIndex: FileHandle = { type: "index", name: second.Key!.split("/").pop()! };
+          expect(
+            (await reopened.load(firstPack)).equals(contents.get(`${first.Key}@${first.VersionId}`)!),
+          ).toBe(true);
+          expect(await listNames(reopened, "index")).toEqual([hiddenIndex.name]);
+          expect((await reopened.stat(hiddenIndex)).size).toBe(
+            contents.get(`${second.Key}@${second.VersionId}`)!.length,
           );
-          expect(await listNames(reopened, "index")).toEqual([]);
+          expect((await reopened.getRetention!(firstPack))?.mode).toBe("compliance");
+          // Both are reported, with what lies over them, and the store is not empty for an init.
+          const report = await reopened.tampering!();
+          expect(report.files.map((f) => `${f.handle.type}/${f.handle.name}`).sort()).toEqual(
+            [`pack/${firstPack.name}`, `index/${hiddenIndex.name}`].sort(),
+          );
+          expect(report.files.find((f) => f.handle.type === "index")?.foreign[0]?.deleteMarker).toBe(true);
+          expect(report.files.find((f) => f.handle.type === "pack")?.foreign[0]?.deleteMarker).toBe(false);
+          expect(report.storedVersions).toBe(originals.length + 2);
+          // Recovery with the same credentials: the attacker's version and marker are not locked.
+          const dry = await reopened.untamper!({ dryRun: true });
+          expect(dry.actions.map((a) => a.outcome)).toEqual(["would-remove", "would-remove"]);
+          const undone = await reopened.untamper!();
+          expect(undone.actions.map((a) => a.outcome)).toEqual(["removed", "removed"]);
+          expect((await reopened.tampering!()).files).toEqual([]);
         } finally {
           await reopened.close();
         }
@@ -428,18 +449,13 @@ describe("S3Backend on Ceph RadosGW", () => {
           const now = await bodyOf(bucket, v.Key!, v.VersionId);
           expect(now.equals(contents.get(`${v.Key}@${v.VersionId}`)!), `${v.Key} changed`).toBe(true);
         }
-
-        // Recovery: the attacker's newer version and delete marker are not locked; removing them makes the
-        // locked versions current again. (Done here with the same credentials; a restore tool would read
-        // by version id instead.)
+        // Only the locked versions are left, current again.
         for (const key of [first.Key!, second.Key!]) {
           const { versions, markers } = await versionsOf(bucket, key);
-          for (const v of [...versions, ...markers]) {
-            if (v.VersionId === first.VersionId || v.VersionId === second.VersionId) continue;
-            await attacker.send(
-              new DeleteObjectCommand({ Bucket: bucket, Key: key, VersionId: v.VersionId }),
-            );
-          }
+          expect(markers).toEqual([]);
+          expect(versions.map((v) => v.VersionId)).toEqual([
+            key === first.Key ? first.VersionId : second.VersionId,
+          ]);
         }
       } finally {
         attacker.destroy();
