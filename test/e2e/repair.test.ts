@@ -190,15 +190,35 @@ beforeAll(async () => {
   );
   const r = await cli(["--json", "run", "--init", "-c", config]);
   expect(r.code, describeRun(["run"], r)).toBe(0);
+  // Evidence for posture's validation row: every copy verified whole, and a passing drill.
+  const verified = await cli(["verify", "-c", config]);
+  expect(verified.code, describeRun(["verify"], verified)).toBe(0);
+  const drill = await cli(["drill", "-c", config, "--dataset", "app"]);
+  expect(drill.code, describeRun(["drill"], drill)).toBe(0);
 }, 600_000);
+
+/** Posture's validation row (the 0 of 3-2-1-1-0) for the dataset. */
+async function validationRow(): Promise<{ status: string; reason?: string }> {
+  const r = await cli(["--json", "posture", "-c", config]);
+  const posture = JSON.parse(r.stdout) as {
+    datasets: { rows: { id: string; status: string; reason?: string }[] }[];
+  };
+  const row = posture.datasets[0]!.rows.find((x) => x.id === "validation");
+  if (row === undefined) throw new Error(`no validation row:\n${describeRun(["posture"], r)}`);
+  return row;
+}
 
 afterAll(removeTempDirs);
 
 describe("bulwark repair", () => {
   it("a flipped byte on the SFTP copy: verify names it, repair heals it from S3, verify and check pass", async () => {
+    expect(await validationRow()).toMatchObject({ status: "pass" });
     const pack = await largestPack(sftpDir);
     await flipByte(pack, 1000);
     const found = await json<VerifyJson>(["verify", "-c", config, "--target", "nas"], 1);
+    const red = await validationRow();
+    expect(red.status).toBe("fail");
+    expect(red.reason).toMatch(/verification of nas .* found 1 error/);
     const finding = found.targets[0]!.findings!.find((f) => f.pack === packName(pack));
     expect(finding?.severity).toBe("error");
     expect(finding?.snapshots).toHaveLength(1);
@@ -225,16 +245,20 @@ describe("bulwark repair", () => {
 
     const verified = await json<VerifyJson>(["verify", "-c", config, "--target", "nas"], 0);
     expect(verified.ok).toBe(true);
+    // Green again: the verification after the repair found nothing, and every pack of nas is covered.
+    expect(await validationRow()).toMatchObject({ status: "pass" });
     const checked = await checkReadData(sftpLocation, PASSWORDS.nas);
     expect(checked.code, describeRun(["check", "--read-data"], checked)).toBe(0);
     expect((JSON.parse(checked.stdout) as CheckJson).findings).toEqual([]);
   }, 600_000);
 
   it("on the Object Lock bucket: healed with new objects; the locked damaged pack stays, never read", async () => {
-    // A new version of a pack's key, itself locked, as someone with write access could upload: reads get it.
-    const { S3Client, ListObjectsV2Command, GetObjectCommand, PutObjectCommand } = await import(
+    // Damage at rest in the bucket: an administrator with the governance bypass replaces a pack's only
+    // version by one with a flipped byte (reads go to a file's genuine, oldest version: now the damaged one).
+    const { S3Client, ListObjectsV2Command, ListObjectVersionsCommand, GetObjectCommand } = await import(
       "@aws-sdk/client-s3"
     );
+    const { DeleteObjectCommand, PutObjectCommand } = await import("@aws-sdk/client-s3");
     const client = new S3Client({
       endpoint: process.env.S3_ENDPOINT,
       region: process.env.AWS_REGION ?? "us-east-1",
@@ -247,6 +271,17 @@ describe("bulwark repair", () => {
     const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     const bytes = Buffer.from(await got.Body!.transformToByteArray());
     bytes[1000] = bytes[1000]! ^ 0xff;
+    const versions = await client.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key }));
+    for (const v of versions.Versions ?? []) {
+      await client.send(
+        new DeleteObjectCommand({
+          Bucket: bucket,
+          Key: key,
+          VersionId: v.VersionId,
+          BypassGovernanceRetention: true,
+        }),
+      );
+    }
     const until = new Date(Date.now() + 86_400_000);
     await client.send(
       new PutObjectCommand({
@@ -293,6 +328,9 @@ describe("bulwark repair", () => {
     expect(
       found.targets[0]!.findings!.some((f) => f.pack === packName(pack) && f.kind === "pack-missing"),
     ).toBe(true);
+    const red = await validationRow();
+    expect(red.status).toBe("fail");
+    expect(red.reason).toMatch(/verification of local .* found \d+ errors?/);
     const r = await json<RepairJson>(["repair", "-c", config, "--target", "local"], 0);
     expect(r.ok).toBe(true);
     expect(r.damagedPacks).toMatchObject([{ pack: packName(pack), stored: false }]);
@@ -302,6 +340,7 @@ describe("bulwark repair", () => {
     expect(r.retired).toEqual([packName(pack)]);
     const verified = await json<VerifyJson>(["verify", "-c", config, "--target", "local"], 0);
     expect(verified.ok).toBe(true);
+    expect(await validationRow()).toMatchObject({ status: "pass" });
     const checked = await checkReadData(join(base, "local"), PASSWORDS.local);
     expect(checked.code, describeRun(["check", "--read-data"], checked)).toBe(0);
     const again = await json<RepairJson>(["repair", "-c", config, "--target", "local"], 0);
