@@ -10,7 +10,16 @@
 export type EventLevel = "info" | "warning" | "error";
 
 /** The kinds of step a run is made of; the catalog's run kinds. */
-export type StepKind = "backup" | "copy" | "forget" | "prune" | "check" | "drill" | "restore" | "repair";
+export type StepKind =
+  | "backup"
+  | "copy"
+  | "forget"
+  | "locks"
+  | "prune"
+  | "check"
+  | "drill"
+  | "restore"
+  | "repair";
 
 export type StepStatus = "ok" | "partial" | "failed" | "skipped";
 

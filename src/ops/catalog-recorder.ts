@@ -19,6 +19,7 @@ const RECORDED_KINDS: ReadonlySet<StepKind> = new Set<RunKind>([
   "backup",
   "copy",
   "forget",
+  "locks",
   "prune",
   "check",
   "drill",

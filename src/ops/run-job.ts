@@ -12,6 +12,11 @@
  *    target (its older snapshots may be the newest it has);
  *  - a copy sends every snapshot of the dataset that is newer than the newest the target holds, so a target
  *    that was down catches up, and snapshots its retention removed are never sent again;
+ *  - on every target with immutability (`targets.<name>.immutability`) that holds the dataset's snapshots
+ *    after this run (the primary, and each copy target whose copy succeeded), the locks of everything the
+ *    kept snapshots need are extended to the period from now (ops/extend-retention.ts, the operation of
+ *    `bulwark retention`), so no object's lock lapses while a snapshot needing it is kept; a failure to
+ *    extend fails the job, since the copy no longer counts as immutable;
  *  - with `init`, a target whose repository does not exist yet is created: the primary with default
  *    parameters, a copy target sharing the primary's chunker parameters and blob ids (so blobs move as they
  *    are). Without it a missing repository is an error: an unmounted NAS share must not silently become a
@@ -37,6 +42,7 @@ import { WorkerPool } from "../repository/worker-pool.js";
 import type { SnapshotSummary } from "../snapshot/snapshot.js";
 import { backupOperation } from "./backup.js";
 import { copyToDestination, datasetSnapshotsToCopy } from "./copy.js";
+import { extendRetention } from "./extend-retention.js";
 import { forget } from "./forget.js";
 import { initTargetRepository, openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 
@@ -90,6 +96,20 @@ export interface ForgetStep {
   error?: string;
 }
 
+/** Lock maintenance on an immutable target after the run. */
+export interface LocksStep {
+  target: string;
+  status: StepStatus;
+  /** Objects whose lock was read. */
+  checked: number;
+  /** Objects whose lock lapsed too early (before this step extended them). */
+  drift: number;
+  extended: number;
+  /** Until when everything is now locked at least. */
+  requiredUntil?: string;
+  error?: string;
+}
+
 export interface JobResult {
   job: string;
   dataset: string;
@@ -98,6 +118,7 @@ export interface JobResult {
   backup: BackupStep;
   copies: CopyStep[];
   forget: ForgetStep[];
+  locks: LocksStep[];
   durationMs: number;
 }
 
@@ -193,6 +214,7 @@ class JobRunner {
       backup: { target: primaryTarget.name, status: "failed", skipped: [] },
       copies: [],
       forget: [],
+      locks: [],
       durationMs: 0,
     };
     let primary: Repository | undefined;
@@ -228,13 +250,22 @@ class JobRunner {
           }
         }
       }
+      if (primary !== undefined && result.backup.snapshot !== undefined) {
+        for (const name of [this.job.primary, ...this.job.copies]) {
+          const target = this.config.targets[name];
+          if (target?.immutability === undefined) continue;
+          if (result.copies.find((c) => c.target === name)?.status === "failed") continue;
+          result.locks.push(await this.locksStep(name === this.job.primary ? primary : undefined, target));
+        }
+      }
     } finally {
       await primary?.backend.close().catch(() => undefined);
     }
     const failed =
       result.backup.status === "failed" ||
       result.copies.some((c) => c.status === "failed") ||
-      result.forget.some((f) => f.status === "failed");
+      result.forget.some((f) => f.status === "failed") ||
+      result.locks.some((l) => l.status === "failed");
     result.status = failed ? "failed" : result.backup.status === "partial" ? "partial" : "ok";
     result.durationMs = this.clock.now().getTime() - this.started.getTime();
     return result;
@@ -377,6 +408,57 @@ class JobRunner {
         adoptedPacks: result.adoptedPacks,
         verifiedPacks: result.verifiedPacks,
       },
+    });
+    return result;
+  }
+
+  /**
+   * Extends the locks on an immutable target to its period from now (the target's `immutability.days`, or
+   * the policy's `immutabilityDays` when longer): what `bulwark retention` does, as a step of every job.
+   */
+  private async locksStep(open: Repository | undefined, target: Target): Promise<LocksStep> {
+    const step = this.step("locks", target.name);
+    const result: LocksStep = { target: target.name, status: "failed", checked: 0, drift: 0, extended: 0 };
+    const immutability = target.immutability!;
+    const days = Math.max(immutability.days, this.policy.immutabilityDays ?? 0);
+    let repo = open;
+    let lock: RepoLock | undefined;
+    try {
+      repo ??= await openTargetRepository(target, this.options.access);
+      // Shared: extending a lock changes no data, and prune (which takes the exclusive lock) must not run
+      // between reading what the snapshots need and extending it.
+      lock = await RepoLock.acquire(repo, false, this.clock);
+      // The primary's index is in memory since the backup (with what it added); a copy target's is read here.
+      if (open === undefined) await repo.loadIndex();
+      const report = await extendRetention({ repo, clock: this.clock, mode: immutability.mode, days });
+      result.checked = report.checked;
+      result.drift = report.drift.length;
+      result.extended = report.extended;
+      result.requiredUntil = report.requiredUntil;
+      if (report.errors.length > 0) {
+        result.error = `${report.errors.length} objects could not be locked: ${report.errors
+          .slice(0, 3)
+          .map((e) => `${e.file}: ${e.error}`)
+          .join("; ")}`;
+        step.say("error", `locks on ${target.name}: ${this.clean(result.error)}`);
+      } else {
+        result.status = "ok";
+        step.say(
+          "info",
+          `locks on ${target.name}: ${report.checked} objects locked until at least ${report.requiredUntil}` +
+            (report.extended > 0 ? `, ${report.extended} extended` : ""),
+        );
+      }
+    } catch (err) {
+      result.error = this.clean(err);
+      step.say("error", `locks on ${target.name} failed: ${result.error}`);
+    } finally {
+      await lock?.release().catch(() => undefined);
+      if (open === undefined) await repo?.backend.close().catch(() => undefined);
+    }
+    step.finish(result.status === "ok" ? "ok" : "failed", {
+      ...(result.error !== undefined ? { error: result.error } : {}),
+      stats: { checked: result.checked, drift: result.drift, extended: result.extended },
     });
     return result;
   }

@@ -20,29 +20,41 @@ export interface UsedBlobsOptions {
 export async function usedBlobs(repo: Repository, options: UsedBlobsOptions = {}): Promise<Set<string>> {
   const used = new Set<string>();
   const ignored = new Set(options.ignoreSnapshots ?? []);
-  const operation = options.operation ?? "prune";
   for (const snapshot of await loadAllSnapshots(repo)) {
     if (ignored.has(snapshot.id)) continue;
-    const stack = [snapshot.tree];
-    while (stack.length > 0) {
-      const treeId = stack.pop()!;
-      if (used.has(treeId)) continue;
-      used.add(treeId);
-      let nodes;
-      try {
-        nodes = await loadTree(repo, treeId);
-      } catch (err) {
-        throw new BulwarkError(
-          "INVALID_DATA",
-          `${operation} stopped: tree ${treeId.slice(0, 12)} of snapshot ${snapshot.id.slice(0, 8)} is unreadable: ${errorMessage(err)}`,
-          { hint: "run `bulwark check --read-data`; nothing was deleted" },
-        );
-      }
-      for (const node of nodes) {
-        if (node.subtree) stack.push(node.subtree);
-        for (const id of node.content ?? []) used.add(id);
-      }
-    }
+    await addSnapshotBlobs(repo, snapshot, used, options.operation ?? "prune");
   }
   return used;
+}
+
+/**
+ * Adds to `used` every tree and data blob one snapshot reaches (what a restore of it reads); trees already
+ * in `used` are not walked again. The index must be loaded.
+ */
+export async function addSnapshotBlobs(
+  repo: Repository,
+  snapshot: { id: string; tree: string },
+  used: Set<string>,
+  operation: string,
+): Promise<void> {
+  const stack = [snapshot.tree];
+  while (stack.length > 0) {
+    const treeId = stack.pop()!;
+    if (used.has(treeId)) continue;
+    used.add(treeId);
+    let nodes;
+    try {
+      nodes = await loadTree(repo, treeId);
+    } catch (err) {
+      throw new BulwarkError(
+        "INVALID_DATA",
+        `${operation} stopped: tree ${treeId.slice(0, 12)} of snapshot ${snapshot.id.slice(0, 8)} is unreadable: ${errorMessage(err)}`,
+        { hint: "run `bulwark check --read-data`; nothing was deleted" },
+      );
+    }
+    for (const node of nodes) {
+      if (node.subtree) stack.push(node.subtree);
+      for (const id of node.content ?? []) used.add(id);
+    }
+  }
 }

@@ -358,17 +358,72 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
     expect(row(json, "copies").status).toBe("pass");
   }, 120_000);
 
+  it("the next run extends the locks back; posture's horizon names what a restore needs that is locked the shortest", async () => {
+    const { S3Client, PutObjectRetentionCommand, ListObjectVersionsCommand } = await import(
+      "@aws-sdk/client-s3"
+    );
+    const client = new S3Client({
+      endpoint: process.env.S3_ENDPOINT,
+      region: process.env.AWS_REGION ?? "us-east-1",
+      forcePathStyle: true,
+      requestChecksumCalculation: "WHEN_REQUIRED",
+    });
+    const runOnce = async () => {
+      const r = await cli(["--json", "run", "-c", config]);
+      expect(r.code, describeRun(["run"], r)).toBe(0);
+      return (
+        JSON.parse(r.stdout) as { jobs: { locks: { target: string; status: string; extended: number }[] }[] }
+      ).jobs[0]!.locks;
+    };
+    // The snapshot objects the previous test shortened are extended again by the job itself.
+    const locks = await runOnce();
+    expect(locks.map((l) => [l.target, l.status])).toEqual([["offsite", "ok"]]);
+    expect(locks[0]!.extended).toBeGreaterThan(0);
+    let p = await posture(config);
+    expect(row(p.json, "immutable").status).toBe("pass");
+    expect(row(p.json, "immutable").evidence.join("\n")).toMatch(
+      /until .*, the earliest end among the \d+ objects a restore needs \(/,
+    );
+
+    // Only the config object's lock is shortened: every snapshot needs it, so posture names it.
+    const versions = await client.send(
+      new ListObjectVersionsCommand({ Bucket: bucket, Prefix: "app/config" }),
+    );
+    for (const v of versions.Versions ?? []) {
+      if (v.Key !== "app/config") continue;
+      await client.send(
+        new PutObjectRetentionCommand({
+          Bucket: bucket,
+          Key: v.Key,
+          VersionId: v.VersionId,
+          BypassGovernanceRetention: true,
+          Retention: { Mode: "GOVERNANCE", RetainUntilDate: new Date(Date.now() + 60_000) },
+        }),
+      );
+    }
+    p = await posture(config);
+    expect(p.r.code).toBe(20);
+    expect(row(p.json, "immutable").reason).toMatch(
+      /^the config \(needed by snapshot [0-9a-f]{8} on offsite\) is retained until .*, shorter than the policy's 1 days$/,
+    );
+    const again = await runOnce();
+    expect(again[0]!.extended).toBeGreaterThanOrEqual(1);
+    p = await posture(config);
+    expect(row(p.json, "immutable").status).toBe("pass");
+  }, 240_000);
+
   it("the catalog recorded the runs and copies; rebuilt from the repositories it finds the snapshots again", async () => {
-    const runs = await cli(["--json", "catalog", "runs"]);
+    const runs = await cli(["--json", "catalog", "runs", "--limit", "0"]);
     expect(runs.code, describeRun(["catalog runs"], runs)).toBe(0);
     const list = JSON.parse(runs.stdout) as Array<{ kind: string; status: string }>;
-    expect(list.filter((x) => x.kind === "backup").length).toBe(3);
-    expect(list.filter((x) => x.kind === "copy").length).toBe(6);
+    expect(list.filter((x) => x.kind === "backup").length).toBe(5);
+    expect(list.filter((x) => x.kind === "copy").length).toBe(10);
+    expect(list.filter((x) => x.kind === "locks").length).toBe(5);
     await rm(join(base, "state"), { recursive: true, force: true });
     const rebuilt = await cli(["--json", "catalog", "rebuild", "-c", config]);
     expect(rebuilt.code, describeRun(["catalog rebuild"], rebuilt)).toBe(0);
     const snaps = await cli(["--json", "catalog", "snapshots", "--dataset", "app"]);
     expect(snaps.code, describeRun(["catalog snapshots"], snaps)).toBe(0);
-    expect((JSON.parse(snaps.stdout) as unknown[]).length).toBe(2 + 3 + 3);
+    expect((JSON.parse(snaps.stdout) as unknown[]).length).toBe(2 + 3 + 5);
   }, 120_000);
 });

@@ -561,7 +561,7 @@ describe("--json, --no-forget, --no-verify, and the catalog after normal runs", 
   let config: string;
   const backups: string[] = [];
 
-  it("--json: each job's backup, copies and forget with the fields of JobResult", async () => {
+  it("--json: each job's backup, copies, forget and locks with the fields of JobResult", async () => {
     w = await World.create("json");
     await writeFiles(w.path("src"), { "a.bin": randomData(64 * 1024), "b.txt": "b\n" });
     config = await w.config("json.json", {
@@ -608,6 +608,8 @@ describe("--json, --no-forget, --no-verify, and the catalog after normal runs", 
         { target: "local", status: "ok", removed: [], kept: 1, locked: [] },
         { target: "nas", status: "ok", removed: [], kept: 1, locked: [] },
       ],
+      // No target has immutability: no lock to keep up.
+      locks: [],
     });
     expect(job.copies[0]!.blobsCopied).toBeGreaterThan(0);
     expect(job.copies[0]!.verifiedPacks).toBeGreaterThan(0);

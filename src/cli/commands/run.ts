@@ -170,5 +170,15 @@ function summarise(out: Output, r: JobResult): void {
       out.warn(`  retention on ${f.target} FAILED: ${f.error ?? "unknown error"}`);
     }
   }
+  for (const l of r.locks) {
+    if (l.status === "ok") {
+      out.info(
+        `  locks on ${l.target}: ${formatCount(l.checked)} objects locked until at least ${l.requiredUntil ?? "?"}` +
+          (l.extended > 0 ? `, ${formatCount(l.extended)} extended` : ""),
+      );
+    } else {
+      out.warn(`  locks on ${l.target} FAILED: ${l.error ?? "unknown error"}`);
+    }
+  }
   out.result(`job ${r.job}: ${r.status} in ${formatDuration(r.durationMs)}`);
 }
