@@ -52,12 +52,12 @@ export function registerUntamper(program: Command, globals: () => GlobalOptions)
           const markers = f.foreign.filter((v) => v.deleteMarker).length;
           const versions = f.foreign.length - markers;
           out.result(
-            `tampered: ${f.file}: ${markers} delete marker${markers === 1 ? "" : "s"}, ${versions} foreign version${versions === 1 ? "" : "s"} over genuine version ${f.genuineVersion}`,
+            `tampered: ${short(f.file)}: ${markers} delete marker${markers === 1 ? "" : "s"}, ${versions} foreign version${versions === 1 ? "" : "s"} over genuine version ${f.genuineVersion}`,
           );
         }
         if (r.tampered.length > 50) out.result(`  ... and ${r.tampered.length - 50} more files`);
         for (const a of r.actions.filter((x) => x.outcome === "refused")) {
-          out.result(`cannot remove ${a.file} version ${a.versionId}: ${a.reason ?? ""}`);
+          out.result(`cannot remove ${short(a.file)} version ${a.versionId}: ${a.reason ?? ""}`);
           if (a.needs) out.result(`  needs: ${a.needs}`);
         }
         const would = r.actions.filter((a) => a.outcome === "would-remove").length;
@@ -75,4 +75,9 @@ export function registerUntamper(program: Command, globals: () => GlobalOptions)
         await backend.close();
       }
     });
+}
+
+/** "pack/1a2b3c4d5e6f" for a file name of 64 hex digits, as the other commands show them. */
+function short(file: string): string {
+  return file.replace(/\/([0-9a-f]{12})[0-9a-f]{52}$/, "/$1");
 }
