@@ -14,7 +14,6 @@
  * wait for each other instead of failing. The schema evolves through numbered migrations recorded in
  * `PRAGMA user_version`; a catalog written by a newer Bulwark is refused rather than misread.
  */
-import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { homedir, hostname as osHostname } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
@@ -22,6 +21,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 
 import { BulwarkError, errnoCode } from "../core/errors.js";
+import { EVIDENCE_GENESIS, EVIDENCE_TABLES, evidenceHash } from "./evidence-chain.js";
 
 export type RunKind = "backup" | "copy" | "forget" | "locks" | "prune" | "check" | "drill";
 export type RunStatus = "running" | "ok" | "partial" | "failed";
@@ -325,89 +325,7 @@ const MIGRATIONS: readonly string[] = [
   `,
 ];
 
-/**
- * The tables of the evidence chain and the columns each link's hash covers, in this order. A kind's
- * columns never change once released: a new column is hashed only by a new kind or a new encoding version.
- */
-const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: readonly string[] }> = {
-  verification: {
-    table: "verifications",
-    columns: [
-      "id",
-      "target",
-      "dataset",
-      "snapshot",
-      "time",
-      "kind",
-      "errors",
-      "description",
-      "run_id",
-      "details",
-    ],
-  },
-  drill: {
-    table: "drills",
-    columns: ["id", "dataset", "target", "snapshot", "time", "status", "description", "details"],
-  },
-};
-
-/**
- * The row an evidence record is stored as, column by column, as its link's hash covers it: so a link can be
- * recomputed from a record outside the catalog (a JSON report). A JSON column is its JSON.stringify text,
- * which is what the catalog stores (and a fixed point of JSON.parse then JSON.stringify).
- */
-export function evidenceRow(
-  kind: EvidenceKind,
-  r: Omit<VerificationRecord, "chain"> | Omit<DrillRecord, "chain">,
-): Record<string, unknown> {
-  const details = r.details === undefined ? null : JSON.stringify(r.details);
-  if (kind === "verification") {
-    const v = r as VerificationRecord;
-    return {
-      id: v.id,
-      target: v.target,
-      dataset: v.dataset ?? null,
-      snapshot: v.snapshot ?? null,
-      time: iso(v.time),
-      kind: v.kind,
-      errors: v.errors,
-      description: v.description,
-      run_id: v.runId ?? null,
-      details,
-    };
-  }
-  const d = r as DrillRecord;
-  return {
-    id: d.id,
-    dataset: d.dataset,
-    target: d.target,
-    snapshot: d.snapshot,
-    time: iso(d.time),
-    status: d.status,
-    description: d.description,
-    details,
-  };
-}
-
-/** The previous hash of the first link. */
-export const EVIDENCE_GENESIS = "0".repeat(64);
-
-/**
- * A link's hash: SHA-256 (hex) of the JSON array ["bulwark-evidence/1", seq, kind, prevHash, [[column,
- * value], ...]] with the kind's columns in their fixed order and each value as SQLite stores it (text,
- * integer or null; JSON columns as their stored text). Exported so a test or an auditor can recompute it.
- */
-export function evidenceHash(
-  seq: number,
-  kind: EvidenceKind,
-  prevHash: string,
-  row: Readonly<Record<string, unknown>>,
-): string {
-  const fields = EVIDENCE_TABLES[kind].columns.map((c) => [c, row[c] ?? null]);
-  return createHash("sha256")
-    .update(JSON.stringify(["bulwark-evidence/1", seq, kind, prevHash, fields]))
-    .digest("hex");
-}
+export { EVIDENCE_GENESIS, evidenceHash, evidenceRow } from "./evidence-chain.js";
 
 /** The schema version this Bulwark writes (PRAGMA user_version of an up-to-date catalog). */
 export const CATALOG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -843,8 +761,9 @@ export class Catalog {
    * linked to the hash of the one before it (the one before was replaced, or records reordered), a head
    * that is not the last record (the newest deleted), or a record without a link recorded after the chain
    * began (inserted behind Bulwark's back). Records older than the chain are counted, not judged. Read-only.
+   * `progress` is told every 1,000 links how many were checked of how many.
    */
-  verifyEvidenceChain(): EvidenceChainStatus {
+  verifyEvidenceChain(progress?: (checked: number, total: number) => void): EvidenceChainStatus {
     return this.guard(() => {
       const links: Array<{ kind: EvidenceKind; row: Row }> = [];
       let unchained = 0;
@@ -875,6 +794,7 @@ export class Catalog {
       });
       let prev = EVIDENCE_GENESIS;
       for (const [i, { kind, row }] of links.entries()) {
+        if (i % 1000 === 0) progress?.(i, links.length);
         const seq = row.chain_seq as number;
         const at = { seq: i + 1, kind, id: row.id as number };
         if (seq < i + 1) return status({ ...at, seq, reason: `two records claim position ${seq}` });
@@ -902,6 +822,7 @@ export class Catalog {
         }
         prev = row.hash;
       }
+      progress?.(links.length, links.length);
       if (links.length > 0 || head !== undefined) {
         if (head === undefined)
           return status({ reason: "the chain's head record (evidence_head) is missing" });

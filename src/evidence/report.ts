@@ -13,14 +13,15 @@
  *     with the catalog (JSON has the same in `records[].chain`).
  * Pure: the caller gives the time, the host and the catalog's chain status.
  */
-import {
-  evidenceHash,
-  evidenceRow,
-  type DrillRecord,
-  type EvidenceChainStatus,
-  type EvidenceKind,
-  type VerificationRecord,
+import type {
+  DrillRecord,
+  EvidenceChainStatus,
+  EvidenceKind,
+  VerificationRecord,
 } from "../catalog/catalog.js";
+// The encoding only: the catalog module loads SQLite, which a command rendering or checking a report
+// from a file must not pay for at start-up.
+import { evidenceHash, evidenceRow } from "../catalog/evidence-chain.js";
 import { formatBytes, formatCount, formatDuration, formatRate } from "../core/format.js";
 
 export const REPORT_FORMATS = ["md", "html", "json"] as const;

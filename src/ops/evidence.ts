@@ -246,9 +246,11 @@ export function buildReport(input: {
   clock: Clock;
   host: string;
   signingKey?: KeyObject;
+  /** Told how many links of the catalog's chain were checked, of how many. */
+  chainProgress?: (checked: number, total: number) => void;
 }): BuiltReport {
   const records = selectEvidence(input.store, input.selection);
-  const chain = input.store.verifyEvidenceChain();
+  const chain = input.store.verifyEvidenceChain(input.chainProgress);
   const base = { generatedAt: input.clock.now(), host: input.host, catalog: input.store.path, chain };
   const text = renderReport(
     input.selection.kind === "verification"
@@ -304,6 +306,7 @@ export function checkReport(input: {
   pinned?: KeyObject;
   store?: EvidenceStore;
   explicitCatalog?: boolean;
+  chainProgress?: (checked: number, total: number) => void;
 }): ReportCheck {
   const problems: string[] = [];
   const notes: string[] = [];
@@ -343,7 +346,7 @@ export function checkReport(input: {
         `the report comes from the catalog ${report.meta.catalog}, not ${store.path}: not compared (name it with --catalog to compare)`,
       );
     } else {
-      const status = store.verifyEvidenceChain();
+      const status = store.verifyEvidenceChain(input.chainProgress);
       chain = status;
       // A record at the chain's first broken link is not the one the report shows, whatever its stored hash.
       records = records.map((r) => {

@@ -20,6 +20,8 @@ import { formatDuration } from "../../core/format.js";
 import { loadConfig } from "../../ops/config.js";
 import { EXIT } from "../exit-codes.js";
 import { Output, getPassword, type GlobalOptions } from "../context.js";
+import { createProgress } from "../progress.js";
+import { chainProgress } from "./report.js";
 import { systemClock } from "../../core/clock.js";
 
 const RUN_KINDS: readonly RunKind[] = ["backup", "copy", "forget", "prune", "check", "drill"];
@@ -191,7 +193,16 @@ export function registerCatalog(program: Command, globals: () => GlobalOptions):
     .action(async () => {
       const out = new Output(globals());
       await withExisting(out, (catalog) => {
-        const status = catalog.verifyEvidenceChain();
+        const progress = createProgress(process.stderr, {
+          enabled: out.progressEnabled,
+          label: "evidence chain",
+        });
+        let status;
+        try {
+          status = catalog.verifyEvidenceChain(chainProgress(progress));
+        } finally {
+          progress.done();
+        }
         out.emitJson({ catalog: catalog.path, ...status });
         const outside =
           status.unchained > 0

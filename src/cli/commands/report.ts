@@ -4,7 +4,7 @@
  * Ed25519 key on request; `report verify FILE` checks a report's signature and compares its records with
  * the catalog's evidence chain. The operations are in src/ops/evidence.ts; this parses and prints.
  *
- * No progress bar: a report reads a few catalog rows and renders them in milliseconds.
+ * The progress bar follows the walk of the catalog's evidence chain, the part that grows with history.
  */
 import { existsSync } from "node:fs";
 import { readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -23,6 +23,7 @@ import { buildReport, checkReport, readSigningKey, type ReportCheck } from "../.
 import { loadConfigForCommand, loadConfigIfPresent } from "../config-file.js";
 import { Output, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
+import { createProgress, type ProgressSink } from "../progress.js";
 
 interface ReportFlags {
   config?: string;
@@ -149,6 +150,7 @@ async function makeReport(kind: EvidenceKind, flags: ReportFlags, out: Output): 
     signingKey = read.key;
   }
   const catalog = await openExisting(flags.catalog);
+  const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "evidence chain" });
   let built;
   try {
     built = buildReport({
@@ -166,8 +168,10 @@ async function makeReport(kind: EvidenceKind, flags: ReportFlags, out: Output): 
       clock: systemClock,
       host: hostname(),
       ...(signingKey !== undefined ? { signingKey } : {}),
+      chainProgress: chainProgress(progress),
     });
   } finally {
+    progress.done();
     catalog.close();
   }
   if (!built.chain.ok) {
@@ -234,14 +238,17 @@ async function verifyReport(file: string, flags: VerifyFlags, out: Output): Prom
       });
   }
   let check: ReportCheck;
+  const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "evidence chain" });
   try {
     check = checkReport({
       file: text,
       ...(pinned !== undefined ? { pinned } : {}),
       ...(catalog !== undefined ? { store: catalog } : {}),
       explicitCatalog: explicit,
+      chainProgress: chainProgress(progress),
     });
   } finally {
+    progress.done();
     catalog?.close();
   }
   out.emitJson({ file, ...check });
@@ -284,6 +291,11 @@ async function verifyReport(file: string, flags: VerifyFlags, out: Output): Prom
     : check.problems.length > 0
       ? EXIT.EVIDENCE_INVALID
       : EXIT.EVIDENCE_UNSIGNED;
+}
+
+/** The chain walk as progress: links checked of links in the chain. */
+export function chainProgress(progress: ProgressSink): (checked: number, total: number) => void {
+  return (checked, total) => progress.update({ filesDone: checked, filesTotal: total, bytesDone: 0 });
 }
 
 /** The catalog a report reads; never created (a report of nothing says so instead). */
