@@ -36,6 +36,7 @@ import {
 
 interface RepairJson {
   target: string;
+  adoptedPacks: number;
   ok: boolean;
   dryRun: boolean;
   damagedPacks: { pack: string; foundBy: string; stored: boolean }[];
@@ -422,6 +423,11 @@ describe("bulwark repair", () => {
     expect(nextJson.ok).toBe(true);
     // What the killed run wrote was kept (indexed by a checkpoint, or adopted now) and not fetched again.
     expect(nextJson.blobsNeeded).toBeLessThan(before.blobsNeeded);
+    console.log(
+      `[repair kill] ${removed.length} of ${packs.length} packs deleted, ${before.blobsNeeded} blobs needed; ` +
+        `after SIGKILL the next run needed ${nextJson.blobsNeeded} (${nextJson.adoptedPacks} packs adopted), ` +
+        `fetched ${nextJson.fetched[0]?.blobs ?? 0}`,
+    );
     expect(nextJson.fetched[0]!.blobs).toBeLessThan(before.blobsNeeded);
     const checked = await runCli(["--json", "-r", b, "-p", join(dir, "pw"), "check", "--read-data"], {
       env: killEnv,
