@@ -148,3 +148,42 @@ describe("digest through the wrappers", () => {
     }
   });
 });
+
+describe("tampering and untamper through the wrappers", () => {
+  /** A fake for the wrappers' logic; the S3 tests on Ceph use the real ones. */
+  function versioned(): Backend & { undone: boolean[] } {
+    const found = { files: [], storedVersions: 3 };
+    const backend = Object.assign(new MemoryBackend(), {
+      undone: [] as boolean[],
+      tampering: () => Promise.resolve(found),
+      untamper: (o?: { dryRun?: boolean }) => {
+        backend.undone.push(o?.dryRun === true);
+        return Promise.resolve({ files: 0, actions: [] });
+      },
+    });
+    return backend;
+  }
+
+  it("retry and limit pass both on; read-only passes tampering and a dry run, and refuses the removal", async () => {
+    const inner = versioned();
+    const rw = withLimit(withRetry(inner, { sleep: noSleep }), 1);
+    expect((await rw.tampering?.())?.storedVersions).toBe(3);
+    await rw.untamper?.();
+    const ro = readOnly(rw);
+    expect((await ro.tampering?.())?.storedVersions).toBe(3);
+    await ro.untamper?.({ dryRun: true });
+    const refused = await ro.untamper?.().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(hasCode(refused, "USAGE")).toBe(true);
+    expect(inner.undone).toEqual([false, true]);
+  });
+
+  it("a backend that keeps no versions offers neither, wrapped or not", () => {
+    const plain = new MemoryBackend();
+    for (const b of [plain, withRetry(plain), withLimit(plain), readOnly(plain)]) {
+      expect(b.tampering === undefined && b.untamper === undefined).toBe(true);
+    }
+  });
+});
