@@ -19,7 +19,9 @@
  *    extend fails the job, since the copy no longer counts as immutable;
  *  - with `init`, a target whose repository does not exist yet is created: the primary with default
  *    parameters, a copy target sharing the primary's chunker parameters and blob ids (so blobs move as they
- *    are). Without it a missing repository is an error: an unmounted NAS share must not silently become a
+ *    are). A primary that is gone while a copy target still holds a repository is re-created from the copy
+ *    with the newest snapshot of the dataset (same parameters and blob ids, the dataset's snapshots copied
+ *    back and verified) before the backup runs; a copy target that cannot be opened then stops the run. Without it a missing repository is an error: an unmounted NAS share must not silently become a
  *    fresh repository on the local disk.
  */
 import { hostname as osHostname } from "node:os";
@@ -39,7 +41,7 @@ import { isEmptyKeepRules } from "../policy/keep-rules.js";
 import { RepoLock } from "../repository/lock.js";
 import type { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
-import type { SnapshotSummary } from "../snapshot/snapshot.js";
+import { loadAllSnapshots, type SnapshotSummary } from "../snapshot/snapshot.js";
 import { backupOperation } from "./backup.js";
 import { copyToDestination, datasetSnapshotsToCopy } from "./copy.js";
 import { extendRetention } from "./extend-retention.js";
@@ -123,7 +125,8 @@ export interface JobResult {
 }
 
 const MISSING_REPOSITORY_HINT =
-  "if the target is new, create its repository with `bulwark run --init`; if it should hold one, " +
+  "if the target is new, create its repository with `bulwark run --init` (a lost primary is re-created " +
+  "from its copies); if it should hold one, " +
   "check that its storage is mounted or reachable";
 
 export async function runJob(
@@ -287,9 +290,107 @@ class JobRunner {
         });
       }
     }
+    // A primary that is gone while copies survive is re-created from a copy: a fresh repository would have
+    // other blob ids, and every copy would then refuse it as not of its copy set.
+    const survivor = await this.survivingCopy(step);
+    if (survivor !== undefined)
+      return { repo: await this.recreateFrom(target, survivor, step), created: true };
     const repo = await initTargetRepository(target, this.options.access, {});
     step.say("info", `created the repository of target ${target.name} (${repo.id.slice(0, 10)})`);
     return { repo, created: true };
+  }
+
+  /**
+   * The copy to re-create a lost primary from: among the job's copy targets that hold a repository, the
+   * one with the newest snapshot of the dataset (then the most snapshots of it). Undefined when no copy
+   * target holds a repository (a first run: the primary is new). A copy target that cannot be opened for
+   * another reason (down, wrong password) stops the run: which copy set the new primary must join cannot be
+   * known, and a guess would split them.
+   */
+  private async survivingCopy(step: StepHandle): Promise<{ target: Target; repo: Repository } | undefined> {
+    let best: { target: Target; repo: Repository; newest: string; count: number } | undefined;
+    for (const name of this.job.copies) {
+      const target = this.config.targets[name];
+      if (target === undefined) continue;
+      let repo: Repository;
+      try {
+        repo = await openTargetRepository(target, this.options.access, { readOnly: true });
+      } catch (err) {
+        if (hasCode(err, "NO_REPOSITORY")) continue;
+        await best?.repo.backend.close().catch(() => undefined);
+        throw new BulwarkError(
+          "NO_REPOSITORY",
+          `target ${this.job.primary} holds no repository, and copy target ${name} cannot be opened to re-create it from: ${this.clean(err)}`,
+          {
+            hint: `make ${name} reachable and run again with --init, or re-create the primary from another copy: bulwark copy -c CONFIG --from ${name} --to ${this.job.primary} --init`,
+          },
+        );
+      }
+      const ours = (await loadAllSnapshots(repo, () => undefined)).filter(
+        (x) => x.dataset === this.dataset.name,
+      );
+      const newest = ours.reduce((t, x) => (x.time > t ? x.time : t), "");
+      const better =
+        best === undefined || newest > best.newest || (newest === best.newest && ours.length > best.count);
+      if (better) {
+        await best?.repo.backend.close().catch(() => undefined);
+        best = { target, repo, newest, count: ours.length };
+      } else {
+        await repo.backend.close().catch(() => undefined);
+      }
+    }
+    if (best !== undefined)
+      step.say(
+        "info",
+        `target ${this.job.primary} holds no repository; copy target ${best.target.name} does (${best.count} snapshots of ${this.dataset.name}, the newest ${best.newest || "none"})`,
+      );
+    return best === undefined ? undefined : { target: best.target, repo: best.repo };
+  }
+
+  /**
+   * Re-creates the primary as a member of the survivor's copy set (its chunker parameters and blob ids,
+   * the primary's own password) and copies the dataset's snapshots back into it, verified, so the backup
+   * that follows is incremental and every copy accepts what it sends next. Returns the primary, open.
+   */
+  private async recreateFrom(
+    primary: Target,
+    survivor: { target: Target; repo: Repository },
+    step: StepHandle,
+  ): Promise<Repository> {
+    try {
+      const outcome = await copyToDestination({
+        source: survivor.repo,
+        sourceLabel: survivor.target.name,
+        destination: {
+          label: `target ${primary.name}`,
+          open: () => openTargetRepository(primary, this.options.access),
+          create: (source) =>
+            initTargetRepository(primary, this.options.access, { copyParamsFrom: source.config }),
+        },
+        clock: this.clock,
+        events: step.events,
+        init: true,
+        verify: this.options.verify !== false,
+        select: (source, destination) => datasetSnapshotsToCopy(this.dataset.name, source, destination),
+        scrub: (m) => scrub(m, this.secrets),
+      });
+      if (outcome.failed.length > 0) {
+        throw new BulwarkError(
+          "IO",
+          `re-creating ${primary.name} from ${survivor.target.name} copied ${outcome.snapshots.length - outcome.failed.length} of ${outcome.snapshots.length} snapshots: ${outcome.failed.map((f) => `${f.source.slice(0, 8)}: ${f.error}`).join("; ")}`,
+          {
+            hint: `run again with --init to finish (what was copied is kept), or bulwark copy -c CONFIG --from ${survivor.target.name} --to ${primary.name}`,
+          },
+        );
+      }
+      step.say(
+        "info",
+        `re-created the repository of target ${primary.name} from ${survivor.target.name}: ${outcome.snapshots.length} snapshots, ${outcome.blobsCopied} blobs copied back`,
+      );
+    } finally {
+      await survivor.repo.backend.close().catch(() => undefined);
+    }
+    return openTargetRepository(primary, this.options.access);
   }
 
   /** The backup step; returns the primary's repository (open) when it could be opened. */

@@ -802,6 +802,74 @@ describe("a target without a repository is created only with --init", () => {
   });
 });
 
+describe("losing the primary while copies survive", () => {
+  it("run --init re-creates the primary from the newest copy: same blob ids, snapshots back, the copies accept it", async () => {
+    const w = await World.create("lost-primary");
+    await writeFiles(w.path("src"), { "a.bin": randomData(256 * 1024), "b.txt": "b\n" });
+    const config = await w.config("lost.json", {
+      targets: {
+        primary: await w.target("primary"),
+        nas: await w.target("nas"),
+        usb: await w.target("usb"),
+      },
+      datasets: { app: { sources: [{ type: "files", paths: [w.path("src")] }] } },
+      policies: { p: policy() },
+      jobs: { j: { dataset: "app", policy: "p", primary: "primary", copies: ["nas", "usb"] } },
+    });
+    await w.run(config);
+    await writeFiles(w.path("src"), { "c.txt": "c\n" });
+    await w.run(config, ["--no-forget"]);
+    const onNas = await w.snapshots("nas");
+    expect(onNas).toHaveLength(2);
+    // The usb copy misses the second snapshot: the newest copy (nas) must be the one chosen.
+    const usbSnapshots = await w.snapshots("usb");
+    const args = ["-r", w.path("usb"), "-p", w.path("pw-usb"), "forget", usbSnapshots.at(-1)!.id];
+    expect((await w.cli(args)).code).toBe(0);
+
+    await rm(w.path("primary"), { recursive: true, force: true });
+    const noInit = await w.cli(["run", "-c", config]);
+    expect(noInit.code).toBe(1);
+    expect(noInit.stderr).toMatch(/a lost primary is re-created from its copies/);
+
+    const { r, json } = await w.run(config);
+    const job = json.jobs[0]!;
+    expect(job.status).toBe("ok");
+    expect(r.stdout + r.stderr).not.toMatch(/blob ids differ/);
+    const primary = await w.snapshots("primary");
+    // The two snapshots copied back from nas, then the new backup, which found its parent among them.
+    expect(primary).toHaveLength(3);
+    expect(labels(primary).slice(0, 2)).toEqual(labels(onNas));
+    expect(job.backup.summary).toMatchObject({ filesNew: 0, filesChanged: 0 });
+    expect(job.copies.map((c) => [c.target, c.status])).toEqual([
+      ["nas", "ok"],
+      ["usb", "ok"],
+    ]);
+    // The new snapshot reached nas without resending data: the blob ids are the copy set's.
+    expect(job.copies[0]!.bytesCopied).toBeLessThan(64 * 1024);
+    const check = await w.cli(["-r", w.path("primary"), "-p", w.path("pw-primary"), "check", "--read-data"]);
+    expect(check.code, describeRun(["check"], check)).toBe(0);
+  });
+
+  it("a copy target that cannot be opened stops the re-creation, naming bulwark copy as the way", async () => {
+    const w = await World.create("lost-primary-down");
+    await writeFiles(w.path("src"), { "a.txt": "a\n" });
+    const config = await w.config("down.json", {
+      targets: { primary: await w.target("primary"), nas: await w.target("nas") },
+      datasets: { app: { sources: [{ type: "files", paths: [w.path("src")] }] } },
+      policies: { p: policy() },
+      jobs: { j: { dataset: "app", policy: "p", primary: "primary", copies: ["nas"] } },
+    });
+    await w.run(config);
+    await rm(w.path("primary"), { recursive: true, force: true });
+    await writeFile(w.path("pw-nas"), "not-the-password\n");
+    const { json } = await w.run(config, [], 1);
+    expect(json.jobs[0]!.backup.error).toMatch(
+      /target primary holds no repository, and copy target nas cannot be opened to re-create it from: .*bulwark copy -c CONFIG --from nas --to primary --init/,
+    );
+    expect(existsSync(w.path("primary", "config"))).toBe(false);
+  });
+});
+
 describe("the catalog is an index, not the backups", () => {
   it("a damaged catalog file does not stop a run: it warns with the way out and the backup and copy happen", async () => {
     const w = await World.create("badcatalog");
