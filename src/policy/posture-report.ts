@@ -33,6 +33,19 @@ function statusWord(r: { status: RowStatus; required: boolean }): string {
 
 const OVERALL: Record<RowStatus, string> = { pass: "COMPLIES", fail: "FAILS", unknown: "UNKNOWN" };
 
+/**
+ * Every target of the dataset whose copy does not count, with why and what to do: a row that passes does not
+ * name them (four copies where three are required), yet an unreachable target is what an operator must see.
+ */
+function notCounted(d: DatasetPosture): { line: string; remedy?: string }[] {
+  return d.copies
+    .filter((c) => !c.counted)
+    .map((c) => ({
+      line: `target ${c.target} does not count: ${c.reason ?? "no reason recorded"}`,
+      ...(c.remedy !== undefined ? { remedy: c.remedy } : {}),
+    }));
+}
+
 export function renderTable(report: PostureReport): string {
   const out: string[] = [`Posture at ${iso(report.time)}: ${OVERALL[report.status]}`];
   if (report.datasets.length === 0) out.push("", "no dataset has a job");
@@ -46,6 +59,10 @@ export function renderTable(report: PostureReport): string {
       for (const e of r.evidence) out.push(`${indent}- ${e}`);
       if (r.reason !== undefined) out.push(`${indent}reason: ${r.reason}`);
       if (r.remedy !== undefined) out.push(`${indent}remedy: ${r.remedy}`);
+    }
+    for (const c of notCounted(d)) {
+      out.push(`  ${c.line}`);
+      if (c.remedy !== undefined) out.push(`    remedy: ${c.remedy}`);
     }
     for (const w of d.warnings) out.push(`  warning: ${w}`);
   }
@@ -73,10 +90,11 @@ export function renderMarkdown(report: PostureReport): string {
         `| ${mdCell(r.requirement)} | ${mdStatus(r)} | ${r.evidence.map(mdCell).join("<br>")} | ${why.map((x) => mdCell(x as string)).join("<br>")} |`,
       );
     }
-    if (d.warnings.length > 0) {
-      out.push("");
-      for (const w of d.warnings) out.push(`- warning: ${mdCell(w)}`);
-    }
+    const missing = notCounted(d);
+    if (missing.length > 0 || d.warnings.length > 0) out.push("");
+    for (const c of missing)
+      out.push(`- ${mdCell(c.line)}${c.remedy !== undefined ? `<br>remedy: ${mdCell(c.remedy)}` : ""}`);
+    for (const w of d.warnings) out.push(`- warning: ${mdCell(w)}`);
   }
   return out.join("\n") + "\n";
 }
@@ -121,6 +139,11 @@ export function renderHtml(report: PostureReport): string {
       );
     }
     out.push("</table>");
+    const missing = notCounted(d);
+    if (missing.length > 0)
+      out.push(
+        `<ul>${missing.map((c) => `<li>${esc(c.line)}${c.remedy !== undefined ? `<br>remedy: ${esc(c.remedy)}` : ""}</li>`).join("")}</ul>`,
+      );
     if (d.warnings.length > 0)
       out.push(`<ul>${d.warnings.map((w) => `<li>warning: ${esc(w)}</li>`).join("")}</ul>`);
   }

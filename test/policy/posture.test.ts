@@ -93,6 +93,43 @@ describe("posture", () => {
     await expectGolden("stopped-target", report);
   });
 
+  it("names each target that does not count, with its reason and remedy, in the table, markdown and HTML", () => {
+    const ev = healthyEvidence();
+    ev.copies.nas = { reachable: false, error: "connect ECONNREFUSED 192.168.1.20:22" };
+    const report = run(ev);
+    const reason = "target nas is unreachable (connect ECONNREFUSED 192.168.1.20:22)";
+    const remedy = "bring target nas (sftp:backup@nas.lan:/volume1/bulwark) back online";
+    expect(renderPosture(report, "table")).toContain(
+      `  target nas does not count: ${reason}\n    remedy: ${remedy}\n`,
+    );
+    expect(renderPosture(report, "markdown")).toContain(
+      `- target nas does not count: ${reason}<br>remedy: ${remedy}\n`,
+    );
+    expect(renderPosture(report, "html")).toContain(
+      `<li>target nas does not count: ${reason}<br>remedy: ${remedy}</li>`,
+    );
+    // Counted copies are not listed there.
+    expect(renderPosture(report, "table")).not.toContain("target local does not count");
+  });
+
+  it("lists a target that does not count even when the copies row passes", () => {
+    const config = exampleConfig();
+    const nas = config.targets.nas;
+    if (nas === undefined) throw new Error("no nas");
+    config.targets.nas2 = { ...nas, name: "nas2", labels: { ...nas.labels, failureDomain: "nas-2" } };
+    const job = Object.values(config.jobs)[0];
+    if (job === undefined) throw new Error("no job");
+    job.copies = [...job.copies, "nas2"];
+    const ev = healthyEvidence();
+    ev.copies.nas2 = { reachable: false, error: "getaddrinfo ENOTFOUND nas2.lan" };
+    const report = run(ev, config);
+    expect(statuses(report).copies).toBe("pass");
+    for (const format of ["table", "markdown", "html"] as const)
+      expect(renderPosture(report, format), format).toContain(
+        "target nas2 does not count: target nas2 is unreachable (getaddrinfo ENOTFOUND nas2.lan)",
+      );
+  });
+
   it("does not count a copy older than the RPO", async () => {
     const ev = healthyEvidence();
     ev.copies.offsite = { ...healthyCopy(true), snapshot: OLD_SNAPSHOT };
