@@ -3,7 +3,7 @@
  * The bulwark command: a thin layer over the library. The only place that touches argv, stdout and exit codes.
  */
 import { Command, CommanderError } from "commander";
-import { findBulwarkError, errorMessage } from "../core/errors.js";
+import { errnoCode, findBulwarkError, errorMessage } from "../core/errors.js";
 import { registerBackup } from "./commands/backup.js";
 import { registerCheck } from "./commands/check.js";
 import { registerVerify } from "./commands/verify.js";
@@ -130,9 +130,17 @@ try {
     if (known) {
       process.stderr.write(`error: ${known.message}\n`);
       if (known.hint) process.stderr.write(`hint: ${known.hint}\n`);
+    } else if (err instanceof Error && errnoCode(err)?.startsWith("E") === true) {
+      // A system call failed (ENOENT, EACCES, ENOSPC...): Node's message names the call and the path.
+      process.stderr.write(`error: ${err.message}\n`);
     } else {
-      // Not a condition we anticipated: show the stack so it can be reported.
-      process.stderr.write(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      // Not a condition we anticipated: a bug. No stack for the user unless asked (BULWARK_DEBUG=1).
+      process.stderr.write(`error: internal error: ${errorMessage(err)}\n`);
+      process.stderr.write(
+        "hint: this is a bug in Bulwark; please report it with the output of BULWARK_DEBUG=1\n",
+      );
+      if (process.env.BULWARK_DEBUG && err instanceof Error && err.stack)
+        process.stderr.write(`${err.stack}\n`);
     }
     process.exitCode = exitCodeFor(err);
   }

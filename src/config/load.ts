@@ -8,7 +8,7 @@
 import { accessSync, constants } from "node:fs";
 import { readFile } from "node:fs/promises";
 
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, visit, type Document } from "yaml";
 import type { z } from "zod";
 
 import { errorMessage } from "../core/errors.js";
@@ -106,7 +106,27 @@ export function resolveConfig(text: string, fileName: string, options: ResolveOp
     };
   }
   const locate = locator(doc, lineCounter);
-  const value: unknown = doc.toJS({ maxAliasCount: 1000 });
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (err) {
+    // The yaml library refuses aliases that expand into more nodes than MAX_ALIAS_COUNT (a "billion laughs"
+    // document) with a ReferenceError: a diagnostic at the first alias, as for any other YAML error.
+    const at = firstAlias(doc, lineCounter);
+    return {
+      warnings: [],
+      errors: [
+        {
+          severity: "error",
+          file: fileName,
+          ...(at ? { position: at } : {}),
+          path: [],
+          message: `YAML aliases expand too far: ${errorMessage(err)}`,
+          remedy: "write the values out instead of nesting aliases (&name / *name) in one another",
+        },
+      ],
+    };
+  }
 
   const errors = inlineSecretDiagnostics(value, fileName, locate);
   const reported = new Set(errors.map((d) => key(d.path)));
@@ -121,6 +141,23 @@ export function resolveConfig(text: string, fileName: string, options: ResolveOp
 }
 
 const key = (path: ConfigPath): string => JSON.stringify(path);
+
+/** How many nodes aliases may expand into when the document is read (the yaml library's guard). */
+const MAX_ALIAS_COUNT = 1000;
+
+/** Where the document's first alias (`*name`) is written. */
+function firstAlias(doc: Document, lineCounter: LineCounter): { line: number; column: number } | undefined {
+  let offset: number | undefined;
+  visit(doc, {
+    Alias(_key, node) {
+      offset = node.range?.[0];
+      return visit.BREAK;
+    },
+  });
+  if (offset === undefined) return undefined;
+  const pos = lineCounter.linePos(offset);
+  return { line: pos.line, column: pos.col };
+}
 
 /** Drops "missing `sources`" next to "unknown field `sorces` — did you mean `sources`?": the suggestion says it. */
 function withoutRepeats(diagnostics: Diagnostic[]): Diagnostic[] {

@@ -18,7 +18,7 @@
  *     every validator passed and the spot check found no mismatch), with every figure and finding.
  */
 import { rmSync } from "node:fs";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -26,6 +26,7 @@ import type { Catalog } from "../catalog/catalog.js";
 import type { BulwarkConfig, Dataset, Target } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
+import { makeDirectories } from "../core/make-directories.js";
 import type { EventSink } from "../core/events.js";
 import { compareRestored } from "../drill/compare.js";
 import { probeIsolation, type Isolation } from "../drill/isolation.js";
@@ -222,7 +223,7 @@ async function drillOpened(
   try {
     const snapshot = await chooseSnapshot(repo, input, dataset);
     const root = resolve(input.sandboxRoot ?? tmpdir());
-    await mkdir(root, { recursive: true });
+    await makeDirectories(root);
     sandbox = await mkdtemp(join(root, `bulwark-drill-${input.dataset}-`));
     const rpoMs = started.getTime() - new Date(snapshot.time).getTime();
     input.events?.({

@@ -62,6 +62,17 @@ export interface RestoreFilesOutcome extends RestoreResult {
 
 export async function restoreFiles(input: RestoreFilesInput): Promise<RestoreFilesOutcome> {
   const started = input.clock.now().getTime();
+  // An empty target would resolve to the working directory and restore over whatever is there.
+  if (input.target === "") {
+    throw new BulwarkError("USAGE", "the restore target is empty", {
+      hint: "name the directory to restore into, e.g. --target ./restored (. for the current one)",
+    });
+  }
+  if ((input.include ?? []).includes("")) {
+    throw new BulwarkError("USAGE", "an empty --include path", {
+      hint: "name a path of the snapshot, e.g. --include /home/ann (see `bulwark ls`)",
+    });
+  }
   const target = resolve(input.target);
   let files = 0;
   let bytesTotal = 0;

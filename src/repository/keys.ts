@@ -80,6 +80,26 @@ export function parseKeyFile(bytes: Buffer, what: string): KeyFile {
   return file;
 }
 
+/**
+ * Checks the plain-text fields `key list` shows (created, hostname, username). Opening does not need them, so
+ * a key file without them still opens the repository; listing names the file instead of failing in the
+ * rendering (design §19: a malformed key file stops `key list`).
+ */
+export function assertListableKeyFile(file: KeyFile, what: string): void {
+  for (const field of ["created", "hostname", "username"] as const) {
+    if (typeof file[field] !== "string") {
+      throw new BulwarkError("INVALID_DATA", `${what}: malformed key file: no \`${field}\``, {
+        hint: "not written by Bulwark: delete that file in the repository's keys directory if it is not yours (the repository still opens with the other keys)",
+      });
+    }
+  }
+  if (Number.isNaN(Date.parse(file.created))) {
+    throw new BulwarkError("INVALID_DATA", `${what}: malformed key file: \`created\` is not a time`, {
+      hint: "not written by Bulwark: delete that file in the repository's keys directory if it is not yours (the repository still opens with the other keys)",
+    });
+  }
+}
+
 /** Returns the master key, or undefined when the password does not open this key file. */
 export async function unwrapKeyFile(file: KeyFile, password: string): Promise<MasterKey | undefined> {
   const passwordKey = await deriveKey(password, Buffer.from(file.kdf.salt, "base64"), file.kdf);

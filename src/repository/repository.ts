@@ -9,7 +9,14 @@ import { bufferSource, type Backend, type FileType } from "../backend/backend.js
 import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
 import { blobId, randomKey, sha256Hex, type ScryptParams } from "../crypto/crypto.js";
 import { BlobCodec } from "./blob-codec.js";
-import { createKeyFile, parseKeyFile, unwrapKeyFile, type KeyFile, type MasterKey } from "./keys.js";
+import {
+  assertListableKeyFile,
+  createKeyFile,
+  parseKeyFile,
+  unwrapKeyFile,
+  type KeyFile,
+  type MasterKey,
+} from "./keys.js";
 import { MasterIndex, type IndexFile } from "./master-index.js";
 import type { BlobType } from "./pack.js";
 
@@ -309,7 +316,9 @@ export class Repository {
   async listKeys(): Promise<{ name: string; file: KeyFile; current: boolean }[]> {
     const out: { name: string; file: KeyFile; current: boolean }[] = [];
     for (const name of await this.listNames("key")) {
-      const file = parseKeyFile(await this.backend.load({ type: "key", name }), `key/${name.slice(0, 12)}`);
+      const what = `key/${name.slice(0, 12)}`;
+      const file = parseKeyFile(await this.backend.load({ type: "key", name }), what);
+      assertListableKeyFile(file, what);
       out.push({ name, file, current: name === this.keyName });
     }
     return out;

@@ -644,6 +644,12 @@ function specialType(st: BigIntStats): NodeType {
 export function normalisePaths(paths: string[]): string[] {
   if (paths.length === 0)
     throw new BulwarkError("USAGE", "no path to back up", { hint: "name at least one path" });
+  // An empty path would resolve to the working directory: never what was meant (an unset variable, say).
+  if (paths.includes("")) {
+    throw new BulwarkError("USAGE", "an empty path to back up", {
+      hint: "name the directory, e.g. . for the current one",
+    });
+  }
   const abs = [...new Set(paths.map((p) => resolvePath(p)))].sort();
   return abs.filter((p) => !abs.some((q) => q !== p && (q === "/" || p.startsWith(q + sep))));
 }

@@ -2,7 +2,9 @@
  * The restorer: writes a snapshot's files into a target directory (docs/design.md, "Restore").
  *
  * 1. Walk the snapshot, keep what --include selects, plan: directories, files (pre-sized, so zero ranges
- *    stay holes), hard links, then symlinks and special files.
+ *    stay holes), hard links, then symlinks and special files. An entry that cannot be restored as recorded
+ *    is refused alone and reported: a malformed field (decodeTreeEntries), a file whose size is not its
+ *    blobs' total. A hard link recorded with other data than its first link is restored as its own file.
  * 2. Create directories and empty files. Nothing is ever created through a symlink: every directory on the
  *    way is created by us or checked with lstat, files are opened with O_NOFOLLOW, and symlinks from the
  *    snapshot are created only after every file is written. Tree names were validated on decode (no `..`,
@@ -25,6 +27,7 @@ import {
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { BulwarkError, errnoCode, errorMessage } from "../core/errors.js";
+import { makeDirectoriesSync } from "../core/make-directories.js";
 import type { Repository } from "../repository/repository.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
 import type { BlobToRestore, FileMetadata, FileOp } from "../repository/worker-protocol.js";
@@ -94,23 +97,39 @@ export async function restore(
   const byInode = new Map<string, PlannedFile>();
   let totalBytes = 0;
   const walkErrors: { path: string; error: string }[] = [];
-  for await (const { path, node } of walkTree(repo, treeId, "", (p, _t, err) => {
-    walkErrors.push({ path: p, error: `directory contents unreadable: ${errorMessage(err)}` });
-  })) {
+  const walk = walkTree(
+    repo,
+    treeId,
+    "",
+    (p, _t, err) => {
+      walkErrors.push({ path: p, error: `directory contents unreadable: ${errorMessage(err)}` });
+    },
+    (p, error) => {
+      if (selected(p) === "yes") walkErrors.push({ path: p, error: `not restored: ${error}` });
+    },
+  );
+  for await (const { path, node } of walk) {
     const sel = selected(path);
     if (sel === "no") continue;
     if (sel === "ancestor" && node.type !== "dir") continue;
     if (node.type === "dir") dirs.push({ rel: path, node, depth: path.split("/").length });
     else if (node.type === "file") {
+      const inconsistent = sizeMismatch(repo, node);
+      if (inconsistent !== undefined) {
+        walkErrors.push({ path, error: `not restored: ${inconsistent}` });
+        continue;
+      }
       const key = node.links !== undefined && node.links > 1 ? `${node.device}:${node.inode}` : undefined;
       const first = key === undefined ? undefined : byInode.get(key);
-      if (first) {
+      // A link recorded with other data than the first (the file changed between the two reads, or a crafted
+      // tree) is restored as its own file with its own data: linking it would restore the other's bytes.
+      if (first && sameContent(first.node, node)) {
         hardlinks.push({ rel: path, node, first });
         continue;
       }
       const planned: PlannedFile = { rel: path, node, failed: false };
       files.push(planned);
-      if (key !== undefined) byInode.set(key, planned);
+      if (key !== undefined && !first) byInode.set(key, planned);
       totalBytes += node.size ?? 0;
     } else specials.push({ rel: path, node });
   }
@@ -338,7 +357,7 @@ function ensureDirectory(path: string): void {
     return;
   } catch (err) {
     if (errnoCode(err) === "ENOENT") {
-      mkdirSync(path, { recursive: true, mode: 0o700 });
+      makeDirectoriesSync(path, 0o700); // not mkdir's recursive: it loops under /proc
       return;
     }
     if (errnoCode(err) !== "EEXIST") throw err;
@@ -396,6 +415,30 @@ function applyMetadata(abs: string, node: Node, root: boolean): void {
  * microseconds (it truncates), and a double near 1.7e9 s has a resolution of about 0.24 µs: aiming at the
  * middle of the microsecond keeps the rounding from landing in the microsecond before.
  */
+/**
+ * Why a file node cannot be restored as recorded: its size is not the sum of its indexed blobs' lengths.
+ * Blobs missing from the index are left to the data phase, which reports them by id.
+ */
+export function sizeMismatch(repo: Repository, node: Node): string | undefined {
+  if (node.size === undefined) return undefined;
+  let total = 0;
+  for (const id of node.content ?? []) {
+    const entry = repo.index.get(id);
+    if (!entry) return undefined;
+    total += entry.rawLength;
+  }
+  return total === node.size
+    ? undefined
+    : `its size (${node.size} bytes) disagrees with its blobs (${total} bytes)`;
+}
+
+/** True when two hard-linked nodes record the same data (the same blobs and size). */
+function sameContent(a: Node, b: Node): boolean {
+  const ca = a.content ?? [];
+  const cb = b.content ?? [];
+  return a.size === b.size && ca.length === cb.length && ca.every((id, i) => id === cb[i]);
+}
+
 function utimesSeconds(ns: string): number {
   const n = BigInt(ns);
   let seconds = n / 1_000_000_000n;

@@ -35,6 +35,17 @@ export interface Tree {
   nodes: Node[];
 }
 
+/** An entry of a tree that names itself safely but whose other fields a restore cannot act on. */
+export interface InvalidEntry {
+  name: string;
+  error: string;
+}
+
+/** A tree as decodeTreeEntries reads it: the sound nodes, and the entries left out with their reason. */
+export interface DecodedTree extends Tree {
+  invalid: InvalidEntry[];
+}
+
 const KEY_ORDER: (keyof Node)[] = [
   "name",
   "type",
@@ -84,19 +95,39 @@ export function encodeTree(nodes: Node[]): Buffer {
 }
 
 /**
- * Parses a tree blob and rejects what a restore must never act on: names that are empty, `.`, `..`, or
- * contain `/` or NUL, duplicate names, and unknown node types. `what` names the tree in errors.
+ * Parses a tree blob, strictly: any entry decodeTreeEntries would leave out fails the whole tree (prune,
+ * copy and the archiver must not act on a tree they only partly understand). `what` names the tree in errors.
  */
 export function decodeTree(data: Buffer, what: string): Tree {
-  let tree: Tree;
+  const tree = decodeTreeEntries(data, what);
+  const first = tree.invalid[0];
+  if (first) throw new BulwarkError("INVALID_DATA", `${what}: ${first.name}: ${first.error}`);
+  return { nodes: tree.nodes };
+}
+
+/**
+ * Parses a tree blob (docs/design.md §11). The whole tree is rejected for what makes every entry doubtful or
+ * a path unsafe: not JSON, no node list, an entry that is not an object, a name that is empty, `.`, `..`, or
+ * contains `/` or NUL, and duplicate names. Every other field is validated per entry (nodeProblem): an entry
+ * with a malformed field is left out of `nodes` and listed in `invalid`, so a restore fails that entry only
+ * and check reports it.
+ */
+export function decodeTreeEntries(data: Buffer, what: string): DecodedTree {
+  let tree: { nodes?: unknown };
   try {
-    tree = JSON.parse(data.toString("utf8")) as Tree;
+    tree = JSON.parse(data.toString("utf8")) as { nodes?: unknown };
   } catch (cause) {
     throw new BulwarkError("INVALID_DATA", `${what}: not valid JSON`, { cause });
   }
   if (!Array.isArray(tree?.nodes)) throw new BulwarkError("INVALID_DATA", `${what}: no node list`);
   const seen = new Set<string>();
-  for (const node of tree.nodes) {
+  const nodes: Node[] = [];
+  const invalid: InvalidEntry[] = [];
+  for (const raw of tree.nodes as unknown[]) {
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+      throw new BulwarkError("INVALID_DATA", `${what}: an entry is not an object`);
+    }
+    const node = raw as Node;
     if (typeof node.name !== "string" || !isSafeName(node.name)) {
       throw new BulwarkError("INVALID_DATA", `${what}: unsafe entry name ${JSON.stringify(node.name)}`);
     }
@@ -104,17 +135,72 @@ export function decodeTree(data: Buffer, what: string): Tree {
       throw new BulwarkError("INVALID_DATA", `${what}: duplicate entry ${JSON.stringify(node.name)}`);
     }
     seen.add(node.name);
-    if (!NODE_TYPES.has(node.type)) {
-      throw new BulwarkError("INVALID_DATA", `${what}: ${node.name} has unknown type ${String(node.type)}`);
-    }
-    if (node.type === "dir" && typeof node.subtree !== "string") {
-      throw new BulwarkError("INVALID_DATA", `${what}: directory ${node.name} has no subtree`);
-    }
-    if (node.type === "file" && !Array.isArray(node.content)) {
-      throw new BulwarkError("INVALID_DATA", `${what}: file ${node.name} has no content list`);
+    const problem = nodeProblem(node);
+    if (problem === undefined) nodes.push(node);
+    else invalid.push({ name: node.name, error: problem });
+  }
+  return { nodes, invalid };
+}
+
+const BLOB_ID = /^[0-9a-f]{64}$/;
+const NANOSECONDS = /^-?[0-9]{1,30}$/;
+const DECIMAL = /^[0-9]{1,30}$/;
+
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+
+/** What is wrong with a node's fields (besides its name), or undefined when a restore can act on it. */
+export function nodeProblem(node: Node): string | undefined {
+  const n = node as unknown as Record<string, unknown>;
+  const show = (v: unknown): string => (typeof v === "string" ? JSON.stringify(v) : String(v));
+  if (!NODE_TYPES.has(node.type)) return `its type ${show(n.type)} is unknown`;
+  if (!isCount(n.mode) || n.mode > 0o7777) return `its mode ${show(n.mode)} is not a permission mode`;
+  for (const key of ["uid", "gid"] as const)
+    if (!isCount(n[key])) return `its ${key} ${show(n[key])} is not a number`;
+  for (const key of ["mtime", "ctime"] as const) {
+    if (typeof n[key] !== "string" || !NANOSECONDS.test(n[key])) {
+      return `its ${key} ${show(n[key])} is not a time in nanoseconds`;
     }
   }
-  return tree;
+  if (n.size !== undefined && !isCount(n.size)) return `its size ${show(n.size)} is not a number of bytes`;
+  for (const key of ["inode", "device"] as const) {
+    if (n[key] !== undefined && (typeof n[key] !== "string" || !DECIMAL.test(n[key]))) {
+      return `its ${key} ${show(n[key])} is not a decimal number`;
+    }
+  }
+  if (n.links !== undefined && (!isCount(n.links) || n.links === 0))
+    return `its links ${show(n.links)} is not a count`;
+  if (n.links !== undefined && n.links > 1) {
+    if (n.inode === undefined || n.device === undefined) {
+      return `it has ${n.links} hard links but no inode and device to tie them together`;
+    }
+  }
+  if (n.rdev !== undefined && !isCount(n.rdev)) return `its rdev ${show(n.rdev)} is not a device number`;
+  if (n.linkTarget !== undefined && typeof n.linkTarget !== "string")
+    return `its link target is not a string`;
+  if (n.subtree !== undefined && (typeof n.subtree !== "string" || !BLOB_ID.test(n.subtree))) {
+    return `its subtree ${show(n.subtree)} is not a blob id`;
+  }
+  if (n.content !== undefined) {
+    if (!Array.isArray(n.content)) return "its content is not a list of blob ids";
+    const bad = (n.content as unknown[]).find((id) => typeof id !== "string" || !BLOB_ID.test(id));
+    if (bad !== undefined) return `its content id ${show(bad)} is not a blob id`;
+  }
+  switch (node.type) {
+    case "dir":
+      if (n.subtree === undefined) return "it is a directory without a subtree";
+      break;
+    case "file":
+      if (n.content === undefined) return "it is a file without a content list";
+      break;
+    case "symlink":
+      if (n.linkTarget === undefined) return "it is a symlink without a target";
+      break;
+    case "chardev":
+    case "blockdev":
+      if (n.rdev === undefined) return "it is a device without a device number";
+      break;
+  }
+  return undefined;
 }
 
 export function isSafeName(name: string): boolean {

@@ -4,7 +4,8 @@
  *
  * 1. Index: every index file authenticates; every indexed pack exists with the size its blobs need.
  * 2. Snapshots: every snapshot file authenticates; every tree of every snapshot loads and parses; every
- *    data blob a file needs is indexed.
+ *    entry's fields are well formed (hard links with their inode and device) and a file's size is the total
+ *    of its blobs; every data blob a file needs is indexed.
  * 3. With read-data (all packs or a subset): every pack's header authenticates, accounts for every byte
  *    before it and matches the index; every blob decrypts and hashes to its id.
  *    With digests, where the backend hashes files itself: every pack not read whose index entry records its
@@ -18,7 +19,8 @@ import { forEachLimit } from "../repository/repository.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
 import type { Node } from "../snapshot/tree.js";
-import { loadTree } from "../snapshot/walker.js";
+import { sizeMismatch } from "../snapshot/restorer.js";
+import { loadTreeEntries } from "../snapshot/walker.js";
 
 export type Severity = "error" | "warning";
 
@@ -34,10 +36,12 @@ export interface Finding {
     | "blob-missing"
     | "blob-not-in-pack"
     | "tree-damaged"
+    | "node-invalid"
     | "snapshot-damaged"
     | "pack-unreferenced"
     | "pack-digest"
-    | "pack-retired";
+    | "pack-retired"
+    | "blob-multiple";
   message: string;
   pack?: string;
   blobs?: string[];
@@ -185,6 +189,25 @@ export async function check(
     }
   }
 
+  // Several packs claiming one blob: harmless after concurrent backups, or junk claiming existing ids (index
+  // poisoning). Reads take the first; prune keeps only a copy it verified (§18). One finding per pack set.
+  const claimedBy = new Map<string, string[]>();
+  for (const [id, packs] of repo.index.multiplyClaimed()) {
+    const key = packs.join(",");
+    claimedBy.set(key, [...(claimedBy.get(key) ?? []), id]);
+  }
+  for (const [key, ids] of claimedBy) {
+    findings.push({
+      severity: "warning",
+      kind: "blob-multiple",
+      blobs: ids,
+      message: `${ids.length} blob${ids.length === 1 ? " is" : "s are"} claimed by each of the packs ${key
+        .split(",")
+        .map((p) => p.slice(0, 12))
+        .join(", ")} (reads use the first; prune verifies the copy it keeps)`,
+    });
+  }
+
   // 2. snapshots and trees: remember who needs each blob
   const snapshots: SnapshotWithId[] = [];
   for (const name of await repo.listNames("snapshot")) {
@@ -207,8 +230,9 @@ export async function check(
     if (treesDone.has(treeId)) return;
     treesDone.set(treeId, { path });
     let nodes;
+    let invalid;
     try {
-      nodes = await loadTree(repo, treeId);
+      ({ nodes, invalid } = await loadTreeEntries(repo, treeId));
       stats.trees++;
     } catch (err) {
       const finding: Finding = {
@@ -220,9 +244,21 @@ export async function check(
       treeErrors.push(finding);
       return;
     }
+    // An entry a restore would refuse: a malformed field, a size its blobs do not add up to.
+    const refused = (name: string, error: string): void => {
+      treeErrors.push({
+        severity: "error",
+        kind: "node-invalid",
+        message: `tree ${treeId.slice(0, 12)} (${path}): entry ${JSON.stringify(name)}: ${error}`,
+        blobs: [treeId],
+      });
+    };
+    for (const e of invalid) refused(e.name, e.error);
     for (const node of nodes) {
       const childPath = path === "/" ? `/${node.name}` : `${path}/${node.name}`;
       if (node.type === "dir" && node.subtree) await visit(node.subtree, childPath);
+      const mismatch = node.type === "file" ? sizeMismatch(repo, node) : undefined;
+      if (mismatch !== undefined) refused(node.name, mismatch);
       for (const id of node.content ?? []) {
         if (!repo.index.has(id) && !badBlobs.has(id)) {
           markBlobs(
@@ -404,7 +440,11 @@ export async function check(
   }
 
   // 4. trace damage to snapshots and files
-  const users = await traceUsers(snapshots, new Set([...badBlobs.keys()]), (id) => loadTree(repo, id));
+  const users = await traceUsers(
+    snapshots,
+    new Set([...badBlobs.keys()]),
+    async (id) => (await loadTreeEntries(repo, id)).nodes,
+  );
   for (const f of findings) {
     if (!f.blobs?.length) continue;
     const who = new Set<string>();

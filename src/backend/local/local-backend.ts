@@ -41,6 +41,7 @@ import {
   type SaveSource,
 } from "../backend.js";
 import { BulwarkError, errnoCode, errorMessage } from "../../core/errors.js";
+import { makeDirectories } from "../../core/make-directories.js";
 import { systemClock } from "../../core/clock.js";
 import { directoryOf, layoutDirectories, layoutPath, PACK_PREFIXES } from "../layout.js";
 
@@ -97,7 +98,7 @@ export class LocalBackend implements Backend {
   static async create(dir: string, options: LocalBackendOptions = {}): Promise<LocalBackend> {
     const root = resolve(dir);
     try {
-      await mkdir(root, { recursive: true });
+      await makeDirectories(root); // not mkdir's recursive, which loops forever under /proc
       if (await fileExists(join(root, "config"))) {
         throw new BulwarkError("ALREADY_EXISTS", `a repository already exists at ${root}`, {
           hint: "choose another directory, or use the existing repository",

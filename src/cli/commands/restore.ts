@@ -50,6 +50,11 @@ export function registerRestore(program: Command, globals: () => GlobalOptions):
           hint: "or --pipe-to, --to-sqlite or --to-postgres with --source-path for an application source",
         });
       }
+      if (flags.target === "") {
+        throw new BulwarkError("USAGE", "--target is empty", {
+          hint: "name the directory to restore into, e.g. --target ./restored (. for the current one)",
+        });
+      }
       const code = await withRepository(globals(), "read", async ({ repo, out, pool }) => {
         const snapshot = await snapshotToRestore(
           repo,
