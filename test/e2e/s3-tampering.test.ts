@@ -99,8 +99,14 @@ async function allVersions(): Promise<{
   }
 }
 
-function immutableRow(json: string): { status: string; reason?: string } {
-  const p = JSON.parse(json) as { datasets: { rows: { id: string; status: string; reason?: string }[] }[] };
+function immutableRow(r: RunResult): { status: string; reason?: string } {
+  const json = r.stdout;
+  let p: { datasets: { rows: { id: string; status: string; reason?: string }[] }[] };
+  try {
+    p = JSON.parse(json) as typeof p;
+  } catch {
+    throw new Error(`posture printed no JSON:\n${describeRun(["posture"], r)}`);
+  }
   const row = p.datasets[0]?.rows.find((r) => r.id === "immutable");
   if (row === undefined) throw new Error(`no immutable row in ${json}`);
   return row;
@@ -172,7 +178,7 @@ describe("an attacker with the host's S3 keys hides the immutable copy behind de
     const r = await cli(["--json", "run", "--init", "-c", config]);
     expect(r.code, describeRun(["run"], r)).toBe(0);
     const p = await cli(["--json", "posture", "-c", config]);
-    expect(immutableRow(p.stdout).status, describeRun(["posture"], p)).toBe("pass");
+    expect(immutableRow(p).status, describeRun(["posture"], p)).toBe("pass");
   }, 300_000);
 
   it("the attack: a delete marker over every file, then junk versions over the config (compliance), a pack (governance) and the snapshot", async () => {
@@ -229,7 +235,7 @@ describe("an attacker with the host's S3 keys hides the immutable copy behind de
 
   it("posture turns the immutable row red and names the tampering", async () => {
     const p = await cli(["--json", "posture", "-c", config]);
-    const row = immutableRow(p.stdout);
+    const row = immutableRow(p);
     expect(row.status, describeRun(["posture"], p)).toBe("fail");
     expect(row.reason).toMatch(new RegExp(`tampering detected: ${genuine.size} files hidden`));
     expect(row.reason).toContain("the config (foreign version over it)");
@@ -288,6 +294,6 @@ describe("an attacker with the host's S3 keys hides the immutable copy behind de
     const again = await cli(["-r", location, "restore", "latest", "--target", out]);
     expect(again.code, describeRun(["restore"], again)).toBe(0);
     const p = await cli(["--json", "posture", "-c", config]);
-    expect(immutableRow(p.stdout).reason).toMatch(/tampering detected: 1 file hidden .*the config/);
+    expect(immutableRow(p).reason).toMatch(/tampering detected: 1 file hidden .*the config/);
   }, 300_000);
 });
