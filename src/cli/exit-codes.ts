@@ -20,7 +20,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   0   success
   1   error (for check: the repository has errors)
   3   partial: a backup (or run) skipped unreadable files (they are listed); catalog rebuild
-      could not reach every target
+      could not reach every target; snapshots could not read a snapshot file (it is named)
   10  no repository at the given location
   11  the repository is locked by another process
   12  wrong password

@@ -289,14 +289,22 @@ describe("damaged repositories", () => {
     expect(existsSync(restoredPath(target, src))).toBe(false);
   });
 
-  // One damaged snapshot file must not make the intact ones unreachable: listing skips it with a warning.
-  it("(c) with one snapshot file damaged, the other snapshots still list and restore", async () => {
+  // One damaged snapshot file must not make the intact ones unreachable: listing names it and lists the rest,
+  // exiting 3 (partial) so a script does not take the shorter list for the whole repository.
+  it("(c) with one snapshot file damaged, the other snapshots still list (exit 3, naming it) and restore", async () => {
     const repo = await damagedCopy();
     const [s1, s2] = layout.snapshots as [string, string];
     const file = join(repo.dir, "snapshots", s1);
     await flipByte(file, Math.floor((await stat(file)).size / 2));
     const list = await repo.run(["snapshots"]);
-    expect(list.code, list.stderr).toBe(0);
+    expect(list.code, list.stderr).toBe(3);
+    expect(list.stderr).toContain(`skipping damaged snapshot ${s1.slice(0, 8)}`);
+    expect(list.stderr).toContain("1 snapshot file could not be read");
+    expect(list.stdout).toContain(s2.slice(0, 8));
+    expect(list.stdout).not.toContain(s1.slice(0, 8));
+    const json = await repo.run(["snapshots", "--json"]);
+    expect(json.code).toBe(3);
+    expect((JSON.parse(json.stdout) as { id: string }[]).map((s) => s.id)).toEqual([s2]);
     const second = await restoreAndVerify(repo, s2, source);
     expect(second.r.code, second.r.stderr).toBe(0);
     expect(second.missing).toEqual([]);

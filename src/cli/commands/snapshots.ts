@@ -5,6 +5,7 @@ import { walkTree } from "../../snapshot/walker.js";
 import type { Node } from "../../snapshot/tree.js";
 import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
 import { computeStats } from "../../snapshot/stats.js";
+import { EXIT } from "../exit-codes.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -15,11 +16,28 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
     .option("--host <name>", "only snapshots of this host (repeatable)", collect, [])
     .option("--tag <tag>", "only snapshots with this tag (repeatable)", collect, [])
     .option("--path <path>", "only snapshots of this path (repeatable)", collect, [])
+    .addHelpText(
+      "after",
+      "\nA snapshot file that cannot be read (damaged) is named on stderr and left out; the others are listed.\n\nExit codes:\n  0   every snapshot file was read\n  3   partial: a snapshot file could not be read (each is named; `bulwark check` reports it)\n  1, 10, 11, 12, 130 as for every command (bulwark --help)",
+    )
     .action(async (flags: { host: string[]; tag: string[]; path: string[] }) => {
       await withRepository(globals(), "none", async ({ repo, out }) => {
-        const list = (await loadAllSnapshots(repo, warnDamagedSnapshot)).filter((s) =>
+        // A shorter list must not pass for the whole repository: every unreadable file is named and the exit
+        // code says the list is partial (with or without filters, since a damaged file's host is unknown).
+        let unreadable = 0;
+        const all = await loadAllSnapshots(repo, (name, err) => {
+          unreadable++;
+          warnDamagedSnapshot(name, err);
+        });
+        const list = all.filter((s) =>
           matchesFilter(s, { hosts: flags.host, tags: flags.tag, paths: flags.path }),
         );
+        if (unreadable > 0) {
+          out.warn(
+            `warning: ${unreadable} snapshot file${unreadable === 1 ? "" : "s"} could not be read; run bulwark check for the damage`,
+          );
+          process.exitCode = EXIT.PARTIAL;
+        }
         out.emitJson(list);
         if (out.json) return;
         out.result(`${"ID".padEnd(10)}${"Time".padEnd(21)}${"Host".padEnd(16)}${"Tags".padEnd(16)}Paths`);
