@@ -156,6 +156,20 @@ export class MasterIndex {
     }
   }
 
+  /**
+   * Blobs listed in more than one pack, each with its packs (the one reads use first, then the others):
+   * normal after concurrent backups or an interrupted prune, and the shape of an index-poisoning attack
+   * (a pack of junk claiming existing ids), which is why prune verifies a copy before it drops the others.
+   */
+  *multiplyClaimed(): IterableIterator<[string, string[]]> {
+    for (const [id, others] of this.alternates) {
+      const first = this.blobs.get(id);
+      if (first === undefined) continue;
+      const packs = [...new Set([first.pack, ...others.map((e) => e.pack)])];
+      if (packs.length > 1) yield [id, packs];
+    }
+  }
+
   entries(): IterableIterator<[string, IndexEntry]> {
     return this.blobs.entries();
   }

@@ -4,7 +4,10 @@
  * Runs under the exclusive lock, so nothing else writes. Order matters for crash safety:
  * 1. Read every index file; walk every snapshot to find the blobs in use (abort if any tree is unreadable
  *    or any used blob is unindexed: deleting on a damaged picture could lose data).
- * 2. Classify packs: fully used (keep), unused (delete), partly used (repack when enough of it is waste).
+ * 2. Where several packs claim a used blob, read and verify every copy: one that does not verify (damage,
+ *    or an attacker's junk claiming the id) is left out, so the copy kept is always a verified one; none
+ *    verifying stops the prune. Then classify packs: fully used (keep), unused (delete), partly used
+ *    (repack when enough of it is waste).
  * 3. Copy the used blobs of packs to repack into new packs (each verified on the way).
  * 4. Write new index files for everything kept, then delete the old index files.
  * 5. Only then delete packs: no index refers to them any more.
@@ -41,6 +44,10 @@ export interface PrunePlan {
   unreferencedPacks: string[];
   bytesFreed: number;
   bytesRepacked: number;
+  /** Copies of used blobs held in several packs that were read and verified before choosing one. */
+  copiesVerified: number;
+  /** Those that did not verify (damage, or junk claiming an id): never kept, their packs retired. */
+  copiesRejected: { pack: string; blob: string }[];
 }
 
 export interface PruneResult extends PrunePlan {
@@ -87,20 +94,37 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
     files.push({ name, file });
   });
   repo.index.addFiles(files);
+  files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const stored = new Map<string, number>();
+  for await (const info of repo.backend.list("pack")) stored.set(info.name, info.size);
   // Packs repair retired (damaged) are not indexed: deleted as unreferenced where the target allows.
   const retired = repo.index.retiredPacks();
+  // Every location any index file claims for a blob, retired packs included: a pack several files name
+  // holds the union of what they say (a later file cannot hide a blob an earlier one placed there).
+  const claims = new Map<string, { pack: string; blob: PackedBlob }[]>();
+  const seen = new Set<string>();
   for (const { name, file } of files) {
-    const live = file.packs.filter((p) => !repo.index.isRetired(p.id));
-    for (const p of live) packs.set(p.id, p.blobs);
+    for (const p of file.packs) {
+      const live = !repo.index.isRetired(p.id);
+      if (live && !packs.has(p.id)) packs.set(p.id, []);
+      for (const b of p.blobs) {
+        const key = `${p.id}:${b.id}:${b.offset}:${b.length}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (live) packs.get(p.id)!.push(b);
+        if (!stored.has(p.id)) continue;
+        let list = claims.get(b.id);
+        if (!list) claims.set(b.id, (list = []));
+        list.push({ pack: p.id, blob: b });
+      }
+    }
     // A retired pack stays retired (the new index files carry `retires`): an old file that names it does
     // not keep it.
     packsOfIndex.set(
       name,
-      live.map((p) => p.id),
+      file.packs.filter((p) => !repo.index.isRetired(p.id)).map((p) => p.id),
     );
   }
-  const stored = new Map<string, number>();
-  for await (const info of repo.backend.list("pack")) stored.set(info.name, info.size);
 
   phase("finding data in use");
   const used = await options.usedBlobs();
@@ -117,6 +141,19 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
     }
   }
 
+  phase("verifying blobs with several copies");
+  const verified = await verifyCopies(repo, used, claims, (id) => repo.index.isRetired(id));
+  // A copy that does not verify is no copy: left out of its pack's listing, so a pack of junk claiming
+  // existing ids keeps nothing and is deleted, and the genuine pack keeps its blobs (§18).
+  for (const [pack, bad] of verified.bad) {
+    const blobs = packs.get(pack);
+    if (blobs !== undefined)
+      packs.set(
+        pack,
+        blobs.filter((b) => !bad.has(b)),
+      );
+  }
+
   phase("planning");
   const plan: PrunePlan = {
     usedBlobs: used.size,
@@ -126,6 +163,8 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
     unreferencedPacks: [],
     bytesFreed: 0,
     bytesRepacked: 0,
+    copiesVerified: verified.checked,
+    copiesRejected: verified.rejected,
   };
   // Each used blob is kept in exactly one pack: the first kept pack that holds it.
   const keeper = new Map<string, string>();
@@ -206,6 +245,11 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
   result.packsWritten = newPacks.length;
 
   phase("writing the new index");
+  // A pack holding a copy that did not verify, which this prune drops, is retired too: where the target
+  // keeps an old index file naming it (retention), readers still never take the bad copy from it.
+  const retires = [
+    ...new Set([...retired, ...[...verified.bad.keys()].filter((p) => !keep.has(p) && packs.has(p))]),
+  ].sort();
   const kept = [
     ...sortedPacks
       .filter((p) => keep.has(p))
@@ -225,7 +269,7 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
       packs: batch,
       supersedes: indexNames,
       // An old index file the target keeps (retention) may still name a retired pack: it stays retired.
-      ...(retired.length > 0 ? { retires: retired } : {}),
+      ...(retires.length > 0 ? { retires } : {}),
     } satisfies IndexFile);
     result.indexFilesWritten++;
     batch = [];
@@ -237,7 +281,7 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
     if (batchBlobs >= INDEX_FILE_MAX_BLOBS) await writeBatch();
   }
   // Nothing kept: the retirements still need a file while an old one may survive.
-  await writeBatch(result.indexFilesWritten === 0 && retired.length > 0);
+  await writeBatch(result.indexFilesWritten === 0 && retires.length > 0);
   // An old index file the target will not let go of still names its packs: those packs must stay too, or
   // the repository would index data that is gone.
   const stillIndexed = new Set<string>();
@@ -256,6 +300,68 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
   result.locked.sort((a, b) => (a.file < b.file ? -1 : 1));
   await removeTempFiles(repo, result, phase);
   return result;
+}
+
+/**
+ * Reads and verifies every copy of each used blob that several packs claim. Throws, deleting nothing, when
+ * none of a blob's copies outside retired packs verifies: prune never drops what may be the last good copy.
+ */
+async function verifyCopies(
+  repo: Repository,
+  used: ReadonlySet<string>,
+  claims: ReadonlyMap<string, { pack: string; blob: PackedBlob }[]>,
+  isRetired: (pack: string) => boolean,
+): Promise<{
+  checked: number;
+  rejected: { pack: string; blob: string }[];
+  bad: Map<string, Set<PackedBlob>>;
+}> {
+  const bad = new Map<string, Set<PackedBlob>>();
+  const rejected: { pack: string; blob: string }[] = [];
+  let checked = 0;
+  const several = [...claims].filter(([id, list]) => used.has(id) && list.length > 1);
+  await forEachLimit(several, 8, async ([id, list]) => {
+    let good = 0;
+    for (const { pack, blob } of list) {
+      checked++;
+      if (await copyVerifies(repo, id, pack, blob)) {
+        if (!isRetired(pack)) good++;
+        continue;
+      }
+      rejected.push({ pack, blob: id });
+      let set = bad.get(pack);
+      if (!set) bad.set(pack, (set = new Set()));
+      set.add(blob);
+    }
+    if (good === 0) {
+      throw new BulwarkError(
+        "INVALID_DATA",
+        `prune stopped: none of the ${list.length} copies of blob ${id.slice(0, 12)} (in packs ${list.map((c) => c.pack.slice(0, 12)).join(", ")}) verifies outside retired packs`,
+        { hint: "run `bulwark check --read-data` and `bulwark repair`; nothing was deleted" },
+      );
+    }
+  });
+  rejected.sort((a, b) => (a.pack + a.blob < b.pack + b.blob ? -1 : 1));
+  return { checked, rejected, bad };
+}
+
+async function copyVerifies(repo: Repository, id: string, pack: string, blob: PackedBlob): Promise<boolean> {
+  try {
+    const envelope = await repo.backend.load(
+      { type: "pack", name: pack },
+      { offset: blob.offset, length: blob.length },
+    );
+    if (envelope.length !== blob.length) return false;
+    const plain = repo.codec.decode(
+      envelope,
+      blob.rawLength,
+      `blob ${id.slice(0, 12)} in pack ${pack.slice(0, 12)}`,
+    );
+    return repo.computeId(plain) === id;
+  } catch (err) {
+    if (hasCode(err, "INVALID_DATA") || isNotFound(err)) return false;
+    throw err;
+  }
 }
 
 /** Step 6, on targets that leave temporary files behind. */

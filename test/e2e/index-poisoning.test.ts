@@ -1,0 +1,193 @@
+/**
+ * Index poisoning before prune (issue 12.2), against a real vault started here (`serve-repo`): malware on the
+ * protected host holds the password and an append-only token, so it can add files but not delete them. It
+ * adds a pack of junk envelopes, valid under the master key, that claim the ids of every data blob, and an
+ * index naming that pack, both named to sort first. The next admin `prune` must keep the genuine data (it
+ * verifies a blob's kept copy wherever the blob has several locations) and throw the junk away;
+ * `check --read-data` passes and the restore is byte-identical afterwards. `check` names the blobs several
+ * packs claim before the prune.
+ */
+import { createServer } from "node:net";
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { basename, join } from "node:path";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { bufferSource } from "../../src/backend/backend.js";
+import { openRestBackend } from "../../src/backend/rest/rest-backend.js";
+import { sha256Hex } from "../../src/crypto/crypto.js";
+import type { IndexFile } from "../../src/repository/master-index.js";
+import { encodePackHeader, type PackedBlob } from "../../src/repository/pack.js";
+import { Repository } from "../../src/repository/repository.js";
+import {
+  ROOT,
+  TestRepo,
+  makeTempDir,
+  packFiles,
+  randomData,
+  removeTempDirs,
+  restoredPath,
+  spawnNode,
+  writeFiles,
+  type RunOptions,
+} from "./helpers.js";
+
+const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface CheckJson {
+  ok: boolean;
+  findings: { kind: string; severity?: string; pack?: string; blobs?: string[]; message: string }[];
+}
+
+let base: string;
+let vault: ReturnType<typeof spawnNode> | undefined;
+let location: string;
+let vaultDir: string;
+let hostToken: string;
+let host: RunOptions;
+let admin: RunOptions;
+let repo: TestRepo;
+let src: string;
+let files: Record<string, Buffer>;
+
+beforeAll(async () => {
+  base = await makeTempDir("index-poisoning");
+  const tokens = join(base, "tokens.json");
+  const token = async (name: string, role: string): Promise<string> => {
+    const added = await spawnNode([VAULT, "--json", "serve-repo", "token", "add", "--tokens", tokens, "--name", name, "--role", role]).result; // prettier-ignore
+    if (added.code !== 0) throw new Error(`token add failed: ${added.stderr}`);
+    return (JSON.parse(added.stdout) as { token: string }).token;
+  };
+  hostToken = await token("host", "append-only");
+  const adminToken = await token("ops", "admin");
+  const port = await freePort();
+  vaultDir = join(base, "vault");
+  vault = spawnNode(
+    [VAULT, "serve-repo", "--init", "--path", vaultDir, "--listen", `127.0.0.1:${port}`, "--tokens", tokens, "--immutable", "off"], // prettier-ignore
+    { timeoutMs: 600_000 },
+  );
+  location = `rest:http://127.0.0.1:${port}/`;
+  const common = { BULWARK_CATALOG: join(base, "state", "catalog.db"), HOME: base };
+  host = { env: { ...common, BULWARK_REST_TOKEN: hostToken } };
+  admin = { env: { ...common, BULWARK_REST_TOKEN: adminToken } };
+  src = join(base, "src");
+  files = {};
+  for (let i = 0; i < 6; i++) files[`f${i}.bin`] = randomData(1024 * 1024 + i * 4096);
+  await writeFiles(src, files);
+  for (let i = 0; ; i++) {
+    try {
+      repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: host });
+      break;
+    } catch (err) {
+      if (i > 100) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the vault is still starting
+    }
+  }
+  await repo.json(["backup", src], host);
+}, 300_000);
+
+afterAll(async () => {
+  vault?.child.kill("SIGTERM");
+  await vault?.result.catch(() => undefined);
+  await removeTempDirs();
+});
+
+/** What the malware does with the host's password and append-only token: two new files, nothing deleted. */
+async function poison(retires: string[] = []): Promise<{ junkPack: string; claimed: string[] }> {
+  const backend = await openRestBackend(location, { token: hostToken });
+  const r = await Repository.open(backend, repo.password);
+  await r.loadIndex();
+  const blobs: PackedBlob[] = [];
+  const envelopes: Buffer[] = [];
+  let offset = 0;
+  for (const [id, entry] of r.index.entries()) {
+    if (entry.type !== "data") continue;
+    const envelope = r.codec.encode(randomBytes(entry.rawLength));
+    blobs.push({ type: "data", id, offset, length: envelope.length, rawLength: entry.rawLength });
+    envelopes.push(envelope);
+    offset += envelope.length;
+  }
+  const junkPack = "00" + randomBytes(31).toString("hex");
+  const pack = Buffer.concat([...envelopes, encodePackHeader(r.master.encrypt, blobs)]);
+  await backend.save({ type: "pack", name: junkPack }, bufferSource(pack), { ifAbsent: true });
+  // An index whose name sorts first, so readers and prune meet the junk location first.
+  for (;;) {
+    const doc: IndexFile = { version: 1, packs: [{ id: junkPack, blobs }] };
+    if (retires.length > 0) doc.retires = retires;
+    const sealed = r.sealDocument(doc);
+    const name = sha256Hex(sealed);
+    if (!name.startsWith("0")) continue;
+    await backend.save({ type: "index", name }, bufferSource(sealed), { ifAbsent: true });
+    break;
+  }
+  return { junkPack, claimed: blobs.map((b) => b.id) };
+}
+
+describe("index poisoning by an append-only host", () => {
+  it("an admin prune keeps the genuine data and drops the junk; check --read-data passes and the restore is identical", async () => {
+    const genuine = (await packFiles(vaultDir)).map((p) => basename(p));
+    const { junkPack, claimed } = await poison();
+    expect(claimed.length).toBeGreaterThanOrEqual(6);
+
+    // check names the blobs several packs claim.
+    const before = await repo.run(["--json", "check"], host);
+    const found = JSON.parse(before.stdout) as CheckJson;
+    const multiple = found.findings.filter((f) => f.kind === "blob-multiple");
+    expect(multiple.length, before.stdout).toBeGreaterThan(0);
+    expect(new Set(multiple.flatMap((f) => f.blobs ?? []))).toEqual(new Set(claimed));
+
+    const pruned = await repo.run(["--json", "prune"], admin);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    const result = JSON.parse(pruned.stdout) as {
+      copiesVerified: number;
+      copiesRejected: { pack: string }[];
+    };
+    expect(result.copiesVerified).toBe(2 * claimed.length);
+    expect(result.copiesRejected.map((c) => c.pack)).toEqual(claimed.map(() => junkPack));
+    const after = (await packFiles(vaultDir)).map((p) => basename(p));
+    for (const p of genuine) expect(after).toContain(p);
+    expect(after).not.toContain(junkPack);
+
+    const checked = await repo.run(["--json", "check", "--read-data"], host);
+    expect(checked.code, checked.stdout + checked.stderr).toBe(0);
+    const target = join(base, "restored");
+    const restored = await repo.run(["restore", "latest", "--target", target], host);
+    expect(restored.code, restored.stderr).toBe(0);
+    for (const [name, data] of Object.entries(files)) {
+      const back = await readFile(join(restoredPath(target, src), name));
+      expect(back.equals(data), name).toBe(true);
+    }
+  }, 300_000);
+
+  it("an index that also retires the genuine packs stops the prune, deleting nothing", async () => {
+    const genuine = (await packFiles(vaultDir)).map((p) => basename(p));
+    const backend = await openRestBackend(location, { token: hostToken });
+    const r = await Repository.open(backend, repo.password);
+    await r.loadIndex();
+    const dataPacks = [
+      ...new Set([...r.index.entries()].filter(([, e]) => e.type === "data").map(([, e]) => e.pack)),
+    ];
+    const { junkPack } = await poison(dataPacks);
+    const pruned = await repo.run(["prune"], admin);
+    expect(pruned.code, pruned.stderr).not.toBe(0);
+    expect(pruned.stderr).toMatch(
+      /prune stopped: none of the 2 copies of blob [0-9a-f]{12} .* verifies outside retired packs/,
+    );
+    expect(pruned.stderr).toContain("nothing was deleted");
+    const after = (await packFiles(vaultDir)).map((p) => basename(p));
+    expect(after.sort()).toEqual([...genuine, junkPack].sort());
+  }, 300_000);
+});
