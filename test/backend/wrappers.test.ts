@@ -182,7 +182,8 @@ describe("tampering and untamper through the wrappers", () => {
 
   it("a backend that keeps no versions offers neither, wrapped or not", () => {
     const plain = new MemoryBackend();
-    for (const b of [plain, withRetry(plain), withLimit(plain), readOnly(plain)]) {
+    const all: Backend[] = [plain, withRetry(plain), withLimit(plain), readOnly(plain)];
+    for (const b of all) {
       expect(b.tampering === undefined && b.untamper === undefined).toBe(true);
     }
   });

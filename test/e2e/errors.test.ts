@@ -14,7 +14,6 @@ import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, chown, mkdir, readFile, readdir, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 
@@ -39,6 +38,7 @@ import {
   type RunOptions,
   type RunResult,
 } from "./helpers.js";
+import { freePort } from "../helpers/services.js";
 
 let base: string;
 let repo: TestRepo;
@@ -264,14 +264,6 @@ function requireOrSkip(ctx: TestContext, missing: string | undefined): void {
   if (missing === undefined) return;
   if (underCi) throw new Error(`cannot run under CI=true: ${missing}`);
   ctx.skip(true, missing);
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", () => resolve()));
-  const port = (probe.address() as { port: number }).port;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
 }
 
 /** A tmpfs of `size` at `dir` (created), owned by uid:gid; undefined when it is mounted, else why not. */

@@ -3,7 +3,6 @@
  * admin tokens. Backup, restore and check go through the real command line, as a user would run them.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -20,20 +19,9 @@ import {
   spawnNode,
   writeFiles,
 } from "./helpers.js";
+import { freePort } from "../helpers/services.js";
 
 const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function addToken(tokens: string, name: string, role: string): Promise<string> {
   const args = [

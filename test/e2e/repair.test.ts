@@ -6,11 +6,9 @@
  * it; a pack deleted from the local copy is healed from the other copies by default. A repair killed with
  * SIGKILL leaves its copy consistent and the next run finishes it. Bad inputs are clear errors.
  */
-import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -21,7 +19,6 @@ import { Repository } from "../../src/repository/repository.js";
 import { WorkerPool } from "../../src/repository/worker-pool.js";
 import {
   CLI,
-  ROOT,
   describeRun,
   flipByte,
   makeTempDir,
@@ -33,6 +30,7 @@ import {
   writeFiles,
   type RunResult,
 } from "./helpers.js";
+import { createLockedBucket, startService, testS3Client } from "../helpers/services.js";
 
 interface RepairJson {
   target: string;
@@ -62,19 +60,6 @@ interface VerifyJson {
 interface CheckJson {
   ok?: boolean;
   findings: { kind: string; severity: string; pack?: string; blobs?: string[] }[];
-}
-
-const SERVICES = join(ROOT, "scripts", "services");
-
-async function startService(name: string, needs: string): Promise<void> {
-  if (process.env[needs]) return;
-  const { stdout } = await promisify(execFile)("bash", [join(SERVICES, `${name}.sh`), "up"], {
-    timeout: 280_000,
-  });
-  for (const line of stdout.split("\n")) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m?.[1] && m[2] !== undefined) process.env[m[1]] = m[2].replace(/^'(.*)'$/, "$1");
-  }
 }
 
 const PASSWORDS = { local: "pw-local-r1", nas: "pw-nas-r2", offsite: "pw-offsite-r3" };
@@ -140,15 +125,7 @@ beforeAll(async () => {
   await writeFile(join(base, "pw-offsite"), PASSWORDS.offsite + "\n");
   sftpDir = `${process.env.SFTP_ROOT}/repair-${Date.now().toString(36)}`;
   sftpLocation = `sftp:${process.env.SFTP_USER}@127.0.0.1:${process.env.SFTP_PORT}${sftpDir}`;
-  const { S3Client, CreateBucketCommand } = await import("@aws-sdk/client-s3");
-  const client = new S3Client({
-    endpoint: process.env.S3_ENDPOINT,
-    region: process.env.AWS_REGION ?? "us-east-1",
-    forcePathStyle: true,
-    requestChecksumCalculation: "WHEN_REQUIRED",
-  });
-  bucket = `bulwark-repair-${Date.now().toString(36)}`;
-  await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+  bucket = await createLockedBucket("bulwark-repair");
   s3Location = `s3:${process.env.S3_ENDPOINT}/${bucket}/app`;
   env = {
     AWS_ACCESS_KEY_ID: process.env.AWS_ACCESS_KEY_ID,
@@ -256,16 +233,14 @@ describe("bulwark repair", () => {
   it("on the Object Lock bucket: healed with new objects; the locked damaged pack stays, never read", async () => {
     // Damage at rest in the bucket: an administrator with the governance bypass replaces a pack's only
     // version by one with a flipped byte (reads go to a file's genuine, oldest version: now the damaged one).
-    const { S3Client, ListObjectsV2Command, ListObjectVersionsCommand, GetObjectCommand } = await import(
-      "@aws-sdk/client-s3"
-    );
-    const { DeleteObjectCommand, PutObjectCommand } = await import("@aws-sdk/client-s3");
-    const client = new S3Client({
-      endpoint: process.env.S3_ENDPOINT,
-      region: process.env.AWS_REGION ?? "us-east-1",
-      forcePathStyle: true,
-      requestChecksumCalculation: "WHEN_REQUIRED",
-    });
+    const {
+      ListObjectsV2Command,
+      ListObjectVersionsCommand,
+      GetObjectCommand,
+      DeleteObjectCommand,
+      PutObjectCommand,
+    } = await import("@aws-sdk/client-s3");
+    const client = await testS3Client();
     const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: "app/data/" }));
     const largest = [...(listed.Contents ?? [])].sort((x, y) => (y.Size ?? 0) - (x.Size ?? 0))[0]!;
     const key = largest.Key!;

@@ -10,15 +10,12 @@
  * Credentials come from the config's references (credentials: { accessKeyId: { env: ... } }, privateKey:
  * { file: ... }), not from the variables the backends read by default.
  */
-import { execFile } from "node:child_process";
 import { rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
-  ROOT,
   describeRun,
   makeTempDir,
   randomData,
@@ -28,6 +25,7 @@ import {
   writeFiles,
   type RunResult,
 } from "./helpers.js";
+import { createLockedBucket, startService, testS3Client } from "../helpers/services.js";
 
 interface PostureJson {
   status: string;
@@ -55,19 +53,6 @@ interface RunJson {
     }>;
     forget: Array<{ target: string; status: string; removed: string[]; locked: string[] }>;
   }>;
-}
-
-const SERVICES = join(ROOT, "scripts", "services");
-
-async function startService(name: string, needs: string): Promise<void> {
-  if (process.env[needs]) return;
-  const { stdout } = await promisify(execFile)("bash", [join(SERVICES, `${name}.sh`), "up"], {
-    timeout: 280_000,
-  });
-  for (const line of stdout.split("\n")) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m?.[1] && m[2] !== undefined) process.env[m[1]] = m[2].replace(/^'(.*)'$/, "$1");
-  }
 }
 
 let base: string;
@@ -164,15 +149,7 @@ beforeAll(async () => {
   await writeFile(join(base, "pw-offsite"), PASSWORDS.offsite + "\n");
   sftpLocation = `sftp:${process.env.SFTP_USER}@127.0.0.1:${process.env.SFTP_PORT}${process.env.SFTP_ROOT}/run-${Date.now().toString(36)}`;
 
-  const { S3Client, CreateBucketCommand } = await import("@aws-sdk/client-s3");
-  const client = new S3Client({
-    endpoint: process.env.S3_ENDPOINT,
-    region: process.env.AWS_REGION ?? "us-east-1",
-    forcePathStyle: true,
-    requestChecksumCalculation: "WHEN_REQUIRED",
-  });
-  bucket = `bulwark-run-${Date.now().toString(36)}`;
-  await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+  bucket = await createLockedBucket("bulwark-run");
   s3Location = `s3:${process.env.S3_ENDPOINT}/${bucket}/app`;
   // The backends' default variables are removed: the config's credentials must be what opens the targets.
   env = {
@@ -325,15 +302,8 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
   }, 120_000);
 
   it("a dropped lock turns the immutability row red", async () => {
-    const { S3Client, ListObjectVersionsCommand, PutObjectRetentionCommand } = await import(
-      "@aws-sdk/client-s3"
-    );
-    const client = new S3Client({
-      endpoint: process.env.S3_ENDPOINT,
-      region: process.env.AWS_REGION ?? "us-east-1",
-      forcePathStyle: true,
-      requestChecksumCalculation: "WHEN_REQUIRED",
-    });
+    const { ListObjectVersionsCommand, PutObjectRetentionCommand } = await import("@aws-sdk/client-s3");
+    const client = await testS3Client();
     // An administrator with governance bypass shortens the retention of every snapshot object to a minute.
     const versions = await client.send(
       new ListObjectVersionsCommand({ Bucket: bucket, Prefix: "app/snapshots/" }),
@@ -359,15 +329,8 @@ describe("bulwark run, then bulwark posture: local + SFTP NAS + immutable S3 off
   }, 120_000);
 
   it("the next run extends the locks back; posture's horizon names what a restore needs that is locked the shortest", async () => {
-    const { S3Client, PutObjectRetentionCommand, ListObjectVersionsCommand } = await import(
-      "@aws-sdk/client-s3"
-    );
-    const client = new S3Client({
-      endpoint: process.env.S3_ENDPOINT,
-      region: process.env.AWS_REGION ?? "us-east-1",
-      forcePathStyle: true,
-      requestChecksumCalculation: "WHEN_REQUIRED",
-    });
+    const { PutObjectRetentionCommand, ListObjectVersionsCommand } = await import("@aws-sdk/client-s3");
+    const client = await testS3Client();
     const runOnce = async () => {
       const r = await cli(["--json", "run", "-c", config]);
       expect(r.code, describeRun(["run"], r)).toBe(0);

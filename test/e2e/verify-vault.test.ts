@@ -4,7 +4,6 @@
  * without downloading it, named with its snapshot and files, recorded damaged in the catalog, and read
  * first by the next run.
  */
-import { createServer } from "node:net";
 import { stat } from "node:fs/promises";
 import { basename, join } from "node:path";
 
@@ -23,6 +22,7 @@ import {
   spawnNode,
   writeFiles,
 } from "./helpers.js";
+import { freePort } from "../helpers/services.js";
 
 const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
 
@@ -38,18 +38,6 @@ interface VerifyJson {
     coverage?: { packs: number; covered: number; damaged: number };
     findings?: { kind: string; pack?: string; snapshots?: string[]; files?: string[]; message: string }[];
   }[];
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 let base: string;
