@@ -546,31 +546,57 @@ export async function adoptUnindexedPacks(
   warn: (message: string) => void = () => undefined,
   verify = true,
 ): Promise<{ packs: number; blobs: number }> {
-  const orphans: FileInfo[] = [];
-  // A pack repair retired is damaged, not left over: it must not come back into the index.
-  for await (const info of repo.backend.list("pack"))
-    if (!repo.index.hasPack(info.name) && !repo.index.isRetired(info.name)) orphans.push(info);
-  if (orphans.length === 0) return { packs: 0, blobs: 0 };
-  const packs: { id: string; blobs: PackedBlob[] }[] = [];
-  let blobs = 0;
-  for (const info of orphans) {
-    const what = `pack ${info.name.slice(0, 12)}`;
-    try {
-      const header = verify ? await verifyWholePack(repo, info.name) : await loadPackHeader(repo, info, what);
-      packs.push({ id: info.name, blobs: header });
-      blobs += header.length;
-    } catch (err) {
-      if (isNotFound(err)) continue; // removed meanwhile (a prune that finished before our lock)
-      warn(
-        `${what} on ${repo.backend.location} is not indexed and its header does not read: ${errorMessage(err)}`,
-      );
-    }
+  const { packs, blobs, unreadable } = await readUnindexedPacks(repo, verify);
+  for (const u of unreadable) {
+    warn(
+      `pack ${u.pack.slice(0, 12)} on ${repo.backend.location} is not indexed and its header does not read: ${u.error}`,
+    );
   }
   if (packs.length > 0) {
     await repo.saveDocument("index", { version: 1, packs } satisfies IndexFile);
     for (const p of packs) repo.index.addPack(p.id, p.blobs);
   }
   return { packs: packs.length, blobs };
+}
+
+/**
+ * The headers of the packs of the target that no index file lists (nor retires), read from the packs
+ * themselves: with `verify`, each pack is read whole and every blob checked against its id; otherwise only
+ * its header is read (two ranged reads). Also the source of `bulwark repair --index` (src/ops/repair-index.ts).
+ */
+export async function readUnindexedPacks(
+  repo: Repository,
+  verify: boolean,
+  progress?: (done: number, total: number, bytes: number) => void,
+): Promise<{
+  packs: { id: string; blobs: PackedBlob[] }[];
+  blobs: number;
+  bytes: number;
+  unreadable: { pack: string; error: string }[];
+}> {
+  const orphans: FileInfo[] = [];
+  // A pack repair retired is damaged, not left over: it must not come back into the index.
+  for await (const info of repo.backend.list("pack"))
+    if (!repo.index.hasPack(info.name) && !repo.index.isRetired(info.name)) orphans.push(info);
+  const packs: { id: string; blobs: PackedBlob[] }[] = [];
+  const unreadable: { pack: string; error: string }[] = [];
+  let blobs = 0;
+  let bytes = 0;
+  let done = 0;
+  for (const info of orphans.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const what = `pack ${info.name.slice(0, 12)}`;
+    try {
+      const header = verify ? await verifyWholePack(repo, info.name) : await loadPackHeader(repo, info, what);
+      packs.push({ id: info.name, blobs: header });
+      blobs += header.length;
+      bytes += info.size;
+    } catch (err) {
+      // Removed meanwhile (a prune that finished before our lock) is not damage.
+      if (!isNotFound(err)) unreadable.push({ pack: info.name, error: errorMessage(err) });
+    }
+    progress?.(++done, orphans.length, bytes);
+  }
+  return { packs, blobs, bytes, unreadable };
 }
 
 const TRAILER_BYTES = 4;

@@ -26,7 +26,10 @@ export interface IndexFile {
    * target that hashes files itself checks the pack at rest against it without a download (§17a).
    */
   packs: { id: string; blobs: PackedBlob[]; sha256?: string }[];
-  /** Index files this one replaces: readers may ignore them once this one is read (written by prune). */
+  /**
+   * Index files this one replaces: readers may ignore them once this one is read (written by prune, and by
+   * `repair --index` naming the damaged files it rebuilt, which prune and check then tolerate unreadable).
+   */
   supersedes?: string[];
   /**
    * Packs found damaged and replaced (written by repair, carried on by prune): readers MUST NOT read them,
@@ -47,6 +50,8 @@ export class MasterIndex {
   private readonly alternates = new Map<string, IndexEntry[]>();
   /** Pack id -> the SHA-256 of its bytes, where an index file records it. */
   private readonly digests = new Map<string, string>();
+  /** Index file names a merged file `supersedes` (prune's, repair --index's). */
+  private readonly superseded = new Set<string>();
 
   get blobCount(): number {
     return this.blobs.size;
@@ -81,6 +86,15 @@ export class MasterIndex {
   /** The SHA-256 of the pack's bytes as its index entry records it; undefined when none does. */
   packDigest(pack: string): string | undefined {
     return this.packs.has(pack) ? this.digests.get(pack) : undefined;
+  }
+
+  /**
+   * True when a readable index file lists this one in `supersedes`: a damaged index file that
+   * `repair --index` rebuilt from the pack headers, which the target did not let it delete. Prune and check
+   * then tolerate it being unreadable (§18b).
+   */
+  isSuperseded(name: string): boolean {
+    return this.superseded.has(name);
   }
 
   isRetired(pack: string): boolean {
@@ -121,6 +135,7 @@ export class MasterIndex {
    * (repair's), then the others, each group in name order.
    */
   addFiles(files: readonly { name: string; file: IndexFile }[]): void {
+    for (const f of files) for (const name of f.file.supersedes ?? []) this.superseded.add(name);
     this.retire(files.flatMap((f) => f.file.retires ?? []));
     const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const f of sorted) if (f.file.retires !== undefined) this.addFile(f.file);

@@ -81,19 +81,28 @@ export async function prune(repo: Repository, options: PruneOptions): Promise<Pr
   const packs = new Map<string, PackedBlob[]>();
   const packsOfIndex = new Map<string, string[]>();
   const files: { name: string; file: IndexFile }[] = [];
+  const unreadable: { name: string; error: string }[] = [];
   await forEachLimit(indexNames, 8, async (name) => {
-    const file = await repo.loadDocument<IndexFile>("index", name).catch((err: unknown) => {
-      throw new BulwarkError(
-        "INVALID_DATA",
-        `prune stopped: index/${name.slice(0, 12)} is unreadable: ${errorMessage(err)}`,
-        {
-          hint: "run `bulwark check` and repair the repository first; nothing was deleted",
-        },
-      );
-    });
-    files.push({ name, file });
+    try {
+      files.push({ name, file: await repo.loadDocument<IndexFile>("index", name) });
+    } catch (err) {
+      unreadable.push({ name, error: errorMessage(err) });
+    }
   });
   repo.index.addFiles(files);
+  // A damaged index file that `repair --index` rebuilt (a readable file supersedes it) is only deleted;
+  // any other stops prune: its packs would look unreferenced.
+  const blocking = unreadable.filter((u) => !repo.index.isSuperseded(u.name));
+  if (blocking.length > 0) {
+    const u = blocking[0]!;
+    throw new BulwarkError(
+      "INVALID_DATA",
+      `prune stopped: index/${u.name.slice(0, 12)} is unreadable: ${u.error}`,
+      {
+        hint: "run `bulwark repair --index` (it rebuilds the index from the pack headers) and prune again; nothing was deleted",
+      },
+    );
+  }
   files.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const stored = new Map<string, number>();
   for await (const info of repo.backend.list("pack")) stored.set(info.name, info.size);

@@ -13,6 +13,7 @@ import { systemClock } from "../../core/clock.js";
 import { BulwarkError, errorMessage } from "../../core/errors.js";
 import { formatBytes, formatCount, formatDuration } from "../../core/format.js";
 import { repairRepository, type RepairOutcome, type RepairSource } from "../../ops/repair.js";
+import { repairIndex, type RepairIndexOutcome } from "../../ops/repair-index.js";
 import { openTargetRepository, schemeOf, scrub } from "../../ops/targets.js";
 import { Repository } from "../../repository/repository.js";
 import { WorkerPool } from "../../repository/worker-pool.js";
@@ -31,6 +32,7 @@ interface RepairFlags {
   dryRun?: boolean;
   readData?: boolean;
   catalog: boolean;
+  index?: boolean;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -58,6 +60,7 @@ export function registerRepair(program: Command, globals: () => GlobalOptions): 
       "list what is damaged and what would be salvaged or fetched, from where; change nothing",
     )
     .option("--no-catalog", "do not use or update the packs the catalog records as damaged")
+    .option("--index", "rebuild the index from the pack headers (damaged index files); no other copy needed")
     .addHelpText(
       "after",
       `
@@ -71,14 +74,24 @@ allows it; on an immutable or append-only target they stay until prune can delet
 A killed repair leaves the copy consistent; run it again to finish.
 The target is locked exclusively, each source shared. Without --config, the repository of --repo (or
 BULWARK_REPOSITORY) is repaired from the --from-repo locations.
+With --index, the index is rebuilt instead: every pack no readable index file lists has its header read (with
+--read-data, the whole pack, each blob checked) and new index files are written for them, naming the damaged
+index files they supersede; then the damaged files are deleted where the target allows it (on an immutable or
+append-only target they stay, superseded, until prune can delete them). Takes --target or --repo, no source.
 Exit code 0 when every blob a snapshot needs is intact (or, with --dry-run, would be), 1 when some blobs are on
-no copy (the snapshots and files they affect are listed) or the repair failed; 10 no repository, 11 locked,
+no copy (the snapshots and files they affect are listed) or the repair failed; with --index, 1 when a snapshot
+still needs a blob no pack header lists (repair from another copy then); 10 no repository, 11 locked,
 12 wrong password.`,
     )
     .action(async (flags: RepairFlags) => {
       const opts = globals();
       const out = new Output(opts);
       const dryRun = flags.dryRun === true;
+      if (flags.index === true && (flags.from.length > 0 || flags.fromRepo.length > 0)) {
+        throw new BulwarkError("USAGE", "repair --index takes no source: it reads the target's own packs", {
+          hint: "run `bulwark repair --index` first, then `bulwark repair --from ...` for what is still missing",
+        });
+      }
       const secrets: string[] = [];
       let password: Promise<string> | undefined;
       const defaultPassword = (): Promise<string> => (password ??= getPassword(opts));
@@ -111,7 +124,7 @@ no copy (the snapshots and files they affect are listed) or the repair failed; 1
         }));
       } else {
         const location = opts.repo ?? process.env.BULWARK_REPOSITORY!;
-        if (flags.fromRepo.length === 0) {
+        if (flags.fromRepo.length === 0 && flags.index !== true) {
           throw new BulwarkError("USAGE", "no source to repair from", {
             hint: "give a healthy copy with --from-repo LOCATION (or use --config with --target and --from)",
           });
@@ -134,6 +147,10 @@ no copy (the snapshots and files they affect are listed) or the repair failed; 1
           label: redact(from),
           open: () => openLocation(from, fromPassword, true),
         }));
+      }
+      if (flags.index === true) {
+        await runIndexRepair(out, label, openTarget, flags);
+        return;
       }
       const chosen = useConfig ? flags.from.length > 0 : true;
       let catalog: Catalog | undefined;
@@ -177,6 +194,60 @@ no copy (the snapshots and files they affect are listed) or the repair failed; 1
       report(out, result, sources);
       process.exitCode = result.ok ? EXIT.OK : EXIT.ERROR;
     });
+}
+
+async function runIndexRepair(
+  out: Output,
+  label: string,
+  openTarget: () => Promise<Repository>,
+  flags: RepairFlags,
+): Promise<void> {
+  const repo = await openTarget();
+  const progress = createProgress(process.stderr, {
+    enabled: out.progressEnabled,
+    label: `repair --index ${label}`,
+  });
+  let r: RepairIndexOutcome;
+  try {
+    r = await repairIndex({
+      repo,
+      label,
+      clock: systemClock,
+      events: renderWithProgress(out, progress),
+      ...(flags.readData === true ? { readData: true } : {}),
+      dryRun: flags.dryRun === true,
+    });
+  } finally {
+    progress.done();
+    await repo.backend.close().catch(() => undefined);
+  }
+  out.emitJson(r);
+  const would = r.dryRun ? "would be " : "";
+  if (r.damagedIndexFiles.length === 0 && r.packsIndexed === 0) {
+    out.result(`nothing to repair in the index of ${r.target}`);
+  } else if (!r.dryRun) {
+    out.info(
+      `wrote ${count(r.indexFilesWritten, "index file")}; ${count(r.removed.length, "damaged index file")} deleted` +
+        (r.locked.length > 0
+          ? `, ${formatCount(r.locked.length)} kept superseded because the target does not allow deleting them (prune deletes them later)`
+          : ""),
+    );
+  }
+  if (r.walkError !== undefined) out.warn(`error: the snapshots cannot be walked: ${r.walkError}`);
+  else if (r.missing! > 0) {
+    out.warn(
+      `error: ${count(r.missing!, "blob")} the snapshots need ${r.dryRun ? "would still be" : "are still"} in no pack` +
+        " (their packs are gone or unreadable); run `bulwark check` to see what they affect and `bulwark repair --from COPY` to fetch them",
+    );
+  }
+  if (r.damagedIndexFiles.length > 0 || r.packsIndexed > 0) {
+    out.result(
+      `${r.target}: ${count(r.damagedIndexFiles.length, "damaged index file")}, ${count(r.packsIndexed, "pack")} (${count(r.blobsIndexed, "blob")}) ${would}indexed from their headers` +
+        (r.unreadablePacks.length > 0 ? `, ${count(r.unreadablePacks.length, "pack")} unreadable` : "") +
+        ` in ${formatDuration(r.durationMs)}`,
+    );
+  }
+  process.exitCode = r.ok ? EXIT.OK : EXIT.ERROR;
 }
 
 function report(out: Output, r: RepairOutcome, sources: readonly RepairSource[]): void {
