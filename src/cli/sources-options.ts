@@ -11,8 +11,9 @@
  *   --pg-format custom|directory, --pg-jobs N   directory: /sources/NAME/db.dir/ by pg_dump -Fd -j N
  *   --source-timeout SECONDS        kill a source's program after this long
  *   --hook-before CMD, --hook-after CMD, --hook-timeout SECONDS
+ *   --pass-env NAME                 repeatable: a variable the hooks and command sources get (childEnv)
  * restore (instead of --target):
- *   --pipe-to CMD    --source-path /sources/NAME    pipe a stored file into CMD
+ *   --pipe-to CMD    --source-path /sources/NAME    pipe a stored file into CMD [--pass-env NAME]
  *   --to-sqlite PATH --source-path /sources/NAME.sqlite
  *   --to-postgres URL --source-path /sources/NAME [--with-globals] [--pg-password-env|--pg-password-file]
  *                    [--pg-jobs N]  (a directory-format dump: pg_restore -j N)
@@ -34,6 +35,7 @@ import { restoreSourceTo, type SourceDestination, type SourceRestoreReport } fro
 
 export interface SourceFlags {
   source?: string[];
+  passEnv?: string[];
   pgPasswordEnv?: string;
   pgPasswordFile?: string;
   pgFormat?: string;
@@ -70,6 +72,12 @@ export function registerSourceOptions(command: Command): Command {
     )
     .option("--pg-jobs <n>", "parallel pg_dump processes (needs --pg-format directory)")
     .option("--source-timeout <seconds>", "kill a source's dump program after this long")
+    .option(
+      "--pass-env <name>",
+      "pass this environment variable to the hooks and command sources (repeatable; else only PATH, HOME, locale)",
+      collect,
+      [],
+    )
     .option("--hook-before <command>", "shell command run before the backup; its failure stops the backup")
     .option("--hook-after <command>", "shell command run after the backup, also when it failed")
     .option(
@@ -87,6 +95,7 @@ export interface ParsedSources {
 
 /** Turns the options of registerSourceOptions into virtual files and hooks; USAGE errors name the option. */
 export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = process.env): ParsedSources {
+  const passEnv = variableNames(flags.passEnv);
   const timeoutMs = seconds(flags.sourceTimeout, "--source-timeout");
   const password = passwordRef(flags);
   const format = flags.pgFormat === "directory" ? "directory" : "custom";
@@ -120,7 +129,12 @@ export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = pr
       case "command":
         if (value.trim() === "") throw new BulwarkError("USAGE", `--source ${spec}: no command`);
         virtualFiles.push(
-          commandSource({ path: `${SOURCES_ROOT}/${name}`, command: value, env: childEnv(env), ...timeout }),
+          commandSource({
+            path: `${SOURCES_ROOT}/${name}`,
+            command: value,
+            env: childEnv(env, { pass: passEnv }),
+            ...timeout,
+          }),
         );
         descriptions.push(`command ${name} -> ${SOURCES_ROOT}/${name}`);
         break;
@@ -159,7 +173,7 @@ export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = pr
       : { command, ...(hookTimeoutMs === undefined ? {} : { timeoutMs: hookTimeoutMs }) };
   const before = hook(flags.hookBefore);
   const after = hook(flags.hookAfter);
-  const hooks: Hooks = { env, ...(before ? { before } : {}), ...(after ? { after } : {}) };
+  const hooks: Hooks = { env, passEnv, ...(before ? { before } : {}), ...(after ? { after } : {}) };
   return { virtualFiles, hooks, descriptions };
 }
 
@@ -168,6 +182,7 @@ export function sourcesFromFlags(flags: SourceFlags, env: NodeJS.ProcessEnv = pr
 
 export interface RestoreTargetFlags {
   pipeTo?: string;
+  passEnv?: string[];
   toSqlite?: string;
   toPostgres?: string;
   sourcePath?: string;
@@ -194,6 +209,12 @@ export function registerRestoreTargetOptions(command: Command): Command {
     )
     .option("--to-postgres <url>", "restore the postgres source --source-path into a new database")
     .option("--source-path <path>", "the source in the snapshot, e.g. /sources/shop")
+    .option(
+      "--pass-env <name>",
+      "with --pipe-to: pass this environment variable to the command (repeatable; else PATH, HOME, locale, PG*)",
+      collect,
+      [],
+    )
     .option("--with-globals", "with --to-postgres: also run the source's globals.sql (roles)")
     .option("--pg-password-env <var>", "PostgreSQL password: the name of the variable holding it")
     .option("--pg-password-file <file>", "PostgreSQL password: a file holding it (first line)")
@@ -222,7 +243,9 @@ export async function restoreSource(
 
 /** The destination the flags name, typed. */
 function sourceDestination(flags: RestoreTargetFlags): SourceDestination {
-  if (flags.pipeTo !== undefined) return { kind: "pipe", command: flags.pipeTo };
+  if (flags.pipeTo !== undefined) {
+    return { kind: "pipe", command: flags.pipeTo, passEnv: variableNames(flags.passEnv) };
+  }
   if (flags.toSqlite !== undefined) return { kind: "sqlite", path: flags.toSqlite };
   const password = passwordRef(flags);
   const jobs = wholeNumber(flags.pgJobs, "--pg-jobs");
@@ -244,6 +267,18 @@ function passwordRef(flags: { pgPasswordEnv?: string; pgPasswordFile?: string })
   if (flags.pgPasswordEnv !== undefined) return { env: flags.pgPasswordEnv };
   if (flags.pgPasswordFile !== undefined) return { file: flags.pgPasswordFile };
   return undefined;
+}
+
+/** The names of --pass-env, checked: a typo such as `$MYSQL_PWD` would otherwise pass nothing, silently. */
+function variableNames(names: string[] | undefined): string[] {
+  for (const name of names ?? []) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new BulwarkError("USAGE", `--pass-env ${JSON.stringify(name)} is not a variable name`, {
+        hint: "name the variable without $, e.g. --pass-env MYSQL_PWD",
+      });
+    }
+  }
+  return names ?? [];
 }
 
 function wholeNumber(value: string | undefined, option: string): number | undefined {

@@ -117,7 +117,8 @@ export async function restoreFiles(input: RestoreFilesInput): Promise<RestoreFil
 
 /** Where a source goes. */
 export type SourceDestination =
-  | { kind: "pipe"; command: string }
+  /** `passEnv`: variables passed through to the command by name, beyond the scrubbed set (childEnv). */
+  | { kind: "pipe"; command: string; passEnv?: string[] }
   | { kind: "sqlite"; path: string }
   | {
       kind: "postgres";
@@ -158,7 +159,7 @@ export async function restoreSourceTo(
       // The user's own command, often psql or pg_restore: the scrubbed environment and libpq's variables,
       // never this process's password, tokens or keys (docs/design.md §19).
       const { bytes } = await restoreToCommand(repo, snapshot, source, destination.command, {
-        env: childEnv(env, { prefixes: ["PG"] }),
+        env: childEnv(env, { prefixes: ["PG"], pass: destination.passEnv ?? [] }),
       });
       return {
         kind: "pipe",

@@ -3,7 +3,8 @@
  * a `command: env` source, dataset and source hooks that dump their environment, and `restore --pipe-to`
  * that does the same, all under an environment full of secrets (BULWARK_PASSWORD, the REST/vault token, the
  * S3 keys, the variable a config reference reads the repository password from). None of them may reach a
- * child, nor the snapshot; the variables the config names in an `env:` list do, and so do PATH and HOME.
+ * child, nor the snapshot; the variables the config names in an `env:` list (on the command line:
+ * `--pass-env NAME`) do, and so do PATH and HOME.
  */
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -127,5 +128,55 @@ describe("children get a scrubbed environment plus what the config names", () =>
 
     const pipeEnv = expectScrubbed("the --pipe-to command", await readFile(p("pipe.env"), "utf8"));
     expect(pipeEnv.get("PGHOST")).toBe("pg.example"); // libpq's variables: a dump is piped into psql
+    expect(pipeEnv.has("SOURCE_VAR")).toBe(false);
+  }, 60_000);
+
+  it("on the command line: --source command:, --hook-before and --pipe-to pass only --pass-env", async () => {
+    const dir = await makeTempDir("child-env-cli");
+    const p = (...parts: string[]) => join(dir, ...parts);
+    await writeFile(p("pw"), "cli-repo-password\n");
+    const env = { ...SECRETS, CLI_VAR: "cli-visible", OTHER_VAR: "other", HOME: dir };
+    const base = ["-r", p("repo"), "-p", p("pw")];
+    const init = await runCli([...base, "init"], { env });
+    expect(init.code, describeRun(["init"], init)).toBe(0);
+    const backup = [
+      ...base,
+      "backup",
+      "--source",
+      "command:envdump=env",
+      "--hook-before",
+      `env > ${p("hook.env")}`,
+      "--pass-env",
+      "CLI_VAR",
+    ];
+    const b = await runCli(backup, { env });
+    expect(b.code, describeRun(backup, b)).toBe(0);
+    const pipe = [
+      ...base,
+      "restore",
+      "latest",
+      "--source-path",
+      "/sources/envdump",
+      "--pipe-to",
+      `cat > ${p("stored.env")}; env > ${p("pipe.env")}`,
+      "--pass-env",
+      "OTHER_VAR",
+    ];
+    const r = await runCli(pipe, { env });
+    expect(r.code, describeRun(pipe, r)).toBe(0);
+    for (const [file, passed, notPassed] of [
+      ["stored.env", "CLI_VAR", "OTHER_VAR"],
+      ["hook.env", "CLI_VAR", "OTHER_VAR"],
+      ["pipe.env", "OTHER_VAR", "CLI_VAR"],
+    ] as const) {
+      const vars = expectScrubbed(file, await readFile(p(file), "utf8"));
+      expect(vars.has(passed), `${file} has ${passed}`).toBe(true);
+      expect(vars.has(notPassed), `${file} has ${notPassed}`).toBe(false);
+    }
+    const bad = await runCli([...base, "backup", "--source", "command:x=env", "--pass-env", "$CLI_VAR"], {
+      env,
+    });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--pass-env "\$CLI_VAR" is not a variable name/);
   }, 60_000);
 });
