@@ -89,7 +89,7 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
   try {
     const { damaged } = await repo.loadIndex();
     outcome.damagedIndexFiles = damaged.sort((a, b) => (a.name < b.name ? -1 : 1));
-    for (const d of damaged) say("warning", `index/${d.name.slice(0, 12)} is damaged: ${d.error}`);
+    for (const d of damaged) say("warning", `damaged index file: ${d.error}`);
 
     const read = await readUnindexedPacks(repo, input.readData === true, (done, total, bytes) =>
       input.events?.({
