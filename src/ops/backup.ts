@@ -10,6 +10,7 @@
  *  2. the archiver stores the snapshot, reporting each file as a progress event and each unreadable entry
  *     as a warning;
  *  3. a `snapshot-saved` event says what the catalog indexes.
+ * Before step 1, what interrupted writers left on the repository is removed (./leftovers.ts).
  * The caller has opened the repository and holds its write lock.
  */
 import { existsSync } from "node:fs";
@@ -19,6 +20,7 @@ import type { Clock } from "../core/clock.js";
 import { BulwarkError } from "../core/errors.js";
 import { emitMessage, type EventSink } from "../core/events.js";
 import type { Repository } from "../repository/repository.js";
+import { removeLeftovers } from "./leftovers.js";
 import type { WorkerPool } from "../repository/worker-pool.js";
 import { backup, normalisePaths, type BackupResult, type VirtualFile } from "../snapshot/archiver.js";
 import { ExcludeMatcher } from "../snapshot/exclude.js";
@@ -84,6 +86,7 @@ export async function backupOperation(input: BackupInput): Promise<BackupOutcome
         `skipping damaged snapshot ${name.slice(0, 8)}: ${err instanceof Error ? err.message : String(err)}`,
       ));
   if (what.kind === "paths") assertSomethingToBackUp(what);
+  await removeLeftovers({ repo, clock, ...(input.events ? { events: input.events } : {}) });
   await repo.loadIndex();
   let named: SnapshotWithId | undefined;
   let candidates: SnapshotWithId[] = [];

@@ -5,7 +5,8 @@
  *     parameters and blob ids, its own password) when the caller allows it, and is an error otherwise (an
  *     unmounted share must not silently become a new repository);
  *  2. refuses, before any lock or write, a destination that is not of the source's copy set;
- *  3. takes a shared lock on both sides and loads both indexes;
+ *  3. takes a shared lock on both sides, removes what interrupted writers left on the destination (the locks
+ *     of dead processes of this host, temporary files past the grace: ./leftovers.ts), loads both indexes;
  *  4. copies the snapshots the caller selects (with both repositories at hand: "those the destination
  *     lacks" needs both), verifying every pack on arrival unless told not to;
  *  5. reports through events: progress, one `snapshot-saved` per snapshot now on the destination and one
@@ -20,6 +21,7 @@ import { assertCopyCompatible, copySnapshots, snapshotIdentity, type CopyResult 
 import { RepoLock } from "../repository/lock.js";
 import type { Repository } from "../repository/repository.js";
 import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
+import { removeLeftovers } from "./leftovers.js";
 
 /** One end of a copy: how to open (or create) its repository, and what to call it in messages. */
 export interface CopyEndpoint {
@@ -86,6 +88,12 @@ export async function copyToDestination(input: CopyInput): Promise<CopyOutcome> 
     assertCopyCompatible(source, target);
     sourceLock = await RepoLock.acquire(source, false, clock);
     targetLock = await RepoLock.acquire(target, false, clock);
+    await removeLeftovers({
+      repo: target,
+      label: destination.label,
+      clock,
+      ...(input.events ? { events: input.events } : {}),
+    });
     await Promise.all([
       input.sourceIndexLoaded === true ? undefined : source.loadIndex(),
       target.loadIndex(),

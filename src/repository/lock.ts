@@ -28,12 +28,19 @@ export const STALE_AFTER_MS = 30 * 60 * 1000;
 
 export function isStale(lock: LockInfo, now = systemClock.now().getTime()): boolean {
   if (now - Date.parse(lock.time) > STALE_AFTER_MS) return true;
-  if (lock.hostname === hostname()) {
-    try {
-      process.kill(lock.pid, 0);
-    } catch (err) {
-      return (err as { code?: string }).code === "ESRCH";
-    }
+  return isOfDeadLocalProcess(lock);
+}
+
+/**
+ * Written on this host by a process that no longer exists (`kill(pid, 0)` fails with ESRCH; EPERM means it
+ * lives under another user). Unlike age, this is certain on this host, so writers remove such locks.
+ */
+export function isOfDeadLocalProcess(lock: LockInfo): boolean {
+  if (lock.hostname !== hostname()) return false;
+  try {
+    process.kill(lock.pid, 0);
+  } catch (err) {
+    return (err as { code?: string }).code === "ESRCH";
   }
   return false;
 }
@@ -129,6 +136,24 @@ export class RepoLock {
       if (!isNotFound(err)) throw err;
     }
   }
+}
+
+/**
+ * Removes the locks that processes of this host left when they died (SIGKILL, a crash): never one of a live
+ * process, of another host, or one that cannot be read. Returns the removed locks.
+ */
+export async function removeDeadLocalLocks(repo: Repository): Promise<{ name: string; lock: LockInfo }[]> {
+  const removed: { name: string; lock: LockInfo }[] = [];
+  for (const { name, lock } of await listLocks(repo)) {
+    if (lock === undefined || !isOfDeadLocalProcess(lock)) continue;
+    try {
+      await repo.backend.remove({ type: "lock", name });
+      removed.push({ name, lock });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+  return removed;
 }
 
 /** Removes stale locks (all locks with `all`); returns the names removed. */
