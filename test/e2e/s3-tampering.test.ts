@@ -14,17 +14,15 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 
 import {
-  CreateBucketCommand,
   DeleteObjectCommand,
   ListObjectVersionsCommand,
   PutObjectCommand,
-  S3Client,
+  type S3Client,
   type ObjectVersion,
 } from "@aws-sdk/client-s3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
-  ROOT,
   describeRun,
   makeTempDir,
   randomData,
@@ -34,8 +32,8 @@ import {
   writeFiles,
   type RunResult,
 } from "./helpers.js";
+import { createLockedBucket, startService, testS3Client } from "../helpers/services.js";
 
-const SERVICES = join(ROOT, "scripts", "services");
 const PASSWORD = "pw-offsite-tamper";
 
 let base: string;
@@ -47,17 +45,6 @@ let client: S3Client;
 /** The keys and version ids Bulwark wrote, before the attack. */
 let genuine: Map<string, string>;
 const junk = { config: "", pack: "", snapshot: "" };
-
-async function startCeph(): Promise<void> {
-  if (process.env.S3_ENDPOINT) return;
-  const { stdout } = await promisify(execFile)("bash", [join(SERVICES, "ceph.sh"), "up"], {
-    timeout: 280_000,
-  });
-  for (const line of stdout.split("\n")) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m?.[1] && m[2] !== undefined) process.env[m[1]] = m[2].replace(/^'(.*)'$/, "$1");
-  }
-}
 
 function env(): Record<string, string | undefined> {
   return {
@@ -113,7 +100,7 @@ function immutableRow(r: RunResult): { status: string; reason?: string } {
 }
 
 beforeAll(async () => {
-  await startCeph();
+  await startService("ceph", "S3_ENDPOINT");
   base = await makeTempDir("s3-tampering");
   src = join(base, "src");
   await writeFiles(src, {
@@ -122,14 +109,8 @@ beforeAll(async () => {
     "conf/app.yaml": "port: 8080\n",
   });
   await writeFile(join(base, "pw"), PASSWORD + "\n");
-  client = new S3Client({
-    endpoint: process.env.S3_ENDPOINT,
-    region: process.env.AWS_REGION ?? "us-east-1",
-    forcePathStyle: true,
-    requestChecksumCalculation: "WHEN_REQUIRED",
-  });
-  bucket = `bulwark-tamper-${Date.now().toString(36)}`;
-  await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+  client = await testS3Client();
+  bucket = await createLockedBucket("bulwark-tamper");
   location = `s3:${process.env.S3_ENDPOINT}/${bucket}/app`;
   config = join(base, "bulwark.yaml");
   await writeFile(
