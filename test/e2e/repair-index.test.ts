@@ -126,6 +126,11 @@ describe("bulwark repair --index", () => {
     expect(prune.code).not.toBe(0);
     expect(prune.stderr).toContain("bulwark repair --index");
 
+    const usage = await repo.run(["repair", "--index", "--from-repo", join(base, "other")], opts);
+    expect(usage.code).toBe(1);
+    expect(usage.stderr).toContain("repair --index takes no source");
+    expect(await indexFiles(dir)).toEqual(before);
+
     const dry = await repo.json<RepairIndexJson>(["repair", "--index", "--dry-run"], opts);
     expect(dry).toMatchObject({ dryRun: true, ok: true, indexFilesWritten: 0, removed: [] });
     expect(dry.damagedIndexFiles.map((d) => d.name)).toEqual([damaged]);
