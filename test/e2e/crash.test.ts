@@ -585,15 +585,16 @@ describe.sequential("SIGKILL at random moments", () => {
     const staleLocks = names(repo, "locks").length;
     await cliOk(repo, ["prune", "--dry-run"]);
     const final = await backupOk(repo, source);
+    // The final backup removed the dead processes' locks of this host itself (src/ops/leftovers.ts).
+    expect(names(repo, "locks")).toEqual([]);
     const warnings = await checkRepository(repo, "after the final backup");
     await verifyRestore(repo, work, s0.id, source, hashesA);
     await verifyRestore(repo, work, final.id, source, hashesB);
     const unlock = JSON.parse((await cliOk(repo, ["--json", "unlock"])).stdout) as { removed: string[] };
-    expect(unlock.removed.length).toBe(staleLocks);
-    expect(names(repo, "locks")).toEqual([]);
+    expect(unlock.removed).toEqual([]);
     console.log(
       `[backup] ${killed} of ${runs} runs killed, ${resets} resets to S0, ${staleLocksSeen} kills left a stale lock ` +
-        `(${staleLocks} present at the end, removed by unlock); final backup ${Math.round(final.ms)} ms, ` +
+        `(${staleLocks} present at the end, removed by the final backup); final backup ${Math.round(final.ms)} ms, ` +
         `${warnings.length} unreferenced packs; total ${((performance.now() - t0) / 1000).toFixed(1)} s`,
     );
     rmSync(pristine, { recursive: true, force: true });
