@@ -149,6 +149,11 @@ describe("index poisoning by an append-only host", () => {
     expect(multiple.length, before.stdout).toBeGreaterThan(0);
     expect(new Set(multiple.flatMap((f) => f.blobs ?? []))).toEqual(new Set(claimed));
 
+    const dry = await repo.run(["prune", "--dry-run"], admin);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stderr).toContain(
+      `warning: ${claimed.length} copies of blobs held in several packs do not verify (in pack ${junkPack.slice(0, 12)})`,
+    );
     const pruned = await repo.run(["--json", "prune"], admin);
     expect(pruned.code, pruned.stderr).toBe(0);
     const result = JSON.parse(pruned.stdout) as {

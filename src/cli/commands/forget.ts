@@ -199,6 +199,12 @@ function renderPrune(repo: Repository, out: Output, result: PruneResult, dryRun:
   out.info(
     `${verb} delete ${formatCount(result.packsToDelete.length + result.unreferencedPacks.length)} packs and repack ${formatCount(result.packsToRepack.length)}, freeing ${formatBytes(result.bytesFreed)}; ${formatCount(result.packsKept)} packs kept`,
   );
+  if (result.copiesRejected.length > 0) {
+    const packs = [...new Set(result.copiesRejected.map((c) => c.pack.slice(0, 12)))];
+    out.warn(
+      `warning: ${formatCount(result.copiesRejected.length)} copies of blobs held in several packs do not verify (in pack${packs.length === 1 ? "" : "s"} ${packs.join(", ")}): damage, or junk claiming their ids; a verified copy was kept and they ${dryRun ? "would be" : "were"} dropped`,
+    );
+  }
   if (result.locked.length > 0) {
     const until = result.locked
       .map((l) => l.until)
