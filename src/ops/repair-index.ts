@@ -110,7 +110,9 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
     }
 
     const supersedes = damaged.map((d) => d.name);
-    if (!dryRun && (read.packs.length > 0 || supersedes.length > 0)) {
+    // A damaged file an earlier run superseded (the target kept it) needs no new file: reruns add nothing.
+    const fresh = damaged.filter((d) => !repo.index.isSuperseded(d.name));
+    if (!dryRun && (read.packs.length > 0 || fresh.length > 0)) {
       // 3. The new files first: a kill before 4 leaves duplicates, never a pack no index names.
       let batch: { id: string; blobs: PackedBlob[] }[] = [];
       let blobs = 0;
@@ -130,15 +132,15 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
         if (blobs >= INDEX_FILE_MAX_BLOBS) await write();
       }
       if (batch.length > 0 || outcome.indexFilesWritten === 0) await write();
-      for (const p of read.packs) repo.index.addPack(p.id, p.blobs);
-      // 4. Then the damaged files, where the target lets go of them.
+    }
+    for (const p of read.packs) repo.index.addPack(p.id, p.blobs);
+    // 4. Then the damaged files, where the target lets go of them (an earlier run's too).
+    if (!dryRun) {
       for (const name of supersedes) {
         if (await removeUnlessLocked(repo, "index", name, outcome.locked, () => clock.now().getTime())) {
           outcome.removed.push(name);
         }
       }
-    } else if (dryRun) {
-      for (const p of read.packs) repo.index.addPack(p.id, p.blobs);
     }
     if (read.packs.length > 0) {
       say(

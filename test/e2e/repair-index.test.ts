@@ -202,6 +202,11 @@ describe("bulwark repair --index", () => {
     expect(fixed).toMatchObject({ ok: true, missing: 0, removed: [], indexFilesWritten: 1 });
     expect(fixed.locked.map((l) => l.file)).toEqual([`index/${damaged.slice(0, 12)}`]);
     expect(await indexFiles(vaultDir)).toContain(damaged);
+    // A rerun writes nothing more: the damaged file is already superseded.
+    const rerun = await repo.json<RepairIndexJson>(["repair", "--index"], host);
+    expect(rerun).toMatchObject({ ok: true, packsIndexed: 0, indexFilesWritten: 0, removed: [] });
+    expect(rerun.locked).toHaveLength(1);
+    expect(await indexFiles(vaultDir)).toHaveLength(3);
 
     const checked = await repo.run(["--json", "check", "--read-data"], host);
     expect(checked.code, checked.stdout).toBe(0);
