@@ -36,3 +36,42 @@ export async function loadConfigIfPresent(flag: string | undefined): Promise<Loa
   if (flag === undefined && process.env.BULWARK_CONFIG === undefined && !existsSync(file)) return undefined;
   return loadConfigForCommand(flag);
 }
+
+/**
+ * `-r NAME` given with `-c CONFIG` names one of the config's targets, as `--target NAME` does, so a target
+ * known by name needs neither its location nor its credentials spelled out. Returns the target names with
+ * it added. A `-r` that names no target of the config is refused, never silently ignored (docs/design.md
+ * §21 "Locations").
+ */
+export function withRepoTarget(
+  loaded: LoadedConfig,
+  repo: string | undefined,
+  targets: readonly string[],
+): string[] {
+  if (repo === undefined) return [...targets];
+  if (loaded.config.targets[repo] === undefined) {
+    const names = Object.keys(loaded.config.targets);
+    throw new BulwarkError("USAGE", `-r ${JSON.stringify(repo)} names no target of ${loaded.file}`, {
+      hint:
+        names.length > 0
+          ? `with -c, -r takes a target name (${names.join(", ")}); leave out -c to give a location`
+          : `${loaded.file} declares no target; leave out -c to give a location`,
+    });
+  }
+  return targets.includes(repo) ? [...targets] : [...targets, repo];
+}
+
+/** withRepoTarget for a command that takes one target: `-r` and `--target` must then agree. */
+export function oneRepoTarget(
+  loaded: LoadedConfig,
+  repo: string | undefined,
+  target: string | undefined,
+): string | undefined {
+  const names = withRepoTarget(loaded, repo, target === undefined ? [] : [target]);
+  if (names.length > 1) {
+    throw new BulwarkError("USAGE", `-r ${repo} and --target ${target} name different targets`, {
+      hint: "name the one target with either",
+    });
+  }
+  return names[0];
+}

@@ -12,7 +12,7 @@ import { BulwarkError, errorMessage, findBulwarkError } from "../../core/errors.
 import { formatBytes, formatDuration } from "../../core/format.js";
 import { drillDataset, type DrillReport } from "../../ops/drill.js";
 import { scrub } from "../../ops/targets.js";
-import { loadConfigForCommand } from "../config-file.js";
+import { loadConfigForCommand, oneRepoTarget } from "../config-file.js";
 import { Output, getPassword, renderWithProgress, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
@@ -35,7 +35,10 @@ export function registerDrill(program: Command, globals: () => GlobalOptions): v
   program
     .command("drill")
     .description("restore a copy into a sandbox, validate it, time it and record it (a recovery drill)")
-    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option(
+      "-c, --config <file>",
+      "the config file (env BULWARK_CONFIG; default ./bulwark.yaml); -r TARGET names a target, as --target",
+    )
     .option("--dataset <name>", "only this dataset (default: every dataset with a job)")
     .option(
       "--target <name>",
@@ -80,7 +83,11 @@ Exit codes:
         flags.randomWithin === undefined ? undefined : durationOption("--random-within", flags.randomWithin);
       const spotCheck =
         flags.spotCheck === undefined ? undefined : countOption("--spot-check", flags.spotCheck);
-      const { config } = await loadConfigForCommand(flags.config);
+      const loaded = await loadConfigForCommand(flags.config);
+      const config = loaded.config;
+      // `-r NAME` names a target of the config, as --target does.
+      const target = oneRepoTarget(loaded, opts.repo, flags.target);
+      if (target !== undefined) flags.target = target;
       if (flags.dataset !== undefined && config.datasets[flags.dataset] === undefined) {
         const names = Object.keys(config.datasets);
         throw new BulwarkError("USAGE", `unknown dataset ${JSON.stringify(flags.dataset)}`, {

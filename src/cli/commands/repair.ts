@@ -17,7 +17,7 @@ import { repairIndex, type RepairIndexOutcome } from "../../ops/repair-index.js"
 import { openTargetRepository, schemeOf, scrub } from "../../ops/targets.js";
 import { Repository } from "../../repository/repository.js";
 import { WorkerPool } from "../../repository/worker-pool.js";
-import { loadConfigForCommand } from "../config-file.js";
+import { loadConfigForCommand, oneRepoTarget } from "../config-file.js";
 import { Output, getPassword, openBackend, renderWithProgress, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
@@ -41,7 +41,10 @@ export function registerRepair(program: Command, globals: () => GlobalOptions): 
   program
     .command("repair")
     .description("heal damaged or missing data of one copy from the other copies of its copy set")
-    .option("-c, --config <file>", "the config file naming the targets (env BULWARK_CONFIG; ./bulwark.yaml)")
+    .option(
+      "-c, --config <file>",
+      "the config file naming the targets (env BULWARK_CONFIG; ./bulwark.yaml); -r TARGET then names one, as --target",
+    )
     .option("--target <name>", "the target to repair")
     .option("--from <name>", "take blobs from this target only (repeatable, tried in order)", collect, [])
     .option(
@@ -113,8 +116,11 @@ still needs a blob no pack header lists (repair from another copy then); 10 no r
             },
           );
         }
-        const { config } = await loadConfigForCommand(flags.config);
-        const target = targetNamed(config, flags.target);
+        const loaded = await loadConfigForCommand(flags.config);
+        const config = loaded.config;
+        // With -c, `-r NAME` names the target to repair, as --target does.
+        const repoTarget = flags.config !== undefined ? opts.repo : undefined;
+        const target = targetNamed(config, oneRepoTarget(loaded, repoTarget, flags.target));
         const access = { env: process.env, defaultPassword, secrets };
         label = target.name;
         openTarget = () => openTargetRepository(target, access, { readOnly: dryRun });

@@ -27,7 +27,7 @@ import { RepoLock } from "../../repository/lock.js";
 import { Repository } from "../../repository/repository.js";
 import { loadAllSnapshots } from "../../snapshot/snapshot.js";
 import { WorkerPool } from "../../repository/worker-pool.js";
-import { loadConfigForCommand } from "../config-file.js";
+import { loadConfigForCommand, withRepoTarget } from "../config-file.js";
 import { Output, getPassword, openBackend, renderWithProgress, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
@@ -62,7 +62,10 @@ export function registerVerify(program: Command, globals: () => GlobalOptions): 
   program
     .command("verify")
     .description("verify every copy's structure and data, reading least recently verified packs first")
-    .option("-c, --config <file>", "verify the targets of this config file (env BULWARK_CONFIG)")
+    .option(
+      "-c, --config <file>",
+      "verify the targets of this config file (env BULWARK_CONFIG); -r TARGET then names one, as --target",
+    )
     .option("--target <name>", "only this target of the config (repeatable)", collect, [])
     .option("--dataset <name>", "only the targets of this dataset's jobs")
     .option("--budget <size|duration>", "read at most this much per target: e.g. 2GiB, 500MB, 20m")
@@ -165,9 +168,14 @@ Exit code 0 when no error is found, 1 when any target has errors or could not be
           }
         };
         if (useConfig) {
-          const { config } = await loadConfigForCommand(flags.config);
+          const loaded = await loadConfigForCommand(flags.config);
+          const config = loaded.config;
           const access = { env: process.env, defaultPassword, secrets };
-          for (const target of targetsToVerify(config, flags)) {
+          const named = {
+            ...flags,
+            target: withRepoTarget(loaded, flags.config !== undefined ? opts.repo : undefined, flags.target),
+          };
+          for (const target of targetsToVerify(config, named)) {
             // The options not given on the command line come from the policies of the target's jobs.
             const policy = policyVerification(config, target.name);
             await verifyOne(
