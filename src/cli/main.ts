@@ -91,6 +91,20 @@ registerServeRepo(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
 
+// What escapes every handler (an error event nobody listens to, a rejection nobody awaits) is a bug, and is
+// reported as one line like any other (docs/design.md §23), not as Node's stack dump; the exit code stays 1.
+for (const event of ["uncaughtException", "unhandledRejection"] as const) {
+  process.on(event, (err: unknown) => {
+    process.stderr.write(`error: internal error: ${errorMessage(err)}\n`);
+    process.stderr.write(
+      "hint: this is a bug in Bulwark; please report it with the output of BULWARK_DEBUG=1\n",
+    );
+    if (process.env.BULWARK_DEBUG && err instanceof Error && err.stack)
+      process.stderr.write(`${err.stack}\n`);
+    process.exit(EXIT.ERROR);
+  });
+}
+
 // `bulwark ls latest | head` closes our stdout early: that is the reader's choice, not an error.
 process.stdout.on("error", (err: NodeJS.ErrnoException) => {
   if (err.code === "EPIPE") process.exit(EXIT.OK);
