@@ -1,6 +1,6 @@
 /**
  * `-r TARGET` with `-c CONFIG` (src/cli/config-file.ts withRepoTarget): the commands that take a config and
- * a target (verify, drill, repair) accept the target's name for -r, as --target; a -r that names no target
+ * a target (verify, drill, repair, report) accept the target's name for -r, as --target; a -r that names no target
  * of the config is refused with the names, and -r and --target naming different targets are refused.
  */
 import { randomBytes } from "node:crypto";
@@ -65,11 +65,26 @@ describe("-r TARGET with -c CONFIG", () => {
     expect(r.stdout).not.toContain('"target": "local"');
   });
 
+  it("report verification -r nas reports the verification of nas only", async () => {
+    const all = ["verify", "-c", config];
+    const v = await cli(all);
+    expect(v.code, describeRun(all, v)).toBe(0);
+    const whole = await cli(["--json", "report", "verification", "-c", config]);
+    expect(whole.code, whole.stderr).toBe(0);
+    expect(whole.stdout).toMatch(/"target": "local"/);
+    const args = ["--json", "report", "verification", "-c", config, "-r", "nas"];
+    const r = await cli(args);
+    expect(r.code, describeRun(args, r)).toBe(0);
+    expect(r.stdout).toMatch(/"target": "nas"/);
+    expect(r.stdout).not.toMatch(/"target": "local"/);
+  });
+
   it("a -r that names no target is refused, naming the targets; -r and --target must agree", async () => {
     for (const args of [
       ["-r", "nowhere", "verify", "-c", config],
       ["-r", "nowhere", "drill", "-c", config],
       ["-r", "nowhere", "repair", "-c", config, "--index", "--dry-run"],
+      ["-r", "nowhere", "report", "verification", "-c", config],
     ]) {
       const r = await cli(args);
       expect(r.code, describeRun(args, r)).toBe(1);

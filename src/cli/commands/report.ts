@@ -20,7 +20,7 @@ import { formatIoReason } from "../../core/format.js";
 import { REPORT_FORMATS, type ReportFormat } from "../../evidence/report.js";
 import { publicKeyFromPem } from "../../evidence/signature.js";
 import { buildReport, checkReport, readSigningKey, type ReportCheck } from "../../ops/evidence.js";
-import { loadConfigForCommand, loadConfigIfPresent } from "../config-file.js";
+import { loadConfigForCommand, loadConfigIfPresent, oneRepoTarget } from "../config-file.js";
 import { Output, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress, type ProgressSink } from "../progress.js";
@@ -67,7 +67,10 @@ Examples:
           ? "render recorded verifications: what was read, from where, when, how long, the findings"
           : "render recorded drills: what was restored, from where, RTO and RPO, the validators, the findings",
       )
-      .option("-c, --config <file>", "the config (env BULWARK_CONFIG; default ./bulwark.yaml if present)")
+      .option(
+        "-c, --config <file>",
+        "the config (env BULWARK_CONFIG; default ./bulwark.yaml if present); -r TARGET then names a target, as --target",
+      )
       .option("--dataset <name>", "only this dataset")
       .option("--target <name>", "only this target (copy)")
       .option("--id <n>", `only the ${kind} with this record number`)
@@ -90,7 +93,8 @@ Exit codes:
   1   error: no catalog, no such record, unknown dataset or target, an unreadable or wrong signing key`,
       )
       .action(async (flags: ReportFlags) => {
-        await makeReport(kind, flags, new Output(globals()));
+        const opts = globals();
+        await makeReport(kind, flags, new Output(opts), opts.repo);
       });
   }
 
@@ -122,7 +126,13 @@ Exit codes:
     });
 }
 
-async function makeReport(kind: EvidenceKind, flags: ReportFlags, out: Output): Promise<void> {
+/** `repo`: the global -r, a target's name when a config is given (as --target). */
+async function makeReport(
+  kind: EvidenceKind,
+  flags: ReportFlags,
+  out: Output,
+  repo: string | undefined,
+): Promise<void> {
   const format = formatOption(flags.format, out);
   if (out.json && flags.output === undefined && format !== "json") {
     throw new BulwarkError("USAGE", `--json prints the report itself as JSON, not as ${format}`, {
@@ -133,6 +143,10 @@ async function makeReport(kind: EvidenceKind, flags: ReportFlags, out: Output): 
   const loaded =
     flags.sign === true ? await loadConfigForCommand(flags.config) : await loadConfigIfPresent(flags.config);
   const config = loaded?.config;
+  const target =
+    loaded !== undefined && flags.config !== undefined
+      ? oneRepoTarget(loaded, repo, flags.target)
+      : flags.target;
   let signingKey;
   if (flags.sign === true) {
     const ref = config?.evidence?.signingKey;
@@ -158,7 +172,7 @@ async function makeReport(kind: EvidenceKind, flags: ReportFlags, out: Output): 
       selection: {
         kind,
         ...(flags.dataset !== undefined ? { dataset: flags.dataset } : {}),
-        ...(flags.target !== undefined ? { target: flags.target } : {}),
+        ...(target !== undefined ? { target } : {}),
         ...(id !== undefined ? { id } : {}),
         ...(config !== undefined
           ? { known: { datasets: Object.keys(config.datasets), targets: Object.keys(config.targets) } }
