@@ -169,6 +169,15 @@ describe.skipIf(!registered)("config check and posture (local targets)", () => {
       expect(row.copies?.status).toBe("fail");
       expect(row.copies?.reason).toMatch(/^2 of 3 copies count: target nas is unreachable \(.+\)/);
       expect(row.copies?.reason).not.toContain(repos.nas!.password);
+      // The table, markdown and HTML name it too, with its reason and remedy (not only the JSON).
+      for (const format of ["table", "markdown", "html"]) {
+        const args = ["posture", "-c", configFile, ...(format === "table" ? [] : ["--format", format])];
+        const human = await runCli(args);
+        expect(human.code, describeRun(args, human)).toBe(20);
+        expect(human.stdout).toMatch(/target nas does not count: target nas is unreachable \(.+\)/);
+        expect(human.stdout).toContain("remedy: bring target nas");
+        expect(human.stdout).not.toContain(repos.nas!.password);
+      }
     } finally {
       await rename(`${repos.nas!.dir}.moved`, repos.nas!.dir);
     }
