@@ -403,6 +403,25 @@ describe("CLI against an SFTP server (sftp:)", () => {
     expect(existsSync(killed)).toBe(false);
     expect(existsSync(live)).toBe(true);
   });
+
+  it("the next backup removes them too (src/ops/leftovers.ts), and only old ones", async (ctx) => {
+    const root = process.env.SFTP_ROOT ?? "";
+    const dir = join(root, location.slice(location.indexOf(root) + root.length));
+    ctx.skip(!existsSync(dir), `the SFTP server's files (${dir}) are not on this machine`);
+    const killed = join(dir, "data", "7e", ".tmp-killed-by-sigkill");
+    const live = join(dir, "index", ".tmp-another-writer");
+    await writeFile(killed, "partial");
+    const old = new Date(Date.now() - 2 * 3600_000);
+    await utimes(killed, old, old);
+    await writeFile(live, "partial");
+    const src = join(base, "src");
+    const args = ["-r", location, "-p", join(base, "pw"), "backup", src];
+    const r = await runCli(args, { env });
+    expect(r.code, describeRun(args, r)).toBe(0);
+    expect(r.stdout).toContain("1 temporary file of interrupted saves");
+    expect(existsSync(killed)).toBe(false);
+    expect(existsSync(live)).toBe(true);
+  });
 });
 
 function sleep(ms: number): Promise<void> {
