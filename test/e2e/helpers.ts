@@ -387,3 +387,74 @@ export async function flipByte(path: string, offset: number): Promise<void> {
 export function restoredPath(target: string, snapshotPath: string): string {
   return join(target, snapshotPath);
 }
+
+/** The vault's own entry point (`bulwark serve-repo` without the rest of the CLI). */
+export const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
+
+/** `serve-repo token add` into `tokens`; returns the token (printed once by the vault). */
+export async function addVaultToken(
+  tokens: string,
+  name: string,
+  role: "append-only" | "admin",
+): Promise<string> {
+  const args = [
+    VAULT,
+    "--json",
+    "serve-repo",
+    "token",
+    "add",
+    "--tokens",
+    tokens,
+    "--name",
+    name,
+    "--role",
+    role,
+  ];
+  const r = await spawnNode(args).result;
+  if (r.code !== 0) throw new Error(`token add failed: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { token: string }).token;
+}
+
+export interface TestVault {
+  /** The `rest:` location of the vault. */
+  location: string;
+  port: number;
+  /** The server process (its output is in `result` once it ends). */
+  server: ReturnType<typeof spawnNode>;
+  /** SIGTERM, then waits for it to end. */
+  stop(): Promise<void>;
+}
+
+/**
+ * A vault serving `dir` (created) on a free loopback port with the tokens file `tokens`, not immutable (so a
+ * test can damage what it stores, as bit rot would) unless `args` say otherwise; resolves once it accepts
+ * connections.
+ */
+export async function startTestVault(dir: string, tokens: string, args: string[] = []): Promise<TestVault> {
+  const { freePort } = await import("../helpers/services.js");
+  const { connect } = await import("node:net");
+  const port = await freePort();
+  const server = spawnNode(
+    [VAULT, "serve-repo", "--init", "--path", dir, "--listen", `127.0.0.1:${port}`, "--tokens", tokens, "--immutable", "off", ...args], // prettier-ignore
+    { timeoutMs: 600_000 },
+  );
+  for (let i = 0; ; i++) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.on("connect", () => resolve(socket.end() !== undefined));
+      socket.on("error", () => resolve(false));
+    });
+    if (open) break;
+    if (i > 300) throw new Error(`the vault did not listen on 127.0.0.1:${port}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    location: `rest:http://127.0.0.1:${port}/`,
+    port,
+    server,
+    stop: async () => {
+      server.child.kill("SIGTERM");
+      await server.result.catch(() => undefined);
+    },
+  };
+}

@@ -7,7 +7,6 @@
  * `check --read-data` passes and the restore is byte-identical afterwards. `check` names the blobs several
  * packs claim before the prune.
  */
-import { createServer } from "node:net";
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
@@ -21,31 +20,18 @@ import type { IndexFile } from "../../src/repository/master-index.js";
 import { encodePackHeader, type PackedBlob } from "../../src/repository/pack.js";
 import { Repository } from "../../src/repository/repository.js";
 import {
-  ROOT,
   TestRepo,
   makeTempDir,
   packFiles,
   randomData,
   removeTempDirs,
   restoredPath,
-  spawnNode,
   writeFiles,
   type RunOptions,
+  addVaultToken,
+  startTestVault,
+  type TestVault,
 } from "./helpers.js";
-
-const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 interface CheckJson {
   ok: boolean;
@@ -53,7 +39,7 @@ interface CheckJson {
 }
 
 let base: string;
-let vault: ReturnType<typeof spawnNode> | undefined;
+let vault: TestVault | undefined;
 let location: string;
 let vaultDir: string;
 let hostToken: string;
@@ -66,20 +52,11 @@ let files: Record<string, Buffer>;
 beforeAll(async () => {
   base = await makeTempDir("index-poisoning");
   const tokens = join(base, "tokens.json");
-  const token = async (name: string, role: string): Promise<string> => {
-    const added = await spawnNode([VAULT, "--json", "serve-repo", "token", "add", "--tokens", tokens, "--name", name, "--role", role]).result; // prettier-ignore
-    if (added.code !== 0) throw new Error(`token add failed: ${added.stderr}`);
-    return (JSON.parse(added.stdout) as { token: string }).token;
-  };
-  hostToken = await token("host", "append-only");
-  const adminToken = await token("ops", "admin");
-  const port = await freePort();
+  hostToken = await addVaultToken(tokens, "host", "append-only");
+  const adminToken = await addVaultToken(tokens, "ops", "admin");
   vaultDir = join(base, "vault");
-  vault = spawnNode(
-    [VAULT, "serve-repo", "--init", "--path", vaultDir, "--listen", `127.0.0.1:${port}`, "--tokens", tokens, "--immutable", "off"], // prettier-ignore
-    { timeoutMs: 600_000 },
-  );
-  location = `rest:http://127.0.0.1:${port}/`;
+  vault = await startTestVault(vaultDir, tokens);
+  location = vault.location;
   const common = { BULWARK_CATALOG: join(base, "state", "catalog.db"), HOME: base };
   host = { env: { ...common, BULWARK_REST_TOKEN: hostToken } };
   admin = { env: { ...common, BULWARK_REST_TOKEN: adminToken } };
@@ -87,21 +64,12 @@ beforeAll(async () => {
   files = {};
   for (let i = 0; i < 6; i++) files[`f${i}.bin`] = randomData(1024 * 1024 + i * 4096);
   await writeFiles(src, files);
-  for (let i = 0; ; i++) {
-    try {
-      repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: host });
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100)); // the vault is still starting
-    }
-  }
+  repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: host });
   await repo.json(["backup", src], host);
 }, 300_000);
 
 afterAll(async () => {
-  vault?.child.kill("SIGTERM");
-  await vault?.result.catch(() => undefined);
+  await vault?.stop();
   await removeTempDirs();
 });
 

@@ -18,29 +18,10 @@ import {
   scanTree,
   spawnNode,
   writeFiles,
+  VAULT,
+  addVaultToken,
 } from "./helpers.js";
 import { freePort } from "../helpers/services.js";
-
-const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
-
-async function addToken(tokens: string, name: string, role: string): Promise<string> {
-  const args = [
-    VAULT,
-    "--json",
-    "serve-repo",
-    "token",
-    "add",
-    "--tokens",
-    tokens,
-    "--name",
-    name,
-    "--role",
-    role,
-  ];
-  const r = await spawnNode(args).result;
-  if (r.code !== 0) throw new Error(`token add failed: ${r.stderr}`);
-  return (JSON.parse(r.stdout) as { token: string }).token;
-}
 
 describe("CLI against a vault (rest:)", () => {
   let base: string;
@@ -52,8 +33,8 @@ describe("CLI against a vault (rest:)", () => {
   beforeAll(async () => {
     base = await makeTempDir("remote-cli");
     const tokens = join(base, "tokens.json");
-    appendToken = await addToken(tokens, "protected-host", "append-only");
-    adminToken = await addToken(tokens, "admin", "admin");
+    appendToken = await addVaultToken(tokens, "protected-host", "append-only");
+    adminToken = await addVaultToken(tokens, "admin", "admin");
     const port = await freePort();
     vault = spawnNode(
       [

@@ -5,14 +5,12 @@
  * vault reached with an append-only token the damaged file cannot be deleted: the rebuilt files supersede it,
  * check and restore pass, and an admin prune later deletes it.
  */
-import { createServer } from "node:net";
 import { readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
-  ROOT,
   TestRepo,
   flipByte,
   listFiles,
@@ -20,12 +18,12 @@ import {
   randomData,
   removeTempDirs,
   restoredPath,
-  spawnNode,
   writeFiles,
   type RunOptions,
+  addVaultToken,
+  startTestVault,
+  type TestVault,
 } from "./helpers.js";
-
-const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
 
 interface RepairIndexJson {
   ok: boolean;
@@ -45,28 +43,15 @@ interface CheckJson {
   findings: { kind: string; severity: string; message: string }[];
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 let base: string;
-let vault: ReturnType<typeof spawnNode> | undefined;
+let vault: TestVault | undefined;
 
 beforeAll(async () => {
   base = await makeTempDir("repair-index");
 });
 
 afterAll(async () => {
-  vault?.child.kill("SIGTERM");
-  await vault?.result.catch(() => undefined);
+  await vault?.stop();
   await removeTempDirs();
 });
 
@@ -164,32 +149,17 @@ describe("bulwark repair --index", () => {
 
   it("on a vault with an append-only token: the damaged file stays superseded; check and restore pass; an admin prune deletes it", async () => {
     const tokens = join(base, "tokens.json");
-    const token = async (name: string, role: string): Promise<string> => {
-      const added = await spawnNode([VAULT, "--json", "serve-repo", "token", "add", "--tokens", tokens, "--name", name, "--role", role]).result; // prettier-ignore
-      if (added.code !== 0) throw new Error(`token add failed: ${added.stderr}`);
-      return (JSON.parse(added.stdout) as { token: string }).token;
-    };
     const common = { BULWARK_CATALOG: join(base, "vault-catalog.db"), HOME: base };
-    const host: RunOptions = { env: { ...common, BULWARK_REST_TOKEN: await token("host", "append-only") } };
-    const admin: RunOptions = { env: { ...common, BULWARK_REST_TOKEN: await token("ops", "admin") } };
-    const port = await freePort();
+    const host: RunOptions = {
+      env: { ...common, BULWARK_REST_TOKEN: await addVaultToken(tokens, "host", "append-only") },
+    };
+    const admin: RunOptions = {
+      env: { ...common, BULWARK_REST_TOKEN: await addVaultToken(tokens, "ops", "admin") },
+    };
     const vaultDir = join(base, "vault");
     // Not immutable, so the test can flip a byte behind the vault's back, as bit rot would.
-    vault = spawnNode(
-      [VAULT, "serve-repo", "--init", "--path", vaultDir, "--listen", `127.0.0.1:${port}`, "--tokens", tokens, "--immutable", "off"], // prettier-ignore
-      { timeoutMs: 600_000 },
-    );
-    const location = `rest:http://127.0.0.1:${port}/`;
-    let repo: TestRepo;
-    for (let i = 0; ; i++) {
-      try {
-        repo = await TestRepo.init(location, { passwordFile: join(base, "vault-pw"), run: host });
-        break;
-      } catch (err) {
-        if (i > 100) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 100)); // the vault is still starting
-      }
-    }
+    vault = await startTestVault(vaultDir, tokens);
+    const repo = await TestRepo.init(vault.location, { passwordFile: join(base, "vault-pw"), run: host });
     const src = join(base, "src-vault");
     const files = await twoBackups(repo, src, host);
     const before = await indexFiles(vaultDir);

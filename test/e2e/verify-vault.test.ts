@@ -11,7 +11,6 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
-  ROOT,
   TestRepo,
   describeRun,
   flipByte,
@@ -19,12 +18,11 @@ import {
   packFiles,
   randomData,
   removeTempDirs,
-  spawnNode,
   writeFiles,
+  addVaultToken,
+  startTestVault,
+  type TestVault,
 } from "./helpers.js";
-import { freePort } from "../helpers/services.js";
-
-const VAULT = join(ROOT, "dist", "cli", "vault-main.js");
 
 interface VerifyJson {
   ok: boolean;
@@ -41,7 +39,7 @@ interface VerifyJson {
 }
 
 let base: string;
-let vault: ReturnType<typeof spawnNode> | undefined;
+let vault: TestVault | undefined;
 let location: string;
 let env: Record<string, string>;
 let vaultDir: string;
@@ -51,38 +49,23 @@ let snapshot: string;
 beforeAll(async () => {
   base = await makeTempDir("verify-vault");
   const tokens = join(base, "tokens.json");
-  const added = await spawnNode([VAULT, "--json", "serve-repo", "token", "add", "--tokens", tokens, "--name", "host", "--role", "append-only"]).result; // prettier-ignore
-  if (added.code !== 0) throw new Error(`token add failed: ${added.stderr}`);
-  const token = (JSON.parse(added.stdout) as { token: string }).token;
-  const port = await freePort();
+  const token = await addVaultToken(tokens, "host", "append-only");
   vaultDir = join(base, "vault");
   // Not immutable, so the test can damage a stored pack behind the vault's back, as bit rot would.
-  vault = spawnNode(
-    [VAULT, "serve-repo", "--init", "--path", vaultDir, "--listen", `127.0.0.1:${port}`, "--tokens", tokens, "--immutable", "off"], // prettier-ignore
-    { timeoutMs: 600_000 },
-  );
-  location = `rest:http://127.0.0.1:${port}/`;
+  vault = await startTestVault(vaultDir, tokens);
+  location = vault.location;
   env = { BULWARK_REST_TOKEN: token, BULWARK_CATALOG: join(base, "state", "catalog.db"), HOME: base };
   const src = join(base, "src");
   // Four data packs of 16 MiB or so, and a tree pack.
   const files: Record<string, Buffer> = {};
   for (let i = 0; i < 10; i++) files[`f${i}.bin`] = randomData(6 * 1024 * 1024);
   await writeFiles(src, files);
-  for (let i = 0; ; i++) {
-    try {
-      repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: { env } });
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100)); // the vault is still starting
-    }
-  }
+  repo = await TestRepo.init(location, { passwordFile: join(base, "pw"), run: { env } });
   snapshot = (await repo.json<{ snapshot: string }>(["backup", src], { env })).snapshot;
 }, 300_000);
 
 afterAll(async () => {
-  vault?.child.kill("SIGTERM");
-  await vault?.result.catch(() => undefined);
+  await vault?.stop();
   await removeTempDirs();
 });
 
