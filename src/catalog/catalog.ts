@@ -14,13 +14,14 @@
  * wait for each other instead of failing. The schema evolves through numbered migrations recorded in
  * `PRAGMA user_version`; a catalog written by a newer Bulwark is refused rather than misread.
  */
-import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { chmodSync, existsSync } from "node:fs";
 import { homedir, hostname as osHostname } from "node:os";
 import { dirname, isAbsolute, join, resolve } from "node:path";
 
 import Database from "better-sqlite3";
 
 import { BulwarkError, errnoCode } from "../core/errors.js";
+import { makeDirectoriesSync } from "../core/make-directories.js";
 import { EVIDENCE_GENESIS, EVIDENCE_TABLES, evidenceHash } from "./evidence-chain.js";
 
 export type RunKind = "backup" | "copy" | "forget" | "locks" | "prune" | "check" | "drill";
@@ -345,7 +346,7 @@ export class Catalog {
   static open(path: string): Catalog {
     const file = resolve(path);
     try {
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      makeDirectoriesSync(dirname(file), 0o700);
     } catch (err) {
       throw new BulwarkError("IO", `cannot create the directory of the catalog ${file}: ${errnoCode(err)}`, {
         cause: err,
