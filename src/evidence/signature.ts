@@ -129,43 +129,30 @@ export function checkReportSignature(file: string, pinned?: KeyObject): Signatur
   const found = splitSignature(file);
   if (found === undefined) return { signed: false, text: file };
   const { text, blockText } = found;
+  const malformed = (why: string, fingerprint = "") =>
+    ({ signed: true, valid: false, fingerprint, text, malformed: why }) as const;
   let block: Partial<SignatureBlock>;
   try {
     block = JSON.parse(blockText) as Partial<SignatureBlock>;
   } catch {
-    return {
-      signed: true,
-      valid: false,
-      fingerprint: "",
-      text,
-      malformed: "the signature block is not JSON",
-    };
+    return malformed("the signature block is not JSON");
   }
   if (
     block.algorithm !== "ed25519" ||
     typeof block.publicKey !== "string" ||
     typeof block.signature !== "string"
   ) {
-    return {
-      signed: true,
-      valid: false,
-      fingerprint: typeof block.fingerprint === "string" ? block.fingerprint : "",
-      text,
-      malformed: "the signature block lacks its algorithm (ed25519), public key or signature",
-    };
+    return malformed(
+      "the signature block lacks its algorithm (ed25519), public key or signature",
+      typeof block.fingerprint === "string" ? block.fingerprint : "",
+    );
   }
   let key: KeyObject;
   try {
     key = createPublicKey({ key: Buffer.from(block.publicKey, "base64"), format: "der", type: "spki" });
     if (key.asymmetricKeyType !== "ed25519") throw new Error("not ed25519");
   } catch {
-    return {
-      signed: true,
-      valid: false,
-      fingerprint: "",
-      text,
-      malformed: "the embedded public key is not an Ed25519 key",
-    };
+    return malformed("the embedded public key is not an Ed25519 key");
   }
   const fingerprint = keyFingerprint(key);
   const valid =

@@ -177,6 +177,18 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
     input.coverage?.recordPackRead(record);
     records.set(pack, record);
   };
+  const progressOf =
+    (current?: string) =>
+    (done: number, total: number, bytes: number): void =>
+      input.events?.({
+        type: "progress",
+        time: clock.now(),
+        kind: "check",
+        items: done,
+        itemsTotal: total,
+        bytes,
+        ...(current !== undefined ? { current } : {}),
+      });
   const result = await check(repo, input.pool, {
     ...(digests.offered ? { digests: { concurrency: DIGEST_CONCURRENCY } } : {}),
     readData: {
@@ -198,25 +210,8 @@ export async function verifyRepository(input: VerifyInput): Promise<VerifyOutcom
     stopReading: () =>
       timeBudget !== undefined && packsRead > 0 && clock.now().getTime() - started.getTime() >= timeBudget,
     reporter: {
-      progress: (done, total, bytes) =>
-        input.events?.({
-          type: "progress",
-          time: clock.now(),
-          kind: "check",
-          items: done,
-          itemsTotal: total,
-          bytes,
-        }),
-      digestProgress: (done, total, bytes) =>
-        input.events?.({
-          type: "progress",
-          time: clock.now(),
-          kind: "check",
-          items: done,
-          itemsTotal: total,
-          bytes,
-          current: "digests of the packs not read (hashed by the target)",
-        }),
+      progress: progressOf(),
+      digestProgress: progressOf("digests of the packs not read (hashed by the target)"),
       packDigested: (pack, outcome) => {
         digests.packs++;
         digests.bytes += outcome.bytes;
