@@ -27,15 +27,15 @@ beforeAll(async () => {
   // The database list, NUL-separated as psql --record-separator-zero prints it.
   await script("psql", `cat >/dev/null; printf 'alpha\\0beta\\0gamma\\0'`);
   await script("pg_dumpall", `echo "-- globals"`);
-  // dbname='NAME' comes as --dbname=dbname='NAME'; FAIL_DB names a database whose dump fails.
+  // dbname='NAME' comes as --dbname=dbname='NAME'; PGTEST_FAIL_DB names a database whose dump fails (PG* variables are the ones pg_dump is given).
   await script(
     "pg_dump",
     `for a in "$@"; do case "$a" in --dbname=*) db=$(echo "$a" | sed "s/.*dbname='\\(.*\\)'/\\1/");; esac; done
-echo "start $db" >> "$LOG"
+echo "start $db" >> "$PGTEST_LOG"
 sleep 0.2
-[ "$db" = "$FAIL_DB" ] && { echo "FATAL: $db is broken" >&2; echo "end $db" >> "$LOG"; exit 1; }
+[ "$db" = "$PGTEST_FAIL_DB" ] && { echo "FATAL: $db is broken" >&2; echo "end $db" >> "$PGTEST_LOG"; exit 1; }
 echo "dump of $db"
-echo "end $db" >> "$LOG"`,
+echo "end $db" >> "$PGTEST_LOG"`,
   );
 });
 afterAll(async () => {
@@ -57,7 +57,12 @@ describe("postgres all: true", () => {
     await rm(log, { force: true });
     const result = await backup(t.repo, t.pool, {
       paths: [],
-      virtualFiles: postgresSource({ name: "cluster", all: true, bindir, env: { ...process.env, LOG: log } }),
+      virtualFiles: postgresSource({
+        name: "cluster",
+        all: true,
+        bindir,
+        env: { ...process.env, PGTEST_LOG: log },
+      }),
     });
     expect(result.snapshot.paths).toEqual(["/sources/cluster/databases", "/sources/cluster/globals.sql"]);
     for (const db of ["alpha", "beta", "gamma"]) {
@@ -88,7 +93,7 @@ describe("postgres all: true", () => {
           all: true,
           bindir,
           globals: false,
-          env: { ...process.env, LOG: log, FAIL_DB: "beta" },
+          env: { ...process.env, PGTEST_LOG: log, PGTEST_FAIL_DB: "beta" },
         }),
       }),
     ).rejects.toThrow(/pg_dump of database beta of source cluster exited with code 1[\s\S]*beta is broken/);
