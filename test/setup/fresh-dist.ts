@@ -58,10 +58,16 @@ export default function setup(): void {
   const fresh = `${DIST}.build-${process.pid}`;
   const old = `${DIST}.old-${process.pid}`;
   rmSync(fresh, { recursive: true, force: true });
-  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", fresh], {
-    cwd: ROOT,
-    stdio: "inherit",
-  });
+  try {
+    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", fresh], {
+      cwd: ROOT,
+      stdio: "inherit",
+    });
+  } catch (err) {
+    // A failed build leaves the old dist/ as it was, and nothing beside it.
+    rmSync(fresh, { recursive: true, force: true });
+    throw err;
+  }
   if (existsSync(DIST)) renameSync(DIST, old);
   renameSync(fresh, DIST);
   rmSync(old, { recursive: true, force: true });
