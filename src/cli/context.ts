@@ -4,11 +4,13 @@
  */
 import type { Backend } from "../backend/backend.js";
 import { openBackendAt } from "../backend/registry.js";
-import { BulwarkError, errorMessage } from "../core/errors.js";
+import { BulwarkError, errorMessage, findBulwarkError } from "../core/errors.js";
 import type { EventSink } from "../core/events.js";
+import { openTargetBackend, scrub, targetPassword, type TargetAccess } from "../ops/targets.js";
 import { RepoLock } from "../repository/lock.js";
 import { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
+import { loadConfigForCommand, oneRepoTarget } from "./config-file.js";
 import { readPassword } from "./password.js";
 import type { ProgressSink } from "./progress.js";
 
@@ -18,7 +20,17 @@ export interface GlobalOptions {
   json?: boolean;
   quiet?: boolean;
   noLock?: boolean;
+  /** The command's own `-c CONFIG` (configOption): `-r` then names one of its targets. */
+  config?: string;
 }
+
+/**
+ * The help of `-c CONFIG` on a repository command, so `-r` can name a target of the config instead of spelling
+ * out its location, credentials and password. Each command declares it on its own (verify, drill and posture
+ * read more than targets from the file); main.ts hands the value to `withRepository` through GlobalOptions.
+ */
+export const CONFIG_TARGET_HELP =
+  "with -r NAME: open the config's target NAME, with its credentials and password";
 
 export class Output {
   constructor(private readonly opts: GlobalOptions) {}
@@ -95,6 +107,62 @@ export function warnDamagedSnapshot(name: string, err: unknown): void {
   process.stderr.write(`warning: skipping damaged snapshot ${name.slice(0, 8)}: ${errorMessage(err)}\n`);
 }
 
+/** A command's repository backend, and the password that opens it. */
+export interface CommandBackend {
+  backend: Backend;
+  password: () => Promise<string>;
+  /** A message that may hold a credential read from the config passes through here first. */
+  scrub: (message: string) => string;
+}
+
+/**
+ * Opens the backend a repository command works on: a location (`-r` or BULWARK_REPOSITORY), or with `-c` the
+ * target of the config that `-r` names, opened with its credentials, immutability and password exactly as
+ * `run` opens it (src/ops/targets.ts).
+ */
+export async function openCommandBackend(
+  opts: GlobalOptions,
+  options: { create?: boolean; readOnly?: boolean } = {},
+): Promise<CommandBackend> {
+  if (opts.config === undefined) {
+    const backend = await openBackend(repositoryLocation(opts), options.create === true, options);
+    return { backend, password: () => getPassword(opts), scrub: (m) => m };
+  }
+  const loaded = await loadConfigForCommand(opts.config);
+  const name = oneRepoTarget(loaded, opts.repo, undefined);
+  if (name === undefined) {
+    throw new BulwarkError("USAGE", `-c ${opts.config} needs -r naming one of its targets`, {
+      hint: `name the target: -r ${Object.keys(loaded.config.targets).join("|") || "NAME"}`,
+    });
+  }
+  const target = loaded.config.targets[name]!;
+  const secrets: string[] = [];
+  let fallback: Promise<string> | undefined;
+  const access: TargetAccess = {
+    env: process.env,
+    defaultPassword: () => (fallback ??= getPassword(opts)),
+    secrets,
+  };
+  const clean = (m: string): string => scrub(m, secrets);
+  try {
+    const backend = await openTargetBackend(target, access, options);
+    return { backend, password: () => targetPassword(target, access), scrub: clean };
+  } catch (err) {
+    throw scrubbedError(err, clean);
+  }
+}
+
+/** The error with every secret taken out of its message, keeping its code and hint for the exit code. */
+function scrubbedError(err: unknown, clean: (m: string) => string): unknown {
+  const message = errorMessage(err);
+  const cleaned = clean(message);
+  if (cleaned === message) return err;
+  const known = findBulwarkError(err);
+  return known
+    ? new BulwarkError(known.code, cleaned, known.hint === undefined ? {} : { hint: clean(known.hint) })
+    : new Error(cleaned);
+}
+
 export function repositoryLocation(opts: GlobalOptions): string {
   const location = opts.repo ?? process.env.BULWARK_REPOSITORY;
   if (!location) {
@@ -160,9 +228,14 @@ export async function withRepository<T>(
   }
   // A command that only reads (check, restore) cannot change the repository, whatever the credentials allow:
   // its backend refuses every write but its own lock file.
-  const backend = await openBackend(repositoryLocation(opts), false, { readOnly: lock === "read" });
-  const password = await getPassword(opts);
-  const repo = await Repository.open(backend, password);
+  const { backend, password, scrub: clean } = await openCommandBackend(opts, { readOnly: lock === "read" });
+  let repo: Repository;
+  try {
+    repo = await Repository.open(backend, await password());
+  } catch (err) {
+    await backend.close().catch(() => undefined);
+    throw scrubbedError(err, clean);
+  }
   let pool: WorkerPool | undefined;
   let repoLock: RepoLock | undefined;
   const session: Session = {
@@ -179,6 +252,8 @@ export async function withRepository<T>(
       repoLock = await RepoLock.acquire(repo, lock === "exclusive");
     }
     return await fn(session);
+  } catch (err) {
+    throw scrubbedError(err, clean);
   } finally {
     await session.close();
     await repoLock?.release();

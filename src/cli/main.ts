@@ -51,6 +51,14 @@ program
   .showHelpAfterError("(run with --help for usage)")
   .exitOverride();
 
+// A repository command's own `-c CONFIG` (src/cli/context.ts, CONFIG_TARGET_HELP) travels with the global
+// options, so withRepository can open the target `-r` names.
+let commandConfig: string | undefined;
+program.hook("preAction", (_program, action) => {
+  const config = action.opts<{ config?: unknown }>().config;
+  commandConfig = typeof config === "string" ? config : undefined;
+});
+
 const globals = (): GlobalOptions => {
   const o = program.opts<{
     repo?: string;
@@ -65,6 +73,7 @@ const globals = (): GlobalOptions => {
     json: o.json === true,
     quiet: o.quiet === true,
     noLock: o.lock === false,
+    ...(commandConfig === undefined ? {} : { config: commandConfig }),
   };
 };
 

@@ -1,10 +1,12 @@
 /**
  * `-r TARGET` with `-c CONFIG` (src/cli/config-file.ts withRepoTarget): the commands that take a config and
  * a target (verify, drill, repair, report) accept the target's name for -r, as --target; a -r that names no target
- * of the config is refused with the names, and -r and --target naming different targets are refused.
+ * of the config is refused with the names, and -r and --target naming different targets are refused. The
+ * repository commands (snapshots, ls, restore, check, forget, prune, key, unlock, ...) take `-c` for the same
+ * purpose: the target's location and password come from the config (the tests give no BULWARK_PASSWORD).
  */
 import { randomBytes } from "node:crypto";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -96,5 +98,43 @@ describe("-r TARGET with -c CONFIG", () => {
     const r = await cli(both);
     expect(r.code, describeRun(both, r)).toBe(1);
     expect(r.stderr).toContain("-r nas and --target local name different targets");
+  });
+
+  it("the repository commands open the config's target by name, with its password", async () => {
+    const list = ["--json", "snapshots", "-c", config, "-r", "nas"];
+    const snaps = await cli(list);
+    expect(snaps.code, describeRun(list, snaps)).toBe(0);
+    const [snap] = JSON.parse(snaps.stdout) as { id: string }[];
+    expect(snap).toBeDefined();
+    const id = snap!.id;
+    const restored = join(dir, "restored");
+    for (const args of [
+      ["ls", "-c", config, "-r", "nas", id],
+      ["stats", "-c", config, "-r", "nas", id],
+      ["check", "-c", config, "-r", "nas", "--read-data"],
+      ["restore", "-c", config, "-r", "nas", id, "--target", restored],
+      ["forget", "-c", config, "-r", "nas", "--keep-last", "1", "--dry-run"],
+      ["prune", "-c", config, "-r", "nas", "--dry-run"],
+      ["key", "list", "-c", config, "-r", "nas"],
+      ["unlock", "-c", config, "-r", "nas"],
+    ]) {
+      const r = await cli(args);
+      expect(r.code, describeRun(args, r)).toBe(0);
+      if (args[0] === "ls") expect(r.stdout).toContain("a.txt");
+    }
+    expect(await readFile(join(restored, dir, "src", "a.txt"), "utf8")).toBe("a\n");
+  });
+
+  it("a repository command with -c needs -r naming one of the config's targets", async () => {
+    for (const [args, message] of [
+      [["snapshots", "-c", config], `-c ${config} needs -r naming one of its targets`],
+      [["-r", "nowhere", "check", "-c", config], `-r "nowhere" names no target of ${config}`],
+      [["-r", join(dir, "nas"), "ls", "-c", config, "latest"], "names no target of"],
+    ] as const) {
+      const r = await cli([...args]);
+      expect(r.code, describeRun([...args], r)).toBe(1);
+      expect(r.stderr).toContain(message);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+    }
   });
 });

@@ -14,7 +14,13 @@ import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
 import { countFiles } from "../scan.js";
 import { registerSourceOptions, sourcesFromFlags, type SourceFlags } from "../sources-options.js";
-import { renderWithProgress, withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
+import {
+  renderWithProgress,
+  withRepository,
+  type GlobalOptions,
+  warnDamagedSnapshot,
+  CONFIG_TARGET_HELP,
+} from "../context.js";
 
 interface BackupFlags extends SourceFlags {
   tag: string[];
@@ -30,6 +36,7 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 export function registerBackup(program: Command, globals: () => GlobalOptions): void {
   const command = program
     .command("backup")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("back up files, directories and application sources into a new snapshot")
     .argument("[path...]", "files or directories to back up")
     .option("--tag <tag>", "add a tag to the snapshot (repeatable)", collect, [])

@@ -9,11 +9,12 @@ import { checkRepository } from "../../ops/check.js";
 import { parseReadDataSubset, type CheckOptions } from "../../verify/checker.js";
 import { EXIT } from "../exit-codes.js";
 import { createProgress } from "../progress.js";
-import { renderWithProgress, withRepository, type GlobalOptions } from "../context.js";
+import { renderWithProgress, withRepository, type GlobalOptions, CONFIG_TARGET_HELP } from "../context.js";
 
 export function registerCheck(program: Command, globals: () => GlobalOptions): void {
   program
     .command("check")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("verify the repository's structure and, with --read-data, every byte of data")
     .option("--read-data", "read and verify all pack data")
     .option("--read-data-subset <spec>", "read a subset: N% (random) or n/t (part n of t)")

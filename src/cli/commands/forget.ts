@@ -13,6 +13,7 @@ import {
   type GlobalOptions,
   type Output,
   warnDamagedSnapshot,
+  CONFIG_TARGET_HELP,
 } from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -54,6 +55,7 @@ function count(name: string, value: string | undefined): number | undefined {
 export function registerForget(program: Command, globals: () => GlobalOptions): void {
   program
     .command("forget")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("remove snapshots by id or by a retention policy (data is freed by prune)")
     .argument("[snapshot...]", "snapshots to remove explicitly")
     .option("--keep-last <n>", "keep the n newest snapshots")
@@ -173,6 +175,7 @@ export function registerForget(program: Command, globals: () => GlobalOptions): 
 
   program
     .command("prune")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("remove data that no snapshot needs, repacking partly used packs")
     .option("-n, --dry-run", "show what would be removed, remove nothing")
     .option("--repack-threshold <percent>", "repack a pack when at least this share of it is unused", "20")

@@ -1,12 +1,13 @@
 import type { Command } from "commander";
 import { BulwarkError } from "../../core/errors.js";
-import { getPassword, withRepository, type GlobalOptions } from "../context.js";
+import { getPassword, withRepository, type GlobalOptions, CONFIG_TARGET_HELP } from "../context.js";
 
 export function registerKey(program: Command, globals: () => GlobalOptions): void {
   const key = program.command("key").description("manage the passwords (keys) that open the repository");
 
   key
     .command("list")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("list keys")
     .action(async () => {
       await withRepository(globals(), "none", async ({ repo, out }) => {
@@ -31,6 +32,7 @@ export function registerKey(program: Command, globals: () => GlobalOptions): voi
 
   key
     .command("add")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("add a password that also opens the repository")
     .option("--new-password-file <file>", "read the new password from a file")
     .action(async (flags: { newPasswordFile?: string }) => {
@@ -44,6 +46,7 @@ export function registerKey(program: Command, globals: () => GlobalOptions): voi
 
   key
     .command("remove")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("remove a key (not the one used to open the repository)")
     .argument("<id>", "key id or unique prefix")
     .action(async (id: string) => {
@@ -68,6 +71,7 @@ export function registerKey(program: Command, globals: () => GlobalOptions): voi
 
   key
     .command("passwd")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("change the password: adds a key with the new password, then removes the current one")
     .option("--new-password-file <file>", "read the new password from a file")
     .action(async (flags: { newPasswordFile?: string }) => {

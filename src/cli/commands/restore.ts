@@ -16,13 +16,20 @@ import {
   type RestoreTargetFlags,
 } from "../sources-options.js";
 import { createProgress } from "../progress.js";
-import { renderWithProgress, withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
+import {
+  renderWithProgress,
+  withRepository,
+  type GlobalOptions,
+  warnDamagedSnapshot,
+  CONFIG_TARGET_HELP,
+} from "../context.js";
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
 export function registerRestore(program: Command, globals: () => GlobalOptions): void {
   const command = program
     .command("restore")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("restore a snapshot into a directory, or a source into a database or command")
     .argument("<snapshot>", "snapshot id, a unique prefix, or latest")
     .option(

@@ -5,11 +5,12 @@ import { formatCount } from "../../core/format.js";
 import { systemClock } from "../../core/clock.js";
 import { extendRetention } from "../../ops/extend-retention.js";
 import { EXIT } from "../exit-codes.js";
-import { withRepository, type GlobalOptions } from "../context.js";
+import { withRepository, type GlobalOptions, CONFIG_TARGET_HELP } from "../context.js";
 
 export function registerRetention(program: Command, globals: () => GlobalOptions): void {
   program
     .command("retention")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description(
       "keep every object that kept snapshots need locked for --days from now (targets with Object Lock)",
     )

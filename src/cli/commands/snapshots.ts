@@ -3,7 +3,7 @@ import { formatBytes, formatCount } from "../../core/format.js";
 import { findSnapshot, loadAllSnapshots, matchesFilter } from "../../snapshot/snapshot.js";
 import { walkTree } from "../../snapshot/walker.js";
 import type { Node } from "../../snapshot/tree.js";
-import { withRepository, type GlobalOptions, warnDamagedSnapshot } from "../context.js";
+import { withRepository, type GlobalOptions, warnDamagedSnapshot, CONFIG_TARGET_HELP } from "../context.js";
 import { computeStats } from "../../snapshot/stats.js";
 import { EXIT } from "../exit-codes.js";
 
@@ -12,6 +12,7 @@ const collect = (value: string, previous: string[]): string[] => [...previous, v
 export function registerSnapshotCommands(program: Command, globals: () => GlobalOptions): void {
   program
     .command("snapshots")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("list snapshots")
     .option("--host <name>", "only snapshots of this host (repeatable)", collect, [])
     .option("--tag <tag>", "only snapshots with this tag (repeatable)", collect, [])
@@ -54,6 +55,7 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
 
   program
     .command("ls")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("list the files in a snapshot")
     .argument("<snapshot>", "snapshot id, a unique prefix, or latest")
     .argument("[path]", "only entries at or below this path")
@@ -86,6 +88,7 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
 
   program
     .command("diff")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("show what changed between two snapshots")
     .argument("<a>", "the older snapshot")
     .argument("<b>", "the newer snapshot")
@@ -122,6 +125,7 @@ export function registerSnapshotCommands(program: Command, globals: () => Global
 
   program
     .command("stats")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("sizes: raw (all files), deduplicated (unique data) and stored (on the backend)")
     .argument("[snapshot...]", "only these snapshots (default: all)")
     .action(async (refs: string[]) => {

@@ -1,10 +1,11 @@
 import type { Command } from "commander";
 import { listLocks, removeLocks, isStale } from "../../repository/lock.js";
-import { withRepository, type GlobalOptions } from "../context.js";
+import { withRepository, type GlobalOptions, CONFIG_TARGET_HELP } from "../context.js";
 
 export function registerUnlock(program: Command, globals: () => GlobalOptions): void {
   program
     .command("unlock")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description("remove stale locks (left by a crashed process); --remove-all removes every lock")
     .option("--remove-all", "remove all locks, even those of running processes")
     .action(async (flags: { removeAll?: boolean }) => {

@@ -7,16 +7,17 @@ import { untamper } from "../../ops/untamper.js";
 import { EXIT } from "../exit-codes.js";
 import {
   Output,
-  openBackend,
+  openCommandBackend,
   renderWithProgress,
-  repositoryLocation,
   type GlobalOptions,
+  CONFIG_TARGET_HELP,
 } from "../context.js";
 import { createProgress } from "../progress.js";
 
 export function registerUntamper(program: Command, globals: () => GlobalOptions): void {
   program
     .command("untamper")
+    .option("-c, --config <file>", CONFIG_TARGET_HELP)
     .description(
       "remove the delete markers and foreign versions put over a repository's files (S3 with Object Lock)",
     )
@@ -38,7 +39,7 @@ export function registerUntamper(program: Command, globals: () => GlobalOptions)
     .action(async (flags: { dryRun?: boolean }) => {
       const g = globals();
       const out = new Output(g);
-      const backend = await openBackend(repositoryLocation(g), false);
+      const { backend } = await openCommandBackend(g);
       const progress = createProgress(process.stderr, { enabled: out.progressEnabled, label: "untamper" });
       try {
         const r = await untamper({
