@@ -22,7 +22,7 @@ import { decodePackHeader, type PackedBlob } from "../repository/pack.js";
 import { PackWriter } from "../repository/pack-writer.js";
 import type { Repository } from "../repository/repository.js";
 import { loadAllSnapshots, type Snapshot, type SnapshotWithId } from "../snapshot/snapshot.js";
-import { decodeTree } from "../snapshot/tree.js";
+import { decodeTreeEntries, treeReferences } from "../snapshot/tree.js";
 import { systemClock } from "../core/clock.js";
 
 export interface CopyProgress {
@@ -325,7 +325,8 @@ async function planSnapshot(
     const data = await source.loadBlob(treeId, "tree");
     if (writer.has(treeId)) plan.present++;
     else plan.trees.push({ id: treeId, data });
-    for (const node of decodeTree(data, `tree ${treeId.slice(0, 12)}`).nodes) {
+    // The tree is sent as it is, a malformed entry included, with every blob it names (treeReferences).
+    for (const node of treeReferences(decodeTreeEntries(data, `tree ${treeId.slice(0, 12)}`))) {
       if (node.subtree !== undefined) stack.push(node.subtree);
       for (const id of node.content ?? []) {
         if (seen.has(id)) continue;
@@ -357,9 +358,11 @@ async function planSnapshot(
 }
 
 /**
- * Reads the needed blobs pack by pack (one read ahead), re-seals them and hands them to the writer. Source
- * damage (a blob that does not decrypt or match its id, a pack that is missing or short) throws, unless
- * `onDamaged` is given: then that blob (or every blob of the failed read) is reported there and skipped.
+ * Reads the needed blobs pack by pack (one read ahead), re-seals them and hands them to the writer. A blob
+ * whose copy is damaged (it does not decrypt or match its id, its pack is missing or short) is read again
+ * from the next pack the source's index lists it in (§18c: junk claiming the id must not stop a copy). A
+ * blob no copy of which verifies throws its first copy's error once the pass is done, unless `onDamaged` is
+ * given: then it is reported there and skipped.
  */
 async function copyDataBlobs(
   source: Repository,
@@ -369,6 +372,40 @@ async function copyDataBlobs(
   afterAdd: (rawLength: number) => Promise<void>,
   onDamaged?: (id: string, err: unknown) => void,
 ): Promise<void> {
+  const tried = new Map<string, { packs: Set<string>; err: unknown }>();
+  for (let round = byPack; round.size > 0; ) {
+    const failed: { id: string; entry: IndexEntry }[] = [];
+    await copyPass(source, target, writer, round, afterAdd, (blob, err) => {
+      const t = tried.get(blob.id);
+      if (t === undefined) tried.set(blob.id, { packs: new Set([blob.entry.pack]), err });
+      else t.packs.add(blob.entry.pack);
+      failed.push(blob);
+    });
+    round = new Map();
+    for (const { id } of failed) {
+      const t = tried.get(id)!;
+      const next = source.index.locations(id).find((e) => !t.packs.has(e.pack));
+      if (next === undefined) {
+        if (onDamaged === undefined) throw t.err;
+        onDamaged(id, t.err);
+        continue;
+      }
+      let list = round.get(next.pack);
+      if (list === undefined) round.set(next.pack, (list = []));
+      list.push({ id, entry: next });
+    }
+  }
+}
+
+/** One pass of copyDataBlobs over the given locations; source damage goes to `damaged`, anything else throws. */
+async function copyPass(
+  source: Repository,
+  target: Repository,
+  writer: PackWriter,
+  byPack: Map<string, { id: string; entry: IndexEntry }[]>,
+  afterAdd: (rawLength: number) => Promise<void>,
+  damaged: (blob: { id: string; entry: IndexEntry }, err: unknown) => void,
+): Promise<void> {
   const reads = [...byPack].flatMap(([pack, blobs]) => planReads(pack, blobs));
   let next = reads.length > 0 ? loadRead(source, reads[0]!) : undefined;
   for (let i = 0; i < reads.length; i++) {
@@ -377,8 +414,8 @@ async function copyDataBlobs(
     try {
       bytes = await next!;
     } catch (err) {
-      if (onDamaged === undefined || !isSourceDamage(err)) throw err;
-      for (const { id } of read.blobs) onDamaged(id, err);
+      if (!isSourceDamage(err)) throw err;
+      for (const blob of read.blobs) damaged(blob, err);
       next = i + 1 < reads.length ? loadRead(source, reads[i + 1]!) : undefined;
       next?.catch(() => undefined);
       continue;
@@ -386,7 +423,8 @@ async function copyDataBlobs(
     next = i + 1 < reads.length ? loadRead(source, reads[i + 1]!) : undefined;
     // An unobserved rejection of the read ahead would crash the process if this iteration throws.
     next?.catch(() => undefined);
-    for (const { id, entry } of read.blobs) {
+    for (const blob of read.blobs) {
+      const { id, entry } = blob;
       if (writer.has(id)) continue;
       let opened: Buffer;
       try {
@@ -402,8 +440,7 @@ async function copyDataBlobs(
           });
         }
       } catch (err) {
-        if (onDamaged === undefined) throw err;
-        onDamaged(id, err);
+        damaged(blob, err);
         continue;
       }
       await writer.add(entry.type, id, target.codec.seal(opened), entry.rawLength);

@@ -69,6 +69,17 @@ export class MasterIndex {
     return this.blobs.get(id);
   }
 
+  /**
+   * Every readable location of a blob, the one `get` returns first: a reader whose copy fails to verify
+   * (damaged, or an attacker's junk claiming the id, §18c) tries the next before giving up.
+   */
+  locations(id: string): IndexEntry[] {
+    const first = this.blobs.get(id);
+    if (first === undefined) return [];
+    const others = this.alternates.get(id) ?? [];
+    return [first, ...others.filter((e) => e.pack !== first.pack && !this.retired.has(e.pack))];
+  }
+
   hasPack(pack: string): boolean {
     return this.packs.has(pack);
   }

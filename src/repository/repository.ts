@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { bufferSource, type Backend, type FileType } from "../backend/backend.js";
-import { BulwarkError, errorMessage, isNotFound } from "../core/errors.js";
+import { BulwarkError, errorMessage, hasCode, isNotFound } from "../core/errors.js";
 import { blobId, randomKey, sha256Hex, type ScryptParams } from "../crypto/crypto.js";
 import { BlobCodec } from "./blob-codec.js";
 import {
@@ -17,7 +17,7 @@ import {
   type KeyFile,
   type MasterKey,
 } from "./keys.js";
-import { MasterIndex, type IndexFile } from "./master-index.js";
+import { MasterIndex, type IndexEntry, type IndexFile } from "./master-index.js";
 import type { BlobType } from "./pack.js";
 
 export interface ChunkerConfig {
@@ -261,12 +261,30 @@ export class Repository {
     return blobId(this.idKey, data);
   }
 
-  /** Loads, decrypts and verifies one blob; throws INVALID_DATA or NOT_FOUND naming the blob and pack. */
+  /**
+   * Loads, decrypts and verifies one blob; throws INVALID_DATA or NOT_FOUND naming the blob and pack. A blob
+   * the index lists in several packs is read from the next when a copy fails (a damaged pack, or junk that
+   * claims the id, §18c); the error of the first copy is thrown when none verifies.
+   */
   async loadBlob(id: string, type?: BlobType): Promise<Buffer> {
-    const entry = this.index.get(id);
-    if (entry === undefined) {
+    const locations = this.index.locations(id);
+    if (locations.length === 0) {
       throw new BulwarkError("NOT_FOUND", `${type ?? "blob"} ${id.slice(0, 12)} is not in the index`);
     }
+    let first: unknown;
+    for (const entry of locations) {
+      try {
+        return await this.loadBlobAt(id, entry);
+      } catch (err) {
+        // Only what a copy of the data can cause: a dead backend fails the same way for every pack.
+        if (!hasCode(err, "INVALID_DATA") && !hasCode(err, "NOT_FOUND")) throw err;
+        first ??= err;
+      }
+    }
+    throw first;
+  }
+
+  private async loadBlobAt(id: string, entry: IndexEntry): Promise<Buffer> {
     const what = `blob ${id.slice(0, 12)} in pack ${entry.pack.slice(0, 12)}`;
     const envelope = this.index.isTreePack(entry.pack)
       ? (await this.loadTreePack(entry.pack)).subarray(entry.offset, entry.offset + entry.length)

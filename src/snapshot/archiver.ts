@@ -27,7 +27,7 @@ import { PackWriter } from "../repository/pack-writer.js";
 import type { Repository } from "../repository/repository.js";
 import type { ChunkedFile, WorkerPool } from "../repository/worker-pool.js";
 import type { EncodedBlob, FileToChunk } from "../repository/worker-protocol.js";
-import { decodeTree, encodeTree, isSafeName, sameNode, type Node, type NodeType } from "./tree.js";
+import { decodeTreeEntries, encodeTree, isSafeName, sameNode, type Node, type NodeType } from "./tree.js";
 import type { SkippedEntry, Snapshot, SnapshotSummary, SnapshotWithId } from "./snapshot.js";
 import { systemClock } from "../core/clock.js";
 
@@ -557,7 +557,8 @@ class Archiver {
 
   private async loadTreeMap(treeId: string): Promise<PrevTree | undefined> {
     try {
-      const tree = decodeTree(await this.repo.loadBlob(treeId, "tree"), `tree ${treeId.slice(0, 12)}`);
+      // An entry with a malformed field is not a parent to trust: its file is read again, the others not.
+      const tree = decodeTreeEntries(await this.repo.loadBlob(treeId, "tree"), `tree ${treeId.slice(0, 12)}`);
       return { id: treeId, nodes: new Map(tree.nodes.map((n) => [n.name, n])) };
     } catch {
       // A damaged parent only costs re-reading files; it must not fail the backup.

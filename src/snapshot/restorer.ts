@@ -9,7 +9,8 @@
  *    way is created by us or checked with lstat, files are opened with O_NOFOLLOW, and symlinks from the
  *    snapshot are created only after every file is written. Tree names were validated on decode (no `..`,
  *    `/`, NUL or duplicates), so every path stays inside the target.
- * 3. Read packs in order, merging nearby blobs into one ranged read; workers decrypt, verify and write.
+ * 3. Read packs in order, merging nearby blobs into one ranged read; workers decrypt, verify and write. A
+ *    blob whose copy fails is read again from the next pack the index lists it in.
  * 4. A file with a missing or damaged blob is removed and reported: never left silently wrong.
  * 5. Set metadata: files, links, then directories deepest first (writing into a directory changes its mtime).
  */
@@ -211,26 +212,9 @@ export async function restore(
     }
   }
 
-  // 3. data, pack by pack
-  const ranges: { pack: string; offset: number; length: number; blobs: BlobToRestore[] }[] = [];
-  for (const [pack, blobs] of [...packs].sort(([a], [b]) => (a < b ? -1 : 1))) {
-    const sorted = [...blobs.values()].sort((a, b) => a.offset - b.offset);
-    let current: (typeof ranges)[number] | undefined;
-    for (const blob of sorted) {
-      const end = blob.offset + blob.length;
-      if (
-        current &&
-        blob.offset - (current.offset + current.length) <= MERGE_GAP &&
-        end - current.offset <= MAX_RANGE
-      ) {
-        current.length = end - current.offset;
-        current.blobs.push(blob);
-      } else {
-        current = { pack, offset: blob.offset, length: blob.length, blobs: [blob] };
-        ranges.push(current);
-      }
-    }
-  }
+  // 3. data, pack by pack. A blob whose copy fails (the pack is damaged or missing, or it holds junk that
+  // claims the id, §18c) is read again from the next pack the index lists it in; its files fail only when no
+  // copy verifies, with the first copy's error.
   const blobFailure = (blob: BlobToRestore, error: string): void => {
     for (const w of blob.writes) {
       const f = filesByPath.get(w.path);
@@ -240,36 +224,38 @@ export async function restore(
       }
     }
   };
-  let next = 0;
-  const runRanges = async (): Promise<void> => {
-    while (next < ranges.length) {
-      const range = ranges[next++]!;
-      let data: Buffer;
-      try {
-        data = await repo.backend.load({ type: "pack", name: range.pack }, range);
-      } catch (err) {
-        for (const b of range.blobs) blobFailure(b, `pack ${range.pack.slice(0, 12)}: ${errorMessage(err)}`);
+  const tried = new Map<string, { packs: Set<string>; error: string }>();
+  let failed = new Map<string, BlobToRestore>();
+  const copyFailed = (pack: string, blob: BlobToRestore, error: string): void => {
+    const t = tried.get(blob.id);
+    if (t === undefined)
+      tried.set(blob.id, { packs: new Set([pack]), error: `pack ${pack.slice(0, 12)}: ${error}` });
+    else t.packs.add(pack);
+    failed.set(blob.id, blob);
+  };
+  for (let round: Map<string, Map<string, BlobToRestore>> | undefined = packs; round !== undefined; ) {
+    await restoreRanges(repo, pool, coalesce(round), copyFailed, (bytes) => {
+      result.bytes += bytes;
+      reporter.progress?.(result.bytes);
+    });
+    const retry = new Map<string, Map<string, BlobToRestore>>();
+    for (const [id, blob] of failed) {
+      const t = tried.get(id)!;
+      // Only a copy of the same length: the file's later blobs were placed by the planned one's.
+      const next = repo.index
+        .locations(id)
+        .find((e) => !t.packs.has(e.pack) && e.rawLength === blob.rawLength);
+      if (next === undefined) {
+        blobFailure(blob, t.error);
         continue;
       }
-      // A truncated pack loses the blobs past its end; those before it are intact and still restored.
-      const blobs: BlobToRestore[] = [];
-      for (const b of range.blobs) {
-        if (b.offset - range.offset + b.length <= data.length)
-          blobs.push({ ...b, offset: b.offset - range.offset });
-        else
-          blobFailure(b, `pack ${range.pack.slice(0, 12)}: pack is shorter than the index says (truncated)`);
-      }
-      if (blobs.length === 0) continue;
-      const { errors, bytesWritten } = await pool.restoreBlobs(data, blobs, true);
-      for (const e of errors) {
-        const blob = range.blobs.find((b) => b.id === e.id);
-        if (blob) blobFailure(blob, `pack ${range.pack.slice(0, 12)}: ${e.error}`);
-      }
-      result.bytes += bytesWritten;
-      reporter.progress?.(result.bytes);
+      let blobs = retry.get(next.pack);
+      if (!blobs) retry.set(next.pack, (blobs = new Map()));
+      blobs.set(id, { ...blob, offset: next.offset, length: next.length });
     }
-  };
-  await Promise.all(Array.from({ length: IN_FLIGHT_RANGES }, runRanges));
+    failed = new Map();
+    round = retry.size > 0 ? retry : undefined;
+  }
 
   // 4. damaged files go; 5. metadata
   const finished: PlannedFile[] = [];
@@ -328,6 +314,76 @@ export async function restore(
     }
   }
   return result;
+}
+
+/** A pack range to read in one request, and the blobs in it. */
+interface PackRange {
+  pack: string;
+  offset: number;
+  length: number;
+  blobs: BlobToRestore[];
+}
+
+/** Merges nearby blobs of each pack into ranged reads, packs in name order. */
+function coalesce(packs: Map<string, Map<string, BlobToRestore>>): PackRange[] {
+  const ranges: PackRange[] = [];
+  for (const [pack, blobs] of [...packs].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const sorted = [...blobs.values()].sort((a, b) => a.offset - b.offset);
+    let current: PackRange | undefined;
+    for (const blob of sorted) {
+      const end = blob.offset + blob.length;
+      if (
+        current &&
+        blob.offset - (current.offset + current.length) <= MERGE_GAP &&
+        end - current.offset <= MAX_RANGE
+      ) {
+        current.length = end - current.offset;
+        current.blobs.push(blob);
+      } else {
+        current = { pack, offset: blob.offset, length: blob.length, blobs: [blob] };
+        ranges.push(current);
+      }
+    }
+  }
+  return ranges;
+}
+
+/** Reads the ranges, a few at a time; the workers decrypt, verify and write each blob. */
+async function restoreRanges(
+  repo: Repository,
+  pool: WorkerPool,
+  ranges: PackRange[],
+  copyFailed: (pack: string, blob: BlobToRestore, error: string) => void,
+  written: (bytes: number) => void,
+): Promise<void> {
+  let next = 0;
+  const run = async (): Promise<void> => {
+    while (next < ranges.length) {
+      const range = ranges[next++]!;
+      let data: Buffer;
+      try {
+        data = await repo.backend.load({ type: "pack", name: range.pack }, range);
+      } catch (err) {
+        for (const b of range.blobs) copyFailed(range.pack, b, errorMessage(err));
+        continue;
+      }
+      // A truncated pack loses the blobs past its end; those before it are intact and still restored.
+      const blobs: BlobToRestore[] = [];
+      for (const b of range.blobs) {
+        if (b.offset - range.offset + b.length <= data.length)
+          blobs.push({ ...b, offset: b.offset - range.offset });
+        else copyFailed(range.pack, b, "pack is shorter than the index says (truncated)");
+      }
+      if (blobs.length === 0) continue;
+      const { errors, bytesWritten } = await pool.restoreBlobs(data, blobs, true);
+      for (const e of errors) {
+        const blob = range.blobs.find((b) => b.id === e.id);
+        if (blob) copyFailed(range.pack, blob, e.error);
+      }
+      written(bytesWritten);
+    }
+  };
+  await Promise.all(Array.from({ length: IN_FLIGHT_RANGES }, run));
 }
 
 const FILE_OPS_BATCH = 512;

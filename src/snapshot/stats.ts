@@ -4,7 +4,7 @@
  */
 import type { Repository } from "../repository/repository.js";
 import type { SnapshotWithId } from "./snapshot.js";
-import { loadTree } from "./walker.js";
+import { loadTreeEntries } from "./walker.js";
 
 export type StatsMode = "all";
 
@@ -48,12 +48,18 @@ export async function computeStats(
   // Raw size counts a file once per snapshot it is in; trees shared between snapshots still count per snapshot.
   const walk = async (treeId: string): Promise<void> => {
     count(treeId);
-    for (const node of await loadTree(repo, treeId)) {
+    const tree = await loadTreeEntries(repo, treeId);
+    for (const node of tree.nodes) {
       if (node.type === "file") {
         stats.files++;
         stats.rawBytes += node.size ?? 0;
         for (const id of node.content ?? []) count(id);
       } else if (node.subtree) await walk(node.subtree);
+    }
+    // An entry with a malformed field (check reports it) still holds the data it names.
+    for (const entry of tree.invalid) {
+      for (const id of entry.content ?? []) count(id);
+      if (entry.subtree) await walk(entry.subtree);
     }
   };
   for (const s of snapshots) {

@@ -39,6 +39,9 @@ export interface Tree {
 export interface InvalidEntry {
   name: string;
   error: string;
+  /** The blob ids its `subtree` and `content` still name (treeReferences): kept by prune, sent by a copy. */
+  subtree?: string;
+  content?: string[];
 }
 
 /** A tree as decodeTreeEntries reads it: the sound nodes, and the entries left out with their reason. */
@@ -137,12 +140,35 @@ export function decodeTreeEntries(data: Buffer, what: string): DecodedTree {
     seen.add(node.name);
     const problem = nodeProblem(node);
     if (problem === undefined) nodes.push(node);
-    else invalid.push({ name: node.name, error: problem });
+    else invalid.push({ name: node.name, error: problem, ...salvageReferences(raw) });
   }
   return { nodes, invalid };
 }
 
 const BLOB_ID = /^[0-9a-f]{64}$/;
+
+/** The well-formed blob ids an entry with a malformed field still names. */
+function salvageReferences(raw: object): { subtree?: string; content?: string[] } {
+  const r = raw as Record<string, unknown>;
+  const out: { subtree?: string; content?: string[] } = {};
+  if (typeof r.subtree === "string" && BLOB_ID.test(r.subtree)) out.subtree = r.subtree;
+  if (Array.isArray(r.content)) {
+    const ids = (r.content as unknown[]).filter(
+      (id): id is string => typeof id === "string" && BLOB_ID.test(id),
+    );
+    if (ids.length > 0) out.content = ids;
+  }
+  return out;
+}
+
+/**
+ * Every blob a tree names, its malformed entries included: what prune must keep, retention must lock and a
+ * copy must send, so one bad field in one entry neither stops them nor loses the data the entry names (a
+ * copy carries the tree as it is, and check reports the entry on every copy).
+ */
+export function treeReferences(tree: DecodedTree): { name: string; subtree?: string; content?: string[] }[] {
+  return [...tree.nodes, ...tree.invalid];
+}
 const NANOSECONDS = /^-?[0-9]{1,30}$/;
 const DECIMAL = /^[0-9]{1,30}$/;
 

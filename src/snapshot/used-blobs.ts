@@ -7,7 +7,8 @@
 import { BulwarkError, errorMessage } from "../core/errors.js";
 import type { Repository } from "../repository/repository.js";
 import { loadAllSnapshots } from "./snapshot.js";
-import { loadTree } from "./walker.js";
+import { treeReferences } from "./tree.js";
+import { loadTreeEntries } from "./walker.js";
 
 export interface UsedBlobsOptions {
   /** Snapshots to leave out (a dry run of `forget --prune`, whose forget removed nothing). */
@@ -44,7 +45,8 @@ export async function addSnapshotBlobs(
     used.add(treeId);
     let nodes;
     try {
-      nodes = await loadTree(repo, treeId);
+      // A malformed entry does not stop prune: the blobs it names are kept (treeReferences).
+      nodes = treeReferences(await loadTreeEntries(repo, treeId));
     } catch (err) {
       throw new BulwarkError(
         "INVALID_DATA",

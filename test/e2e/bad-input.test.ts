@@ -9,7 +9,9 @@
  * - `backup ''` saves no snapshot;
  * - a tree entry with a malformed field (an mtime that is not a number, a content id that is not a string), a
  *   file whose size disagrees with its blobs, and hard links without inode and device are refused alone:
- *   the rest of the snapshot is restored, the entry is named with its reason, and `check` reports each.
+ *   the rest of the snapshot is restored, the entry is named with its reason, and `check` reports each;
+ *   such entries block neither prune nor copy: prune keeps the blobs they name, a copy carries the trees as
+ *   they are with those blobs, and `check` of the copy reports the same entries.
  */
 import { chmod, mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -179,6 +181,48 @@ describe("malformed tree entries fail alone; check reports them", () => {
       expectClean(`check of ${what}`, plain);
     });
   }
+
+  it("prune and copy go on past the malformed entries and keep the data they name", async () => {
+    const nodeInvalid = async (r: TestRepo): Promise<string[]> => {
+      const c = await r.run(["--json", "check", "--read-data"]);
+      const findings = (JSON.parse(c.stdout) as { findings: { kind: string; message: string }[] }).findings;
+      // Nothing but the entries themselves (and, before prune, the blob each crafted snapshot wrote again):
+      // no blob went missing.
+      expect(
+        findings.filter((f) => f.kind !== "node-invalid" && f.kind !== "blob-multiple").map((f) => f.kind),
+        c.stdout,
+      ).toEqual([]);
+      return findings
+        .filter((f) => f.kind === "node-invalid")
+        .map((f) => f.message)
+        .sort();
+    };
+    // The blob only the malformed entries name.
+    const named = async (r: TestRepo): Promise<boolean> => {
+      const backend = await LocalBackend.open(r.dir);
+      try {
+        const opened = await Repository.open(backend, r.password);
+        await opened.loadIndex();
+        return opened.index.has(opened.computeId(Buffer.from("six b\n")));
+      } finally {
+        await backend.close();
+      }
+    };
+    const before = await nodeInvalid(target);
+    expect(before.length).toBeGreaterThanOrEqual(3);
+    const pruned = await target.run(["prune"]);
+    expect(pruned.code, describeRun(["prune"], pruned)).toBe(0);
+    expect(await named(target)).toBe(true);
+    expect(await nodeInvalid(target)).toEqual(before);
+
+    const copyDir = join(base, "repo-trees-copy");
+    const copyArgs = ["copy", "--from", target.dir, "--to", copyDir, "--init"];
+    const copied = await target.run(copyArgs);
+    expect(copied.code, describeRun(copyArgs, copied)).toBe(0);
+    const copy = new TestRepo(copyDir, target.passwordFile, target.password);
+    expect(await named(copy)).toBe(true);
+    expect(await nodeInvalid(copy)).toEqual(before);
+  });
 });
 
 describe("a corpus of bad inputs: a clean error, a non-zero exit, no stack trace", () => {

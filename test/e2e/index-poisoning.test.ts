@@ -5,7 +5,8 @@
  * index naming that pack, both named to sort first. The next admin `prune` must keep the genuine data (it
  * verifies a blob's kept copy wherever the blob has several locations) and throw the junk away;
  * `check --read-data` passes and the restore is byte-identical afterwards. `check` names the blobs several
- * packs claim before the prune.
+ * packs claim before the prune. Before any admin acts, a restore already reads past the junk: a blob whose
+ * copy fails to verify is read from the next pack that holds it.
  */
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
@@ -116,6 +117,22 @@ describe("index poisoning by an append-only host", () => {
     const multiple = found.findings.filter((f) => f.kind === "blob-multiple");
     expect(multiple.length, before.stdout).toBeGreaterThan(0);
     expect(new Set(multiple.flatMap((f) => f.blobs ?? []))).toEqual(new Set(claimed));
+
+    // The host restores before any admin has pruned: every junk copy is read first, fails, and the genuine
+    // copy is read instead.
+    const early = join(base, "restored-early");
+    const first = await repo.run(["restore", "latest", "--target", early], host);
+    expect(first.code, first.stderr).toBe(0);
+    for (const [name, data] of Object.entries(files)) {
+      const back = await readFile(join(restoredPath(early, src), name));
+      expect(back.equals(data), name).toBe(true);
+    }
+    // So does a copy to another repository: it sends the genuine blobs, and the copy checks clean.
+    const copyDir = join(base, "copy");
+    const copied = await repo.run(["copy", "--from", location, "--to", copyDir, "--init"], host);
+    expect(copied.code, copied.stderr).toBe(0);
+    const copyCheck = await repo.run(["-r", copyDir, "check", "--read-data"], host);
+    expect(copyCheck.code, copyCheck.stdout + copyCheck.stderr).toBe(0);
 
     const dry = await repo.run(["prune", "--dry-run"], admin);
     expect(dry.code, dry.stderr).toBe(0);
