@@ -360,7 +360,7 @@ async function planSnapshot(
 /**
  * Reads the needed blobs pack by pack (one read ahead), re-seals them and hands them to the writer. A blob
  * whose copy is damaged (it does not decrypt or match its id, its pack is missing or short) is read again
- * from the next pack the source's index lists it in (§18c: junk claiming the id must not stop a copy). A
+ * from the next pack the source's index lists it in (§19, "Index poisoning": junk claiming the id must not stop a copy). A
  * blob no copy of which verifies throws its first copy's error once the pass is done, unless `onDamaged` is
  * given: then it is reported there and skipped.
  */

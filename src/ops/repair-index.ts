@@ -14,9 +14,14 @@
  *     were in packs that are gone or whose header does not read; `bulwark repair --from` fetches them.
  * Killed between 3 and 4, the damaged file and the new ones are side by side: readers skip the damaged one
  * (Repository.loadIndex) and a pack listed twice is a duplicate readers tolerate; a rerun finishes.
+ *
+ * `distrust` names readable index files to treat as damaged (§19, "Index poisoning"): an index file that retires intact packs
+ * (check names it, `retired-intact`) was written by whoever holds the key, not by repair. It is left out in 1,
+ * the packs it alone listed are indexed again from their headers in 2-3, and it is deleted in 4. Only a
+ * deletion undoes it (readers honour any readable file), so a target that refuses it keeps it, and says so.
  */
 import type { Clock } from "../core/clock.js";
-import { errorMessage } from "../core/errors.js";
+import { BulwarkError, errorMessage } from "../core/errors.js";
 import { emitMessage, type EventSink } from "../core/events.js";
 import { formatCount } from "../core/format.js";
 import { readUnindexedPacks } from "../copy/copier.js";
@@ -37,15 +42,19 @@ export interface RepairIndexInput {
   readData?: boolean;
   /** Plan only: which index files are damaged and what the packs' headers hold; nothing is written. */
   dryRun?: boolean;
+  /** Readable index files to replace as if damaged: full names or unique prefixes (see the header). */
+  distrust?: readonly string[];
 }
 
 export interface RepairIndexOutcome {
   target: string;
   dryRun: boolean;
-  /** True when, afterwards (or as planned), every blob a snapshot needs is indexed. */
+  /** True when, afterwards (or as planned), every blob a snapshot needs is indexed and no distrusted file stays. */
   ok: boolean;
   /** Index files that do not authenticate or parse. */
   damagedIndexFiles: { name: string; error: string }[];
+  /** The index files `distrust` named, resolved to full names. */
+  distrusted: string[];
   /** Packs no readable index file listed, indexed again from their headers. */
   packsIndexed: number;
   blobsIndexed: number;
@@ -77,6 +86,7 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
     dryRun,
     ok: false,
     damagedIndexFiles: [],
+    distrusted: [],
     packsIndexed: 0,
     blobsIndexed: 0,
     unreadablePacks: [],
@@ -87,9 +97,13 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
   };
   const lock = await RepoLock.acquire(repo, !dryRun, clock);
   try {
-    const { damaged } = await repo.loadIndex();
+    const distrusted = await resolveIndexNames(repo, input.distrust ?? []);
+    outcome.distrusted = distrusted;
+    const { damaged } = await repo.loadIndex({ exclude: new Set(distrusted) });
     outcome.damagedIndexFiles = damaged.sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const d of damaged) say("warning", `damaged index file: ${d.error}`);
+    for (const name of distrusted)
+      say("info", `index file ${name.slice(0, 12)} is distrusted: left unread, replaced`);
 
     const read = await readUnindexedPacks(repo, input.readData === true, (done, total, bytes) =>
       input.events?.({
@@ -109,9 +123,9 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
       say("warning", `pack ${u.pack.slice(0, 12)} is in no readable index and does not read: ${u.error}`);
     }
 
-    const supersedes = damaged.map((d) => d.name);
+    const supersedes = [...damaged.map((d) => d.name), ...distrusted];
     // A damaged file an earlier run superseded (the target kept it) needs no new file: reruns add nothing.
-    const fresh = damaged.filter((d) => !repo.index.isSuperseded(d.name));
+    const fresh = supersedes.filter((name) => !repo.index.isSuperseded(name));
     if (!dryRun && (read.packs.length > 0 || fresh.length > 0)) {
       // 3. The new files first: a kill before 4 leaves duplicates, never a pack no index names.
       let batch: { id: string; blobs: PackedBlob[] }[] = [];
@@ -156,10 +170,30 @@ export async function repairIndex(input: RepairIndexInput): Promise<RepairIndexO
     } catch (err) {
       outcome.walkError = errorMessage(err);
     }
-    outcome.ok = outcome.missing === 0;
+    // A distrusted file the target kept still retires what it names for every reader: not repaired.
+    const distrustKept =
+      !dryRun && outcome.locked.some((l) => distrusted.some((d) => l.file === `index/${d.slice(0, 12)}`));
+    outcome.ok = outcome.missing === 0 && !distrustKept;
   } finally {
     await lock.release();
   }
   outcome.durationMs = clock.now().getTime() - started.getTime();
   return outcome;
+}
+
+/** Full index file names for names or unique prefixes; USAGE for one that matches none or several. */
+async function resolveIndexNames(repo: Repository, given: readonly string[]): Promise<string[]> {
+  if (given.length === 0) return [];
+  const names = await repo.listNames("index");
+  return given.map((g) => {
+    const matches = names.filter((n) => n.startsWith(g.toLowerCase()));
+    if (matches.length === 1) return matches[0]!;
+    throw new BulwarkError(
+      "USAGE",
+      matches.length === 0
+        ? `--distrust ${g}: no index file of ${repo.backend.location} starts with it`
+        : `--distrust ${g}: ${matches.length} index files start with it`,
+      { hint: "give the name `bulwark check --read-data` printed, in full if a prefix is ambiguous" },
+    );
+  });
 }

@@ -50,6 +50,8 @@ export class MasterIndex {
   private readonly alternates = new Map<string, IndexEntry[]>();
   /** Pack id -> the SHA-256 of its bytes, where an index file records it. */
   private readonly digests = new Map<string, string>();
+  /** Pack id -> the index files whose `retires` name it (addFiles). */
+  private readonly retiredBy = new Map<string, string[]>();
   /** Index file names a merged file `supersedes` (prune's, repair --index's). */
   private readonly superseded = new Set<string>();
 
@@ -71,7 +73,7 @@ export class MasterIndex {
 
   /**
    * Every readable location of a blob, the one `get` returns first: a reader whose copy fails to verify
-   * (damaged, or an attacker's junk claiming the id, §18c) tries the next before giving up.
+   * (damaged, or an attacker's junk claiming the id, §19, "Index poisoning") tries the next before giving up.
    */
   locations(id: string): IndexEntry[] {
     const first = this.blobs.get(id);
@@ -112,6 +114,14 @@ export class MasterIndex {
     return this.retired.has(pack);
   }
 
+  /**
+   * The index files that retire a pack. Repair retires only packs it found damaged, so a file retiring a pack
+   * that reads intact is not repair's (index poisoning, §19, "Index poisoning"): check names it, `repair --index --distrust` drops it.
+   */
+  retiringFiles(pack: string): string[] {
+    return this.retiredBy.get(pack) ?? [];
+  }
+
   retiredPacks(): string[] {
     return [...this.retired].sort();
   }
@@ -146,7 +156,11 @@ export class MasterIndex {
    * (repair's), then the others, each group in name order.
    */
   addFiles(files: readonly { name: string; file: IndexFile }[]): void {
-    for (const f of files) for (const name of f.file.supersedes ?? []) this.superseded.add(name);
+    for (const f of files) {
+      for (const name of f.file.supersedes ?? []) this.superseded.add(name);
+      for (const pack of f.file.retires ?? [])
+        this.retiredBy.set(pack, [...this.retiringFiles(pack), f.name]);
+    }
     this.retire(files.flatMap((f) => f.file.retires ?? []));
     const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const f of sorted) if (f.file.retires !== undefined) this.addFile(f.file);

@@ -231,11 +231,16 @@ export class Repository {
     return names;
   }
 
-  /** Reads every index file into the master index. Returns damaged index files instead of failing. */
-  async loadIndex(): Promise<{ files: number; damaged: { name: string; error: string }[] }> {
+  /**
+   * Reads every index file into the master index. Returns damaged index files instead of failing. `exclude`:
+   * files left unread (`repair --index --distrust`, which replaces them).
+   */
+  async loadIndex(
+    options: { exclude?: ReadonlySet<string> } = {},
+  ): Promise<{ files: number; damaged: { name: string; error: string }[] }> {
     const prefetched = (await this.indexPrefetch) ?? new Map<string, Buffer>();
     this.indexPrefetch = undefined;
-    const names = await this.listNames("index");
+    const names = (await this.listNames("index")).filter((n) => options.exclude?.has(n) !== true);
     const damaged: { name: string; error: string }[] = [];
     const files: { name: string; file: IndexFile }[] = [];
     await forEachLimit(names, 8, async (name) => {
@@ -264,7 +269,7 @@ export class Repository {
   /**
    * Loads, decrypts and verifies one blob; throws INVALID_DATA or NOT_FOUND naming the blob and pack. A blob
    * the index lists in several packs is read from the next when a copy fails (a damaged pack, or junk that
-   * claims the id, §18c); the error of the first copy is thrown when none verifies.
+   * claims the id, §19, "Index poisoning"); the error of the first copy is thrown when none verifies.
    */
   async loadBlob(id: string, type?: BlobType): Promise<Buffer> {
     const locations = this.index.locations(id);

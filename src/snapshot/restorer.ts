@@ -213,7 +213,7 @@ export async function restore(
   }
 
   // 3. data, pack by pack. A blob whose copy fails (the pack is damaged or missing, or it holds junk that
-  // claims the id, §18c) is read again from the next pack the index lists it in; its files fail only when no
+  // claims the id, §19, "Index poisoning") is read again from the next pack the index lists it in; its files fail only when no
   // copy verifies, with the first copy's error.
   const blobFailure = (blob: BlobToRestore, error: string): void => {
     for (const w of blob.writes) {

@@ -41,6 +41,7 @@ export interface Finding {
     | "pack-unreferenced"
     | "pack-digest"
     | "pack-retired"
+    | "retired-intact"
     | "blob-multiple";
   message: string;
   pack?: string;
@@ -386,6 +387,31 @@ export async function check(
       done++;
       options.reporter?.progress?.(done, selection.length, stats.bytesRead);
     });
+  }
+
+  // 3a. retired packs still stored, read whole: repair retires a pack only when it found it damaged, so an
+  // index file retiring a pack whose every blob verifies is not repair's (index poisoning, §19, "Index poisoning"). Named, so
+  // an admin can drop it (`repair --index --distrust`); a verification's budgeted plan leaves this to check.
+  if (options.readData && options.readData.kind !== "plan") {
+    for (const pack of [...stored.keys()].filter((p) => repo.index.isRetired(p)).sort()) {
+      let data: Buffer;
+      try {
+        data = await repo.backend.load({ type: "pack", name: pack });
+      } catch {
+        continue; // damaged or gone: what retiring it says
+      }
+      stats.bytesRead += data.length;
+      const result = await pool.verifyPack(pack, data);
+      if (result.headerError !== undefined || result.blobErrors.length > 0 || result.blobs.length === 0)
+        continue;
+      const files = repo.index.retiringFiles(pack);
+      findings.push({
+        severity: "error",
+        kind: "retired-intact",
+        pack,
+        message: `pack ${pack.slice(0, 12)} is retired, yet all ${result.blobs.length} of its blobs verify: repair retires only damaged packs, so index file${files.length === 1 ? "" : "s"} ${files.map((f) => f.slice(0, 12)).join(", ")} did not come from repair (index poisoning?); with admin rights: bulwark repair --index ${files.map((f) => `--distrust ${f}`).join(" ")}`,
+      });
+    }
   }
 
   // 3b. the packs not read, checked at rest by the backend's own SHA-256: nothing is downloaded

@@ -9,7 +9,7 @@
  * copy fails to verify is read from the next pack that holds it.
  */
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -162,7 +162,7 @@ describe("index poisoning by an append-only host", () => {
     }
   }, 300_000);
 
-  it("an index that also retires the genuine packs stops the prune, deleting nothing", async () => {
+  it("an index that also retires the genuine packs stops the prune, deleting nothing; check names it and repair --index --distrust drops it", async () => {
     const genuine = (await packFiles(vaultDir)).map((p) => basename(p));
     const backend = await openRestBackend(location, { token: hostToken });
     const r = await Repository.open(backend, repo.password);
@@ -179,5 +179,34 @@ describe("index poisoning by an append-only host", () => {
     expect(pruned.stderr).toContain("nothing was deleted");
     const after = (await packFiles(vaultDir)).map((p) => basename(p));
     expect(after.sort()).toEqual([...genuine, junkPack].sort());
+
+    // check --read-data reads the retired packs, finds them intact, and names the index file that retires them.
+    const checked = await repo.run(["--json", "check", "--read-data"], host);
+    expect(checked.code).toBe(1);
+    const intact = (JSON.parse(checked.stdout) as CheckJson).findings.filter(
+      (f) => f.kind === "retired-intact",
+    );
+    expect(intact.map((f) => f.pack).sort()).toEqual([...dataPacks].sort());
+    const named = /--distrust ([0-9a-f]{12})/.exec(intact[0]!.message)?.[1];
+    expect(named, intact[0]!.message).toBeDefined();
+    const poisoned = (await readdir(join(vaultDir, "index"))).find((n) => n.startsWith(named!));
+    expect(poisoned).toBeDefined();
+
+    // The host's append-only token cannot drop it: replaced, but kept, and the exit code says so.
+    const refused = await repo.run(["repair", "--index", "--distrust", named!], host);
+    expect(refused.code, refused.stdout + refused.stderr).toBe(1);
+    expect(refused.stdout).toContain(`distrusted index file ${named} was replaced but the target keeps it`);
+    // An admin can: then prune keeps the genuine data, drops the junk, and everything verifies.
+    const dropped = await repo.run(["repair", "--index", "--distrust", named!], admin);
+    expect(dropped.code, dropped.stdout + dropped.stderr).toBe(0);
+    expect(dropped.stdout).toContain(`distrusted index file ${named} replaced and deleted`);
+    expect(await readdir(join(vaultDir, "index"))).not.toContain(poisoned);
+    const pruned2 = await repo.run(["prune"], admin);
+    expect(pruned2.code, pruned2.stderr).toBe(0);
+    const final = (await packFiles(vaultDir)).map((p) => basename(p));
+    for (const p of genuine) expect(final).toContain(p);
+    expect(final).not.toContain(junkPack);
+    const clean = await repo.run(["check", "--read-data"], host);
+    expect(clean.code, clean.stdout + clean.stderr).toBe(0);
   }, 300_000);
 });

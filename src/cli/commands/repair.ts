@@ -33,6 +33,7 @@ interface RepairFlags {
   readData?: boolean;
   catalog: boolean;
   index?: boolean;
+  distrust: string[];
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -64,6 +65,12 @@ export function registerRepair(program: Command, globals: () => GlobalOptions): 
     )
     .option("--no-catalog", "do not use or update the packs the catalog records as damaged")
     .option("--index", "rebuild the index from the pack headers (damaged index files); no other copy needed")
+    .option(
+      "--distrust <index>",
+      "with --index: replace this readable index file as if damaged, and delete it (repeatable; name or prefix)",
+      collect,
+      [],
+    )
     .addHelpText(
       "after",
       `
@@ -81,6 +88,9 @@ With --index, the index is rebuilt instead: every pack no readable index file li
 --read-data, the whole pack, each blob checked) and new index files are written for them, naming the damaged
 index files they supersede; then the damaged files are deleted where the target allows it (on an immutable or
 append-only target they stay, superseded, until prune can delete them). Takes --target or --repo, no source.
+--distrust NAME treats a readable index file the same way: the one \`bulwark check --read-data\` names for
+retiring packs that verify intact (repair never retires an intact pack, so someone else holding the key wrote
+it). Deleting it needs a token or credentials that may delete; until then readers still honour it.
 Exit code 0 when every blob a snapshot needs is intact (or, with --dry-run, would be), 1 when some blobs are on
 no copy (the snapshots and files they affect are listed) or the repair failed; with --index, 1 when a snapshot
 still needs a blob no pack header lists (repair from another copy then); 10 no repository, 11 locked,
@@ -90,6 +100,11 @@ still needs a blob no pack header lists (repair from another copy then); 10 no r
       const opts = globals();
       const out = new Output(opts);
       const dryRun = flags.dryRun === true;
+      if (flags.distrust.length > 0 && flags.index !== true) {
+        throw new BulwarkError("USAGE", "--distrust goes with --index", {
+          hint: "bulwark repair --index --distrust NAME",
+        });
+      }
       if (flags.index === true && (flags.from.length > 0 || flags.fromRepo.length > 0)) {
         throw new BulwarkError("USAGE", "repair --index takes no source: it reads the target's own packs", {
           hint: "run `bulwark repair --index` first, then `bulwark repair --from ...` for what is still missing",
@@ -222,6 +237,7 @@ async function runIndexRepair(
       events: renderWithProgress(out, progress),
       ...(flags.readData === true ? { readData: true } : {}),
       dryRun: flags.dryRun === true,
+      distrust: flags.distrust,
     });
   } finally {
     progress.done();
@@ -229,7 +245,17 @@ async function runIndexRepair(
   }
   out.emitJson(r);
   const would = r.dryRun ? "would be " : "";
-  if (r.damagedIndexFiles.length === 0 && r.packsIndexed === 0) {
+  for (const name of r.distrusted) {
+    const kept = r.locked.find((l) => l.file === `index/${name.slice(0, 12)}`);
+    out.result(
+      r.dryRun
+        ? `would replace and delete distrusted index file ${name.slice(0, 12)}`
+        : kept === undefined
+          ? `distrusted index file ${name.slice(0, 12)} replaced and deleted`
+          : `error: distrusted index file ${name.slice(0, 12)} was replaced but the target keeps it${kept.until !== undefined ? ` until ${kept.until}` : ""}, so readers still honour it; delete it with credentials that may (an admin token)`,
+    );
+  }
+  if (r.damagedIndexFiles.length === 0 && r.packsIndexed === 0 && r.distrusted.length === 0) {
     out.result(`nothing to repair in the index of ${r.target}`);
   } else if (!r.dryRun) {
     out.info(
