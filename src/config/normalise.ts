@@ -11,6 +11,7 @@ import { parseBudget, type Budget } from "./budget.js";
 import { parseFixedDuration } from "./duration.js";
 import { isEmptyKeepRules, type KeepRules } from "./keep-rules.js";
 import { presetCounts } from "./rule-presets.js";
+import { normaliseRunbooks } from "./runbooks.js";
 import type {
   BulwarkConfig,
   Dataset,
@@ -264,7 +265,18 @@ export function normalise(
       rpoMs: duration([...at, "rpo"], p.rpo),
       ...(p.verification ? { verification: verificationOf(p.verification, [...at, "verification"]) } : {}),
       ...(p.drills
-        ? { drills: { every: p.drills.every, everyMs: duration([...at, "drills", "every"], p.drills.every) } }
+        ? {
+            drills: {
+              every: p.drills.every,
+              everyMs: duration([...at, "drills", "every"], p.drills.every),
+              ...(p.drills.runbookEvery !== undefined
+                ? {
+                    runbookEvery: p.drills.runbookEvery,
+                    runbookEveryMs: duration([...at, "drills", "runbookEvery"], p.drills.runbookEvery),
+                  }
+                : {}),
+            },
+          }
         : {}),
       keepRules,
       ...(p.immutabilityDays !== undefined ? { immutabilityDays: p.immutabilityDays } : {}),
@@ -288,7 +300,11 @@ export function normalise(
     written.evidence?.signingKey !== undefined
       ? { evidence: { signingKey: written.evidence.signingKey } }
       : {};
-  return { config: { version: 1, targets, datasets, policies, jobs, ...evidence }, diagnostics };
+  const runbooks = normaliseRunbooks(written.runbooks, duration);
+  return {
+    config: { version: 1, targets, datasets, policies, jobs, ...evidence, runbooks },
+    diagnostics,
+  };
 }
 
 /** A source with its defaults: name, format, jobs, globals; seconds as milliseconds; a shell command as argv. */

@@ -22,6 +22,7 @@ import {
   type Locate,
   type MakeDiagnostic,
 } from "./diagnostic.js";
+import { runbookDiagnostics } from "./runbooks.js";
 import { unresolvedSecret, urlPassword, type SecretEnvironment } from "./secrets.js";
 import { describeSecretRef, type BulwarkConfig, type SecretRef } from "./types.js";
 
@@ -262,6 +263,7 @@ export function checkConfig(config: BulwarkConfig, ctx: RuleContext): Diagnostic
       ),
     );
   }
+  out.push(...runbookDiagnostics(config, make));
   for (const rule of ctx.rules ?? []) out.push(...rule(config, make));
   return out;
 }

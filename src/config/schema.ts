@@ -8,6 +8,7 @@
 
 import { z } from "zod";
 
+import { runbookSchema } from "./runbooks.js";
 import { ISOLATIONS, MEDIA, POSTGRES_FORMATS, RULE_PRESETS } from "./types.js";
 import type { WrittenConfig } from "./written.js";
 
@@ -247,7 +248,13 @@ const policySchema = z.strictObject({
     })
     .optional(),
   drills: z
-    .strictObject({ every: z.string().describe("a passing drill must be at most this old: 7d") })
+    .strictObject({
+      every: z.string().describe("a passing drill must be at most this old: 7d"),
+      runbookEvery: z
+        .string()
+        .optional()
+        .describe("a passing `dr drill` of a runbook covering the dataset must be at most this old: 30d"),
+    })
     .optional(),
   retention: z.record(name, retentionSchema).optional().describe("forget per target, keyed by target name"),
   immutabilityDays: z.number().int().min(1).optional(),
@@ -279,6 +286,10 @@ export const configSchema = z
       })
       .optional()
       .describe("how evidence reports are signed"),
+    runbooks: z
+      .record(name, runbookSchema)
+      .optional()
+      .describe("DR runbooks: services, where their datasets are restored, how they start and are checked"),
   })
   .describe(
     "Bulwark configuration (bulwark.yaml); reference: docs/config.md",

@@ -204,7 +204,7 @@ export interface Policy {
   rpoMs: number;
   verification?: PolicyVerification;
   /** A passing drill must be at most this old (`drills.every`); without it any passing drill counts. */
-  drills?: { every: string; everyMs: number };
+  drills?: { every: string; everyMs: number; runbookEvery?: string; runbookEveryMs?: number };
   /** Per-target keep rules (the config's `retention:`; what `forget` keeps there), keyed by target name. */
   keepRules: Record<string, KeepRules>;
   /** Each snapshot must stay retention-locked at least this long on the immutable targets. */
@@ -221,6 +221,105 @@ export interface Job {
   dependsOn: string[];
 }
 
+/**
+ * A program to run: argv (a command written as one string is `sh -c` it), the variables passed through by
+ * name beyond the scrubbed set (childEnv), extra variables set to fixed values, and a working directory.
+ */
+export interface CommandSpec {
+  command: string[];
+  /** Passed through from Bulwark's environment by name (never its secrets unless named). */
+  passEnv: string[];
+  /** Set to these values (not secrets: they are in the config). */
+  setEnv: Record<string, string>;
+  cwd?: string;
+}
+
+/**
+ * A health check of a recovered service (docs/design.md §24): tried every `intervalMs` until it passes or
+ * `retries` more attempts failed, each attempt bounded by `timeoutMs`.
+ */
+export type HealthCheck = {
+  name: string;
+  timeoutMs: number;
+  retries: number;
+  intervalMs: number;
+} & (
+  | { type: "tcp"; host: string; port: number }
+  | {
+      type: "http";
+      url: string;
+      /** Expected status (default 200). */
+      status: number;
+      /** A substring the body must contain. */
+      body?: string;
+    }
+  | ({ type: "command" } & CommandSpec)
+  | {
+      type: "sql";
+      /** A PostgreSQL connection URL (no password in it) or a SQLite file. */
+      postgres?: string;
+      password?: SecretRef;
+      sqlite?: string;
+      query: string;
+      /** The exact output expected (rows on lines, columns joined by |). */
+      expect: string;
+    }
+);
+
+/** What a runbook step does (before or after a service, or around the whole runbook). */
+export type StepAction =
+  | ({ type: "command" } & CommandSpec)
+  | { type: "wait"; ms: number }
+  | { type: "approval"; message: string }
+  | { type: "notify"; message: string; command?: CommandSpec };
+
+export type RunbookStep = StepAction & {
+  name: string;
+  /** A failed critical step stops the runbook; a failed non-critical one is recorded and passed (default true). */
+  critical: boolean;
+  timeoutMs: number;
+  /** Attempts after the first (default 0). */
+  retries: number;
+  /** In `dr drill`: run it, or skip it (default run; approvals and notifications default to skip). */
+  inDrill: "run" | "skip";
+};
+
+/** Where one dataset (or one of its sources) of a service is restored to. */
+export interface ServiceRestore {
+  dataset: string;
+  /** A source of the dataset (by name); without it the dataset's files are restored. */
+  source?: string;
+  to:
+    | { directory: string }
+    | { postgres: string; password?: SecretRef }
+    | { sqlite: string }
+    | { command: CommandSpec };
+}
+
+export interface RunbookService {
+  name: string;
+  restore: ServiceRestore[];
+  start?: ({ kind: "command" } & CommandSpec) | { kind: "systemd"; unit: string };
+  stop?: ({ kind: "command" } & CommandSpec) | { kind: "systemd"; unit: string };
+  health: HealthCheck[];
+  dependsOn: string[];
+  before: RunbookStep[];
+  after: RunbookStep[];
+  /** TCP ports the service listens on (from its tcp checks and `ports`): two services must not share one. */
+  ports: number[];
+}
+
+/** A DR runbook (`runbooks:`, `bulwark dr`, docs/design.md §24). */
+export interface Runbook {
+  name: string;
+  /** The recovery time objective of the whole runbook. */
+  rto?: string;
+  rtoMs?: number;
+  services: Record<string, RunbookService>;
+  before: RunbookStep[];
+  after: RunbookStep[];
+}
+
 /** How evidence reports are signed (`bulwark report --sign`, docs/design.md §17c). */
 export interface EvidenceConfig {
   /** An Ed25519 private key, PEM PKCS#8 (the whole file, or the variable's whole value). */
@@ -234,4 +333,6 @@ export interface BulwarkConfig {
   policies: Record<string, Policy>;
   jobs: Record<string, Job>;
   evidence?: EvidenceConfig;
+  /** DR runbooks by name (empty when the config has none). */
+  runbooks: Record<string, Runbook>;
 }

@@ -4,6 +4,7 @@
  * produces exactly this type (checked there at compile time).
  */
 
+import type { WrittenRunbook } from "./runbooks.js";
 import type { Isolation, Medium, PostgresFormat, RulePreset, SecretRef } from "./types.js";
 
 export interface WrittenTarget {
@@ -136,7 +137,7 @@ export interface WrittenPolicy {
   productionCounts?: boolean;
   rpo: string;
   verification?: { cadence?: string; fullEvery?: string; budget?: string; newPacks?: boolean };
-  drills?: { every: string };
+  drills?: { every: string; runbookEvery?: string };
   retention?: Record<string, WrittenRetention>;
   immutabilityDays?: number;
 }
@@ -157,4 +158,5 @@ export interface WrittenConfig {
   policies: Record<string, WrittenPolicy>;
   jobs: Record<string, WrittenJob>;
   evidence?: { signingKey?: SecretRef };
+  runbooks?: Record<string, WrittenRunbook>;
 }

@@ -45,6 +45,7 @@ function target(
 export function exampleConfig(): BulwarkConfig {
   return {
     version: 1,
+    runbooks: {},
     targets: {
       local: target(
         "local",
