@@ -213,7 +213,7 @@ function checkOf(c: NonNullable<WrittenService["health"]>[number]): HealthCheck 
         type: "sql",
         name: c.name ?? `sql ${c.query}`,
         ...(c.postgres !== undefined ? { postgres: c.postgres } : {}),
-        ...(c.password !== undefined ? { password: c.password as SecretRef } : {}),
+        ...(c.password !== undefined ? { password: c.password } : {}),
         ...(c.sqlite !== undefined ? { sqlite: c.sqlite } : {}),
         query: c.query,
         expect: c.expect,
