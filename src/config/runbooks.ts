@@ -17,7 +17,6 @@ import type {
   Runbook,
   RunbookService,
   RunbookStep,
-  SecretRef,
   ServiceRestore,
 } from "./types.js";
 
