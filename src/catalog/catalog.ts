@@ -127,7 +127,22 @@ export interface DrillRecord {
 }
 
 /** The kinds of evidence records that form the one evidence chain (docs/design.md §22). */
-export type EvidenceKind = "verification" | "drill";
+export type EvidenceKind = "verification" | "drill" | "runbook";
+
+/**
+ * A version of a runbook's definition (`bulwark dr`): its change log. A new row whenever the definition's
+ * hash differs from the last recorded one, so the verified state of a runbook belongs to one version.
+ */
+export interface RunbookVersionRecord {
+  id: number;
+  runbook: string;
+  /** SHA-256 of the runbook's normalised definition (src/ops/dr-plan.ts runbookHash). */
+  definitionHash: string;
+  time: Date;
+  /** The normalised definition as JSON (no secret: secrets are references). */
+  definition: Record<string, unknown>;
+  chain?: EvidenceLink;
+}
 
 /** A record's place in the evidence chain. */
 export interface EvidenceLink {
@@ -323,6 +338,22 @@ const MIGRATIONS: readonly string[] = [
     seq  INTEGER NOT NULL,
     hash TEXT NOT NULL
   );
+  `,
+  // 4: runbooks. Each version of a runbook's definition, in the evidence chain: the change log a DR report
+  // shows, and what a DR drill's verified state belongs to.
+  `
+  CREATE TABLE runbook_versions (
+    id              INTEGER PRIMARY KEY,
+    runbook         TEXT NOT NULL,
+    definition_hash TEXT NOT NULL,
+    time            TEXT NOT NULL,
+    definition      TEXT NOT NULL,
+    chain_seq       INTEGER,
+    prev_hash       TEXT,
+    hash            TEXT
+  );
+  CREATE UNIQUE INDEX runbook_versions_by_chain ON runbook_versions (chain_seq);
+  CREATE INDEX runbook_versions_by_name ON runbook_versions (runbook, id);
   `,
 ];
 
@@ -849,6 +880,26 @@ export class Catalog {
   }
 
   /** The newest drill of a dataset, or of its copy on `target` (by time; the later record wins a tie). */
+  /** Records a version of a runbook's definition (see RunbookVersionRecord), chained as evidence. */
+  recordRunbookVersion(v: Omit<RunbookVersionRecord, "id" | "chain">): { id: number; chain: EvidenceLink } {
+    return this.insertEvidence("runbook", () =>
+      this.db
+        .prepare(
+          `INSERT INTO runbook_versions (runbook, definition_hash, time, definition) VALUES (?, ?, ?, ?)`,
+        )
+        .run(v.runbook, v.definitionHash, iso(v.time), JSON.stringify(v.definition)),
+    );
+  }
+
+  /** A runbook's versions, oldest first: its change log. */
+  runbookVersions(runbook: string): RunbookVersionRecord[] {
+    return this.guard(() =>
+      (
+        this.db.prepare(`SELECT * FROM runbook_versions WHERE runbook = ? ORDER BY id`).all(runbook) as Row[]
+      ).map(toRunbookVersion),
+    );
+  }
+
   latestDrill(dataset: string, target?: string): DrillRecord | undefined {
     return this.guard(() => {
       const row =
@@ -1099,6 +1150,17 @@ function toDrill(row: Row): DrillRecord {
     status: row.status as "pass" | "fail",
     description: str(row, "description"),
     ...optional("details", json<Record<string, unknown>>(row, "details")),
+    ...optional("chain", toLink(row)),
+  };
+}
+
+function toRunbookVersion(row: Row): RunbookVersionRecord {
+  return {
+    id: row.id as number,
+    runbook: str(row, "runbook"),
+    definitionHash: str(row, "definition_hash"),
+    time: date(row, "time"),
+    definition: json<Record<string, unknown>>(row, "definition") ?? {},
     ...optional("chain", toLink(row)),
   };
 }

@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 
-import type { DrillRecord, EvidenceKind, VerificationRecord } from "./catalog.js";
+import type { DrillRecord, EvidenceKind, RunbookVersionRecord, VerificationRecord } from "./catalog.js";
 
 /**
  * The tables of the evidence chain and the columns each link's hash covers, in this order. A kind's
@@ -31,6 +31,10 @@ export const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: rea
     table: "drills",
     columns: ["id", "dataset", "target", "snapshot", "time", "status", "description", "details"],
   },
+  runbook: {
+    table: "runbook_versions",
+    columns: ["id", "runbook", "definition_hash", "time", "definition"],
+  },
 };
 
 /**
@@ -40,9 +44,20 @@ export const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: rea
  */
 export function evidenceRow(
   kind: EvidenceKind,
-  r: Omit<VerificationRecord, "chain"> | Omit<DrillRecord, "chain">,
+  r: Omit<VerificationRecord, "chain"> | Omit<DrillRecord, "chain"> | Omit<RunbookVersionRecord, "chain">,
 ): Record<string, unknown> {
-  const details = r.details === undefined ? null : JSON.stringify(r.details);
+  if (kind === "runbook") {
+    const v = r as RunbookVersionRecord;
+    return {
+      id: v.id,
+      runbook: v.runbook,
+      definition_hash: v.definitionHash,
+      time: v.time.toISOString(),
+      definition: JSON.stringify(v.definition),
+    };
+  }
+  const details =
+    (r as DrillRecord).details === undefined ? null : JSON.stringify((r as DrillRecord).details);
   if (kind === "verification") {
     const v = r as VerificationRecord;
     return {

@@ -127,7 +127,11 @@ export interface ReportSelection {
   known?: { datasets: string[]; targets: string[] };
 }
 
-const KIND_NAME: Record<EvidenceKind, string> = { verification: "verification", drill: "drill" };
+const KIND_NAME: Record<EvidenceKind, string> = {
+  verification: "verification",
+  drill: "drill",
+  runbook: "runbook version",
+};
 
 /**
  * The records a report shows: the one with `id`, else the latest of each dataset (verifications: of each

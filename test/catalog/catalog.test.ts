@@ -56,6 +56,7 @@ describe("Catalog.open", () => {
         "events",
         "evidence_head",
         "pack_reads",
+        "runbook_versions",
         "runs",
         "snapshots",
         "verifications",

@@ -202,6 +202,25 @@ describe("the evidence chain", () => {
     if (expected.kind !== undefined) expect(status.broken?.kind).toBe(expected.kind);
   });
 
+  it("runbook versions are links of the chain: the change log cannot be edited unseen", () => {
+    recordFive();
+    const v = catalog.recordRunbookVersion({
+      runbook: "shop",
+      definitionHash: "a".repeat(64),
+      time: t("2026-05-10T00:00:00Z"),
+      definition: { services: { db: {} } },
+    });
+    expect(v.chain.seq).toBe(6);
+    expect(catalog.runbookVersions("shop").map((r) => r.definitionHash)).toEqual(["a".repeat(64)]);
+    expect(catalog.verifyEvidenceChain()).toMatchObject({ ok: true, records: 6 });
+    sqlite((db) =>
+      db.prepare(`UPDATE runbook_versions SET definition = '{"services":{}}' WHERE chain_seq = 6`).run(),
+    );
+    const status = catalog.verifyEvidenceChain();
+    expect(status.ok).toBe(false);
+    expect(status.broken).toMatchObject({ seq: 6, kind: "runbook" });
+  });
+
   it("records made before migration 3 are an unhashed prefix: counted, not judged; new ones are chained", () => {
     catalog.recordVerification({
       target: "nas",
@@ -227,7 +246,7 @@ describe("the evidence chain", () => {
         ALTER TABLE verifications DROP COLUMN details; ALTER TABLE verifications DROP COLUMN chain_seq;
         ALTER TABLE verifications DROP COLUMN prev_hash; ALTER TABLE verifications DROP COLUMN hash;
         ALTER TABLE drills DROP COLUMN chain_seq; ALTER TABLE drills DROP COLUMN prev_hash;
-        ALTER TABLE drills DROP COLUMN hash;
+        ALTER TABLE drills DROP COLUMN hash; DROP TABLE runbook_versions;
       `);
       db.pragma("user_version = 2");
     });
