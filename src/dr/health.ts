@@ -292,14 +292,24 @@ async function probePostgres(
   const exit = await waitWithSignal(child, check.timeoutMs, ctx.signal);
   const where = `the query on ${redact(target)}`;
   if (!succeeded(exit)) {
-    const last = lastLine(exit.stderr);
+    const reason = psqlReason(exit.stderr);
     return {
       ok: false,
-      message: `psql ${describeExit(exit, check.timeoutMs)}${last ? `: ${last}` : ""} (${where})`,
+      message: `psql ${describeExit(exit, check.timeoutMs)}${reason ? `: ${reason}` : ""} (${where})`,
       ...(exit.stderr.trim() ? { output: exit.stderr.trim() } : {}),
     };
   }
   return compareOutput(out.toString(), check.expect, where);
+}
+
+/** The line of psql's standard error that says why ("ERROR: ...", "connection ... failed: ..."). */
+function psqlReason(stderr: string): string {
+  const lines = stderr
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "");
+  const line = lines.find((l) => /^(psql: error:|ERROR:|FATAL:)/.test(l)) ?? lines[0] ?? "";
+  return line.replace(/^psql: error:\s*/, "");
 }
 
 function probeSqlite(check: Extract<HealthCheck, { type: "sql" }>, path: string): Probe {
