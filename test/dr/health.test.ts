@@ -90,7 +90,10 @@ function ctx(extra: Partial<HealthContext> = {}): HealthContext {
   return { clock: systemClock, env: BASE_ENV, ...extra };
 }
 
-function http(path: string, extra: Partial<Extract<HealthCheck, { type: "http" }>> = {}): HealthCheck {
+type HttpCheck = Extract<HealthCheck, { type: "http" }>;
+type SqlCheck = Extract<HealthCheck, { type: "sql" }>;
+
+function http(path: string, extra: Partial<HttpCheck> = {}): HttpCheck {
   return {
     name: `http ${path}`,
     type: "http",
@@ -186,7 +189,7 @@ describe("tcp", () => {
         retries: 2,
         intervalMs: 250,
       },
-      ctx({ sleep: async (ms) => void slept.push(ms) }),
+      ctx({ sleep: (ms) => Promise.resolve(void slept.push(ms)) }),
     );
     expect(r.ok).toBe(false);
     expect(r.attempts).toBe(3);
@@ -235,7 +238,7 @@ describe("http", () => {
     const slept: number[] = [];
     const r = await runHealthCheck(
       http("/flaky", { retries: 5, intervalMs: 100, body: "ready" }),
-      ctx({ sleep: async (ms) => void slept.push(ms) }),
+      ctx({ sleep: (ms) => Promise.resolve(void slept.push(ms)) }),
     );
     expect(r.ok).toBe(true);
     expect(r.attempts).toBe(FLAKY_UNTIL);
@@ -342,7 +345,7 @@ describe("command", () => {
           passEnv: ["APP_MODE"],
           setEnv: { FIXED: "yes" },
           cwd: dir,
-        } as Partial<HealthCheck>,
+        },
       ),
       ctx({ env }),
     );
@@ -367,7 +370,7 @@ describe("sql on SQLite", () => {
     d.prepare("INSERT INTO items VALUES (?, ?, ?)").run(2, "pear", "ripe");
     d.close();
   });
-  const lite = (query: string, expected: string): HealthCheck => ({
+  const lite = (query: string, expected: string): SqlCheck => ({
     name: "items",
     type: "sql",
     sqlite: db,
@@ -438,9 +441,9 @@ describe("sql on PostgreSQL: the password only in psql's environment (a stand-in
           SHOP_DB_PASSWORD: SECRET,
           PGAPPNAME: "hc",
         },
-        readSecret: async (ref) => {
+        readSecret: (ref) => {
           refs.push(ref);
-          return SECRET;
+          return Promise.resolve(SECRET);
         },
         portMap: new Map([[5432, 15432]]),
       }),
@@ -516,7 +519,7 @@ describe.skipIf(!pgAvailable)("sql on a real PostgreSQL", () => {
       ...extra,
     }) as HealthCheck;
   const pgCtx = (password = SECRET): HealthContext =>
-    ctx({ env: { ...BASE_ENV, DB_PW: password }, readSecret: async () => password });
+    ctx({ env: { ...BASE_ENV, DB_PW: password }, readSecret: () => Promise.resolve(password) });
 
   it("passes when the query prints what is expected (rows on lines, columns joined by |)", async () => {
     const r = await runHealthCheck(
