@@ -13,6 +13,7 @@ export const EXIT = {
   POSTURE_FAILS: 20,
   EVIDENCE_INVALID: 21,
   EVIDENCE_UNSIGNED: 22,
+  DR_NOT_READY: 23,
   CANCELLED: 130,
 } as const;
 
@@ -28,6 +29,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   21  report verify, catalog verify-chain: a report or the catalog's evidence chain does
       not verify
   22  report verify: the report is not signed
+  23  dr plan: the runbook is not ready (what would fail is listed)
   130 interrupted`;
 
 const BY_CODE: Partial<Record<ErrorCode, number>> = {

@@ -24,6 +24,7 @@ import { registerReport } from "./commands/report.js";
 import { registerRun } from "./commands/run.js";
 import { registerCopy } from "./commands/copy.js";
 import { registerUntamper } from "./commands/untamper.js";
+import { registerDr } from "./commands/dr.js";
 import type { GlobalOptions } from "./context.js";
 import { releaseAllLocks } from "../repository/lock.js";
 import { EXIT, EXIT_CODES_HELP, exitCodeFor } from "./exit-codes.js";
@@ -97,6 +98,7 @@ registerPosture(program, globals);
 registerCatalog(program, globals);
 registerReport(program, globals);
 registerServeRepo(program, globals);
+registerDr(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
 

@@ -1,0 +1,131 @@
+/**
+ * `bulwark dr`: disaster recovery by runbook (the config's `runbooks:`, docs/design.md §24). `dr plan` is the
+ * readiness check (src/ops/dr-plan.ts): the waves, the copy each dataset is restored from and why, the RPO and
+ * the estimated RTO, and what would fail.
+ */
+import type { Command } from "commander";
+
+import type { Catalog } from "../../catalog/catalog.js";
+import { systemClock } from "../../core/clock.js";
+import { errorMessage } from "../../core/errors.js";
+import { formatBytes, formatDuration } from "../../core/format.js";
+import { planRunbook, type DrPlan } from "../../ops/dr-plan.js";
+import { loadConfigForCommand } from "../config-file.js";
+import { Output, getPassword, type GlobalOptions } from "../context.js";
+import { EXIT } from "../exit-codes.js";
+import { openCatalogForCommand } from "./catalog-access.js";
+
+interface PlanFlags {
+  config?: string;
+  fromTarget?: string;
+  catalog: boolean;
+}
+
+export function registerDr(program: Command, globals: () => GlobalOptions): void {
+  const dr = program
+    .command("dr")
+    .description("disaster recovery by runbook: plan (readiness), and next drill, failover, failback");
+
+  dr.command("plan")
+    .description("the readiness check of a runbook: waves, copies, RPO, estimated RTO, what would fail")
+    .argument("<runbook>", "a runbook of the config (runbooks.<name>)")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option("--from-target <name>", "restore every dataset from this target (no fallback)")
+    .option("--no-catalog", "plan without drill measurements and without recording the runbook's version")
+    .addHelpText(
+      "after",
+      `
+Each dataset a service restores is planned from the fastest copy its last passing drill measured, falling
+back to the next when a copy cannot be opened or holds no snapshot of it; the copy's newest snapshot gives
+the RPO, the drill's throughput the restore estimate. Services run in waves (dependsOn); a wave takes as long
+as its slowest service, the runbook the sum of its waves. A changed runbook is recorded as a new version in
+the catalog's change log, which resets its verified state until the next passing \`bulwark dr drill\`.
+
+Exit codes:
+  0   ready: nothing would fail (warnings may be listed)
+  1   error (the config, the catalog)
+  23  not ready: something would fail (listed with what to do)`,
+    )
+    .action(async (runbook: string, flags: PlanFlags) => {
+      const opts = globals();
+      const out = new Output(opts);
+      const loaded = await loadConfigForCommand(flags.config);
+      let catalog: Catalog | undefined;
+      if (flags.catalog) {
+        try {
+          catalog = await openCatalogForCommand(process.env);
+        } catch (err) {
+          out.warn(`warning: planning without the catalog (no drill measurements): ${errorMessage(err)}`);
+        }
+      }
+      let password: Promise<string> | undefined;
+      const secrets: string[] = [];
+      const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets };
+      let plan: DrPlan;
+      try {
+        plan = await planRunbook({
+          config: loaded.config,
+          runbook,
+          access,
+          clock: systemClock,
+          env: process.env,
+          ...(catalog ? { store: catalog } : {}),
+          ...(flags.fromTarget !== undefined ? { fromTarget: flags.fromTarget } : {}),
+        });
+      } finally {
+        catalog?.close();
+      }
+      out.emitJson(plan);
+      renderPlan(out, plan);
+      process.exitCode = plan.ready ? EXIT.OK : EXIT.DR_NOT_READY;
+    });
+}
+
+function renderPlan(out: Output, plan: DrPlan): void {
+  const v = plan.version;
+  out.result(
+    `runbook ${plan.runbook}: definition ${plan.definitionHash.slice(0, 12)}` +
+      (v.changed
+        ? v.previousHash !== undefined
+          ? ` (changed since ${v.previousHash.slice(0, 12)}: version ${v.versions}, not yet drilled)`
+          : " (first version recorded)"
+        : ` (version ${v.versions}, unchanged)`),
+  );
+  for (const w of plan.waves) {
+    out.result(
+      `wave ${w.wave}: ${w.services.map((s) => s.name).join(", ")}` +
+        (w.estimateMs !== undefined ? ` (about ${formatDuration(w.estimateMs)})` : ""),
+    );
+    for (const s of w.services) {
+      if (s.datasets.length === 0) out.result(`  ${s.name}: nothing to restore`);
+      for (const d of s.datasets) {
+        const what = `${d.dataset}${d.source !== undefined ? `/${d.source}` : ""} -> ${d.to}`;
+        if (d.target === undefined) {
+          out.result(`  ${s.name}: ${what}: NO COPY`);
+          continue;
+        }
+        const size = d.bytes !== undefined ? `, ${formatBytes(d.bytes)}` : "";
+        const rate = d.bytesPerSecond !== undefined ? `, drilled at ${formatBytes(d.bytesPerSecond)}/s` : "";
+        const eta = d.estimateMs !== undefined ? ` ≈ ${formatDuration(d.estimateMs)}` : " (time unknown)";
+        const fallback =
+          d.passedOver.length > 0 ? ` [after ${d.passedOver.map((p) => p.target).join(", ")}]` : "";
+        out.result(
+          `  ${s.name}: ${what} from ${d.target}${fallback}: snapshot ${d.snapshot!.slice(0, 8)}, ` +
+            `RPO ${formatDuration(d.rpoMs ?? 0)}${size}${rate}${eta}`,
+        );
+      }
+    }
+  }
+  const rto = plan.rtoMs !== undefined ? ` (RTO target ${formatDuration(plan.rtoMs)})` : "";
+  out.result(
+    plan.estimateMs !== undefined
+      ? `estimated recovery: ${formatDuration(plan.estimateMs)}${rto}`
+      : `estimated recovery: unknown${rto}`,
+  );
+  for (const p of plan.problems) {
+    const where = [p.service, p.dataset].filter((x) => x !== undefined).join("/");
+    out.result(`${p.severity}: ${where !== "" ? `${where}: ` : ""}${p.message}`);
+    out.result(`  ${p.remedy}`);
+  }
+  out.result(plan.ready ? `${plan.runbook} is ready` : `${plan.runbook} is NOT ready: see the errors above`);
+}
