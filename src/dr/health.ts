@@ -110,7 +110,7 @@ export async function runHealthCheck(check: HealthCheck, ctx: HealthContext): Pr
     }
   }
 
-  const max = 1 + Math.max(0, Math.floor(check.retries));
+  const max = 1 + retriesOf(check.retries);
   let attempts = 0;
   let last: Probe = { ok: false, message: "interrupted before the first attempt" };
   while (attempts < max) {
@@ -587,6 +587,11 @@ async function waitWithSignal(
     signal?.removeEventListener("abort", abort);
     process.removeListener("exit", abort);
   }
+}
+
+/** Attempts after the first: a whole number, at least 0 (a missing or odd value is none). */
+export function retriesOf(retries: number): number {
+  return Number.isFinite(retries) ? Math.max(0, Math.floor(retries)) : 0;
 }
 
 /** `argv` as run inside the named network namespace, or as it is without one. */

@@ -19,7 +19,7 @@ import type { Clock } from "../core/clock.js";
 import type { CommandSpec, RunbookStep } from "../config/types.js";
 import { errorMessage } from "../core/errors.js";
 import { childEnv } from "../sources/process.js";
-import { runCommandSpec, sleepUnlessAborted, type CommandRun } from "./health.js";
+import { retriesOf, runCommandSpec, sleepUnlessAborted, type CommandRun } from "./health.js";
 
 export type ApprovalAnswer = "approved" | "rejected" | "pending";
 
@@ -170,7 +170,7 @@ async function withRetries(
     // Bulwark's own variables last: a config's setEnv cannot pretend to be another step or run.
     set: { ...spec.setEnv, ...ctx.vars, ...extra, BULWARK_DR_STEP: step.name },
   });
-  const max = 1 + Math.max(0, Math.floor(step.retries));
+  const max = 1 + retriesOf(step.retries);
   let attempts = 0;
   let run: CommandRun | undefined;
   while (attempts < max) {

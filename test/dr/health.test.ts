@@ -269,6 +269,22 @@ describe("http", () => {
     expect(r.durationMs).toBeGreaterThanOrEqual(600);
   });
 
+  it("stops at once when the run is interrupted, without further attempts", async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 100);
+    const started = Date.now();
+    const r = await runHealthCheck(
+      http("/hang", { timeoutMs: 10_000, retries: 5, intervalMs: 1000 }),
+      ctx({ signal: controller.signal }),
+    );
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(r.ok).toBe(false);
+    expect(r.attempts).toBe(1);
+    expect(r.message).toBe(
+      `interrupted (last attempt: http://127.0.0.1:${httpPort}/hang: 127.0.0.1:${httpPort}: interrupted)`,
+    );
+  });
+
   it("names a refused connection", async () => {
     const r = await runHealthCheck({ ...http("/"), url: `http://127.0.0.1:${closedPort}/health` }, ctx());
     expect(r.message).toBe(
