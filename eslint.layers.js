@@ -18,6 +18,8 @@ const LAYERS = {
   vault: ["core", "crypto", "backend"],
   // drill restores and validates: it runs the sources' validators on what the snapshot holds.
   drill: ["core", "crypto", "backend", "repository", "snapshot", "sources", "config"],
+  // dr runs a runbook's parts (health checks, steps, services): programs and probes, like drill's validators.
+  dr: ["core", "config", "sources", "drill"],
   // evidence renders and signs the catalog's records: it reads their types, and nothing above them.
   evidence: ["core", "catalog"],
   // policy reads the resolved config (posture, retention): config sits below it and must not import it.
@@ -37,6 +39,7 @@ const LAYERS = {
     "verify",
     "vault",
     "drill",
+    "dr",
     "evidence",
     "config",
     "policy",

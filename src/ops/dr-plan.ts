@@ -98,6 +98,8 @@ export interface DrPlan {
   waves: { wave: number; services: PlannedService[]; estimateMs?: number }[];
   /** The whole runbook's estimate; undefined when any restore's throughput is unknown. */
   estimateMs?: number;
+  /** The runbook's RTO target as written, and in milliseconds. */
+  rto?: string;
   rtoMs?: number;
   /** No error among the problems. */
   ready: boolean;
@@ -274,7 +276,7 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
     version,
     waves,
     ...(estimateMs !== undefined ? { estimateMs } : {}),
-    ...(runbook.rtoMs !== undefined ? { rtoMs: runbook.rtoMs } : {}),
+    ...(runbook.rtoMs !== undefined ? { rto: runbook.rto, rtoMs: runbook.rtoMs } : {}),
     ready: problems.every((p) => p.severity !== "error"),
     problems: problems.map((p) => ({ ...p, message: scrub(p.message, secrets) })),
   };

@@ -116,7 +116,7 @@ function renderPlan(out: Output, plan: DrPlan): void {
       }
     }
   }
-  const rto = plan.rtoMs !== undefined ? ` (RTO target ${formatDuration(plan.rtoMs)})` : "";
+  const rto = plan.rtoMs !== undefined ? ` (RTO target ${plan.rto ?? formatDuration(plan.rtoMs)})` : "";
   out.result(
     plan.estimateMs !== undefined
       ? `estimated recovery: ${formatDuration(plan.estimateMs)}${rto}`
