@@ -127,7 +127,23 @@ export interface DrillRecord {
 }
 
 /** The kinds of evidence records that form the one evidence chain (docs/design.md §22). */
-export type EvidenceKind = "verification" | "drill" | "runbook";
+export type EvidenceKind = "verification" | "drill" | "runbook" | "dr";
+
+/** A DR run of a runbook (`bulwark dr drill`, later failover and failback), recorded when it ends. */
+export interface DrRunRecord {
+  id: number;
+  runbook: string;
+  /** The runbook version it ran (RunbookVersionRecord.definitionHash). */
+  definitionHash: string;
+  mode: "drill" | "failover" | "failback";
+  time: Date;
+  status: "pass" | "fail";
+  description: string;
+  /** The datasets its services restored: what the posture's DR row of each counts. */
+  datasets: string[];
+  details?: Record<string, unknown>;
+  chain?: EvidenceLink;
+}
 
 /**
  * A version of a runbook's definition (`bulwark dr`): its change log. A new row whenever the definition's
@@ -354,6 +370,22 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE UNIQUE INDEX runbook_versions_by_chain ON runbook_versions (chain_seq);
   CREATE INDEX runbook_versions_by_name ON runbook_versions (runbook, id);
+  CREATE TABLE dr_runs (
+    id              INTEGER PRIMARY KEY,
+    runbook         TEXT NOT NULL,
+    definition_hash TEXT NOT NULL,
+    mode            TEXT NOT NULL,
+    time            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    description     TEXT NOT NULL,
+    datasets        TEXT NOT NULL,
+    details         TEXT,
+    chain_seq       INTEGER,
+    prev_hash       TEXT,
+    hash            TEXT
+  );
+  CREATE UNIQUE INDEX dr_runs_by_chain ON dr_runs (chain_seq);
+  CREATE INDEX dr_runs_by_runbook ON dr_runs (runbook, time);
   `,
 ];
 
@@ -891,6 +923,51 @@ export class Catalog {
     );
   }
 
+  /** Records a DR run when it ends, chained as evidence. */
+  recordDrRun(r: Omit<DrRunRecord, "id" | "chain">): { id: number; chain: EvidenceLink } {
+    return this.insertEvidence("dr", () =>
+      this.db
+        .prepare(
+          `INSERT INTO dr_runs (runbook, definition_hash, mode, time, status, description, datasets, details)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        )
+        .run(
+          r.runbook,
+          r.definitionHash,
+          r.mode,
+          iso(r.time),
+          r.status,
+          r.description,
+          JSON.stringify(r.datasets),
+          r.details === undefined ? null : JSON.stringify(r.details),
+        ),
+    );
+  }
+
+  /** DR runs, newest first: of a runbook, of a mode, or those whose services restored a dataset. */
+  drRuns(
+    filter: { runbook?: string; mode?: DrRunRecord["mode"]; dataset?: string; limit?: number } = {},
+  ): DrRunRecord[] {
+    return this.guard(() => {
+      const where: string[] = [];
+      const args: unknown[] = [];
+      if (filter.runbook !== undefined) {
+        where.push("runbook = ?");
+        args.push(filter.runbook);
+      }
+      if (filter.mode !== undefined) {
+        where.push("mode = ?");
+        args.push(filter.mode);
+      }
+      if (filter.dataset !== undefined) {
+        where.push("EXISTS (SELECT 1 FROM json_each(dr_runs.datasets) WHERE value = ?)");
+        args.push(filter.dataset);
+      }
+      const sql = `SELECT * FROM dr_runs ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY time DESC, id DESC LIMIT ?`;
+      return (this.db.prepare(sql).all(...args, filter.limit ?? 100) as Row[]).map(toDrRun);
+    });
+  }
+
   /** A runbook's versions, oldest first: its change log. */
   runbookVersions(runbook: string): RunbookVersionRecord[] {
     return this.guard(() =>
@@ -1149,6 +1226,21 @@ function toDrill(row: Row): DrillRecord {
     time: date(row, "time"),
     status: row.status as "pass" | "fail",
     description: str(row, "description"),
+    ...optional("details", json<Record<string, unknown>>(row, "details")),
+    ...optional("chain", toLink(row)),
+  };
+}
+
+function toDrRun(row: Row): DrRunRecord {
+  return {
+    id: row.id as number,
+    runbook: str(row, "runbook"),
+    definitionHash: str(row, "definition_hash"),
+    mode: row.mode as DrRunRecord["mode"],
+    time: date(row, "time"),
+    status: row.status as "pass" | "fail",
+    description: str(row, "description"),
+    datasets: json<string[]>(row, "datasets") ?? [],
     ...optional("details", json<Record<string, unknown>>(row, "details")),
     ...optional("chain", toLink(row)),
   };

@@ -5,7 +5,13 @@
  */
 import { createHash } from "node:crypto";
 
-import type { DrillRecord, EvidenceKind, RunbookVersionRecord, VerificationRecord } from "./catalog.js";
+import type {
+  DrillRecord,
+  DrRunRecord,
+  EvidenceKind,
+  RunbookVersionRecord,
+  VerificationRecord,
+} from "./catalog.js";
 
 /**
  * The tables of the evidence chain and the columns each link's hash covers, in this order. A kind's
@@ -35,6 +41,20 @@ export const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: rea
     table: "runbook_versions",
     columns: ["id", "runbook", "definition_hash", "time", "definition"],
   },
+  dr: {
+    table: "dr_runs",
+    columns: [
+      "id",
+      "runbook",
+      "definition_hash",
+      "mode",
+      "time",
+      "status",
+      "description",
+      "datasets",
+      "details",
+    ],
+  },
 };
 
 /**
@@ -44,8 +64,26 @@ export const EVIDENCE_TABLES: Record<EvidenceKind, { table: string; columns: rea
  */
 export function evidenceRow(
   kind: EvidenceKind,
-  r: Omit<VerificationRecord, "chain"> | Omit<DrillRecord, "chain"> | Omit<RunbookVersionRecord, "chain">,
+  r:
+    | Omit<VerificationRecord, "chain">
+    | Omit<DrillRecord, "chain">
+    | Omit<RunbookVersionRecord, "chain">
+    | Omit<DrRunRecord, "chain">,
 ): Record<string, unknown> {
+  if (kind === "dr") {
+    const d = r as DrRunRecord;
+    return {
+      id: d.id,
+      runbook: d.runbook,
+      definition_hash: d.definitionHash,
+      mode: d.mode,
+      time: d.time.toISOString(),
+      status: d.status,
+      description: d.description,
+      datasets: JSON.stringify(d.datasets),
+      details: d.details === undefined ? null : JSON.stringify(d.details),
+    };
+  }
   if (kind === "runbook") {
     const v = r as RunbookVersionRecord;
     return {

@@ -7,6 +7,8 @@
  *
  * The written type is the schema's output (`WrittenRunbook`), so the two cannot drift apart.
  */
+import { createHash } from "node:crypto";
+
 import { z } from "zod";
 
 import type { DiagnosticMakers, Diagnostic } from "./diagnostic.js";
@@ -435,4 +437,20 @@ export function runbookDiagnostics(config: BulwarkConfig, make: DiagnosticMakers
     }
   }
   return out;
+}
+
+/** SHA-256 of a runbook's normalised definition, keys sorted: the same definition always hashes alike. */
+export function runbookHash(runbook: Runbook): string {
+  return createHash("sha256").update(canonicalJson(runbook)).digest("hex");
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
 }

@@ -18,13 +18,12 @@
  *     recorded is a new version in the catalog's change log (an evidence record), and resets the runbook's
  *     verified state, which only a passing `dr drill` of the current version sets.
  */
-import { createHash } from "node:crypto";
 import { accessSync, constants } from "node:fs";
 import { createServer } from "node:net";
 import { delimiter, join } from "node:path";
 
 import type { Catalog, DrillRecord } from "../catalog/catalog.js";
-import { runbookWaves } from "../config/runbooks.js";
+import { runbookHash, runbookWaves } from "../config/runbooks.js";
 import type { BulwarkConfig, CommandSpec, Runbook, RunbookService, Source } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
@@ -104,22 +103,6 @@ export interface DrPlan {
   /** No error among the problems. */
   ready: boolean;
   problems: PlanProblem[];
-}
-
-/** SHA-256 of a runbook's normalised definition, keys sorted: the same definition always hashes alike. */
-export function runbookHash(runbook: Runbook): string {
-  return createHash("sha256").update(canonicalJson(runbook)).digest("hex");
-}
-
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
-  }
-  return JSON.stringify(value);
 }
 
 export function findRunbook(config: BulwarkConfig, name: string): Runbook {

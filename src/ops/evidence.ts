@@ -131,6 +131,7 @@ const KIND_NAME: Record<EvidenceKind, string> = {
   verification: "verification",
   drill: "drill",
   runbook: "runbook version",
+  dr: "DR run",
 };
 
 /**

@@ -12,11 +12,13 @@ import type { Catalog } from "../catalog/catalog.js";
 import type {
   CopyEvidence,
   CopyValidationEvidence,
+  DrEvidence,
   DrillEvidence,
   PostureEvidence,
   ValidationEvidence,
 } from "../policy/posture.js";
-import type { DrillRecord } from "../catalog/catalog.js";
+import type { DrillRecord, DrRunRecord } from "../catalog/catalog.js";
+import { runbookHash } from "../config/runbooks.js";
 import { coverageOf } from "./verify.js";
 import { forEachLimit, Repository } from "../repository/repository.js";
 import { addSnapshotBlobs } from "../snapshot/used-blobs.js";
@@ -25,7 +27,8 @@ import { loadAllSnapshots, type SnapshotWithId } from "../snapshot/snapshot.js";
 import { openTargetRepository, scrub, targetPassword } from "./targets.js";
 
 /** What posture reads from the catalog. */
-export type ValidationStore = Pick<Catalog, "latestVerification" | "packReads" | "latestDrill">;
+export type ValidationStore = Pick<Catalog, "latestVerification" | "packReads" | "latestDrill"> &
+  Partial<Pick<Catalog, "drRuns">>;
 
 export interface EvidenceOptions {
   env: Readonly<Record<string, string | undefined>>;
@@ -127,12 +130,41 @@ export async function collectEvidence(
           opened,
           options.now ?? new Date(0),
         ));
-      evidence.datasets[name] = { copies, ...(validation ? { validation } : {}) };
+      const dr = options.catalog && drEvidence(options.catalog, config, name);
+      evidence.datasets[name] = { copies, ...(validation ? { validation } : {}), ...(dr ? { dr } : {}) };
     }
   } finally {
     for (const b of backends) await b.close().catch(() => undefined);
   }
   return evidence;
+}
+
+/**
+ * The DR evidence of a dataset: the latest `dr drill` of the runbooks that restore it, and whether the runbook
+ * changed since (its hash differs from the drill's), which resets its verified state (docs/design.md §24).
+ */
+function drEvidence(
+  catalog: ValidationStore,
+  config: BulwarkConfig,
+  dataset: string,
+): DrEvidence | undefined {
+  if (catalog.drRuns === undefined) return undefined;
+  let best: { run: DrRunRecord; changed: boolean } | undefined;
+  for (const rb of Object.values(config.runbooks)) {
+    if (!Object.values(rb.services).some((s) => s.restore.some((r) => r.dataset === dataset))) continue;
+    const run = catalog.drRuns({ runbook: rb.name, mode: "drill", dataset, limit: 1 })[0];
+    if (run === undefined) continue;
+    const changed = run.definitionHash !== runbookHash(rb);
+    if (best === undefined || run.time.getTime() > best.run.time.getTime()) best = { run, changed };
+  }
+  if (best === undefined) return undefined;
+  return {
+    runbook: best.run.runbook,
+    time: best.run.time,
+    status: best.run.status,
+    description: best.run.description,
+    definitionChanged: best.changed,
+  };
 }
 
 /**

@@ -363,7 +363,10 @@ function drillLine(d: NonNullable<NonNullable<PostureContext["evidence"]["valida
   return `drill of ${shortId(d.snapshot)} from ${d.target} at ${iso(d.time)}: ${d.status}${rto}${rpo}`;
 }
 
-/** DR: unknown until a DR drill is recorded; then its result. */
+/**
+ * DR: unknown until a DR drill of a runbook covering the dataset is recorded; then it passes only when that
+ * drill passed, ran the runbook's current definition, and is within the policy's `drills.runbookEvery`.
+ */
 export function evaluateDr(ctx: PostureContext): PostureRow {
   const d = ctx.evidence.dr;
   const base = {
@@ -377,19 +380,38 @@ export function evaluateDr(ctx: PostureContext): PostureRow {
       status: "unknown",
       evidence: [],
       reason: "no DR drill has been recorded for this dataset",
-      remedy: "define a runbook for the service and run a drill",
+      remedy: "define a runbook that restores the dataset (runbooks:) and run bulwark dr drill RUNBOOK",
     };
   }
-  const line = `${d.description} at ${iso(d.time)}: ${d.status}`;
-  return d.status === "pass"
-    ? { ...base, status: "pass", evidence: [line] }
-    : {
-        ...base,
-        status: "fail",
-        evidence: [line],
-        reason: "the last DR drill failed",
-        remedy: "read the drill report and fix the runbook",
-      };
+  const line = `dr drill of runbook ${d.runbook} at ${iso(d.time)}: ${d.status} (${d.description})`;
+  const fail = (reason: string, remedy: string): PostureRow => ({
+    ...base,
+    status: "fail",
+    evidence: [line],
+    reason,
+    remedy,
+  });
+  if (d.status !== "pass") {
+    return fail(
+      "the last DR drill failed",
+      `read \`bulwark dr status\` for the failing step, fix it, run bulwark dr drill ${d.runbook}`,
+    );
+  }
+  if (d.definitionChanged) {
+    return fail(
+      `runbook ${d.runbook} changed since its last DR drill`,
+      `run bulwark dr drill ${d.runbook} on the new definition`,
+    );
+  }
+  const every = ctx.policy.drills?.runbookEveryMs;
+  const age = ctx.now.getTime() - d.time.getTime();
+  if (every !== undefined && age > every) {
+    return fail(
+      `the last DR drill is ${formatAge(age)} old; drills.runbookEvery is ${ctx.policy.drills?.runbookEvery ?? ""}`,
+      `run bulwark dr drill ${d.runbook} (schedule it)`,
+    );
+  }
+  return { ...base, status: "pass", evidence: [line] };
 }
 
 /** Every requirement, in report order. */

@@ -117,9 +117,13 @@ export interface ValidationEvidence {
 }
 
 export interface DrEvidence {
+  /** The runbook whose latest DR drill this is. */
+  runbook: string;
   time: Date;
   status: "pass" | "fail";
   description: string;
+  /** The runbook's definition changed since that drill: its verified state is reset. */
+  definitionChanged: boolean;
 }
 
 export interface DatasetEvidence {

@@ -52,6 +52,7 @@ describe("Catalog.open", () => {
         .all();
       expect(tables).toEqual([
         "copies",
+        "dr_runs",
         "drills",
         "events",
         "evidence_head",
