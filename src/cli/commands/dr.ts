@@ -9,9 +9,10 @@ import type { Catalog } from "../../catalog/catalog.js";
 import { systemClock } from "../../core/clock.js";
 import { errorMessage } from "../../core/errors.js";
 import { formatBytes, formatDuration } from "../../core/format.js";
+import { drillRunbook, type DrDrillReport } from "../../ops/dr-drill.js";
 import { planRunbook, type DrPlan } from "../../ops/dr-plan.js";
 import { loadConfigForCommand } from "../config-file.js";
-import { Output, getPassword, type GlobalOptions } from "../context.js";
+import { Output, getPassword, renderEvents, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
 import { openCatalogForCommand } from "./catalog-access.js";
 
@@ -24,7 +25,11 @@ interface PlanFlags {
 export function registerDr(program: Command, globals: () => GlobalOptions): void {
   const dr = program
     .command("dr")
-    .description("disaster recovery by runbook: plan (readiness), and next drill, failover, failback");
+    .description(
+      "disaster recovery by runbook: plan (readiness), drill (rehearsal in isolation); next failover",
+    );
+
+  registerDrDrill(dr, globals);
 
   dr.command("plan")
     .description("the readiness check of a runbook: waves, copies, RPO, estimated RTO, what would fail")
@@ -79,6 +84,117 @@ Exit codes:
       renderPlan(out, plan);
       process.exitCode = plan.ready ? EXIT.OK : EXIT.DR_NOT_READY;
     });
+}
+
+interface DrillFlags {
+  config?: string;
+  sandbox?: string;
+  keepSandbox?: boolean;
+  isolation: boolean;
+  yes?: boolean;
+  catalog: boolean;
+}
+
+export function registerDrDrill(dr: Command, globals: () => GlobalOptions): void {
+  dr.command("drill")
+    .description(
+      "rehearse a runbook in isolation: restore, start, check every service, then tear it all down",
+    )
+    .argument("<runbook>", "a runbook of the config (runbooks.<name>)")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option("--sandbox <dir>", "make the sandbox under this directory (default: the system's temporary one)")
+    .option("--keep-sandbox", "keep the restored data and the services' logs for inspection")
+    .option("--no-isolation", "run the services on this host with remapped ports even as root")
+    .option("--yes", "approve the approval steps the drill runs (inDrill: run)")
+    .option("--no-catalog", "record nothing (the drill does not count as evidence)")
+    .addHelpText(
+      "after",
+      `
+The drill follows \`bulwark dr plan\`: every dataset is restored from the copy the plan chooses into a sandbox
+(the runbook's restore paths, and every mention of them in its commands and checks, are moved under it), and
+the services are started wave by wave and checked, while production keeps running: as root in a network
+namespace with only loopback (the services keep their ports, and reach nothing outside), otherwise on remapped
+ports (BULWARK_DR_PORT_<port> tells a service its port; the report says it was not isolated). Whatever happens,
+every service is stopped, the namespace deleted and the sandbox removed. A passing drill of the runbook's
+current definition counts for the posture row "DR orchestration supports full service recovery" of every
+dataset it restores, within the policy's drills.runbookEvery.
+
+Exit codes:
+  0   the drill passed: every service recovered and passed its checks
+  1   it failed (the failing step, its output and what to do next are printed) or could not run
+  130 interrupted (everything is torn down)`,
+    )
+    .action(async (runbook: string, flags: DrillFlags) => {
+      const opts = globals();
+      const out = new Output(opts);
+      const loaded = await loadConfigForCommand(flags.config);
+      let catalog: Catalog | undefined;
+      if (flags.catalog) {
+        try {
+          catalog = await openCatalogForCommand(process.env);
+        } catch (err) {
+          out.warn(`warning: this drill is not recorded: ${errorMessage(err)}`);
+        }
+      }
+      let password: Promise<string> | undefined;
+      const secrets: string[] = [];
+      const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets };
+      let report: DrDrillReport;
+      try {
+        report = await drillRunbook({
+          config: loaded.config,
+          runbook,
+          access,
+          clock: systemClock,
+          env: process.env,
+          events: renderEvents(out),
+          ...(catalog ? { store: catalog } : {}),
+          ...(flags.sandbox !== undefined ? { sandboxRoot: flags.sandbox } : {}),
+          ...(flags.keepSandbox === true ? { keepSandbox: true } : {}),
+          ...(flags.isolation ? {} : { noIsolation: true }),
+          ...(flags.yes === true ? { approve: true } : {}),
+        });
+      } finally {
+        catalog?.close();
+      }
+      out.emitJson(report);
+      renderDrill(out, report);
+      process.exitCode = report.status === "pass" ? EXIT.OK : EXIT.ERROR;
+    });
+}
+
+function renderDrill(out: Output, r: DrDrillReport): void {
+  for (const e of r.timeline) {
+    const where = e.service !== undefined ? `${e.service}: ` : "";
+    out.result(
+      `${formatDuration(e.offsetMs).padStart(8)}  ${e.outcome === "passed" ? "ok  " : e.outcome === "skipped" ? "skip" : "FAIL"}  ${where}${e.name}: ${e.message}`,
+    );
+  }
+  for (const d of r.datasets) {
+    if (d.target !== undefined)
+      out.result(
+        `${d.dataset}: restored from ${d.target}, snapshot ${d.snapshot?.slice(0, 8) ?? "?"}, RPO ${formatDuration(d.rpoMs ?? 0)}`,
+      );
+  }
+  out.result(r.isolation.note);
+  if (r.sandboxKept && r.sandbox !== undefined) out.result(`sandbox kept at ${r.sandbox}`);
+  for (const l of r.leftovers) out.warn(`warning: not torn down: ${l}`);
+  if (r.status === "pass") {
+    const target =
+      r.rtoTargetMs !== undefined ? ` against an RTO of ${r.rtoTarget ?? formatDuration(r.rtoTargetMs)}` : "";
+    const within =
+      r.rtoTargetMs !== undefined ? (r.rtoMs! <= r.rtoTargetMs ? ": within" : ": BEYOND the target") : "";
+    out.result(`dr drill of ${r.runbook} passed: recovered in ${formatDuration(r.rtoMs!)}${target}${within}`);
+  } else {
+    const f = r.failed!;
+    out.result(
+      `dr drill of ${r.runbook} FAILED at ${f.service !== undefined ? `${f.service}: ` : ""}${f.step}: ${f.message}`,
+    );
+    if (f.output !== undefined && f.output !== "") {
+      for (const line of f.output.split("\n").slice(-10)) out.result(`  | ${line}`);
+    }
+    out.result(`next: ${f.next}`);
+  }
 }
 
 function renderPlan(out: Output, plan: DrPlan): void {
