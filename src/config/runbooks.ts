@@ -249,7 +249,7 @@ function urlPort(url: string, fallback: number): number | undefined {
   }
 }
 
-/** The TCP ports a service listens on: `ports` and those its local checks probe. */
+/** The TCP ports a service listens on: `ports`, those its local checks probe, its local databases'. */
 function servicePorts(s: WrittenService): number[] {
   const ports = new Set(s.ports ?? []);
   for (const c of s.health ?? []) {
@@ -257,6 +257,13 @@ function servicePorts(s: WrittenService): number[] {
       ports.add(c.port);
     if (c.type === "http") {
       const p = urlPort(c.url, c.url.startsWith("https:") ? 443 : 80);
+      if (p !== undefined) ports.add(p);
+    }
+  }
+  // The database a service's data is loaded into is the service's (a drill starts it on that port).
+  for (const r of s.restore ?? []) {
+    if ("postgres" in r.to) {
+      const p = urlPort(r.to.postgres, 5432);
       if (p !== undefined) ports.add(p);
     }
   }

@@ -38,6 +38,7 @@ import type {
   Runbook,
   RunbookService,
   RunbookStep,
+  SecretRef,
   Source,
 } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
@@ -50,9 +51,13 @@ import { makeDrIsolation, portVariables, type DrIsolation } from "../dr/isolatio
 import { serviceEnv, startService, type RunningService } from "../dr/service.js";
 import { runStep } from "../dr/steps.js";
 import { RepoLock } from "../repository/lock.js";
+import type { Repository } from "../repository/repository.js";
 import { WorkerPool } from "../repository/worker-pool.js";
 import { restoreToCommand } from "../sources/command.js";
 import { SOURCES_ROOT } from "../sources/dataset.js";
+import { startThrowawayCluster, type ThrowawayCluster } from "../sources/pg-cluster.js";
+import { DATABASES_DIR, databaseEntryName, restorePostgres } from "../sources/postgres.js";
+import { run } from "../sources/process.js";
 import { planRunbook, type DrPlan, type DrPlanStore } from "./dr-plan.js";
 import { restoreFiles, restoreSourceTo, snapshotToRestore } from "./restore.js";
 import { readSecret } from "./secrets.js";
@@ -182,6 +187,7 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
   const rewrite = pathRewriter(runbook, root);
 
   const servicesRunning: RunningService[] = [];
+  const clusters: ThrowawayCluster[] = [];
   let isolation: DrIsolation | undefined;
   try {
     // 3. Isolation.
@@ -257,7 +263,16 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
         const t0 = clock.now().getTime();
         const what = `restore ${r.dataset}${r.source !== undefined ? `/${r.source}` : ""} from ${choice?.target ?? "?"}`;
         try {
-          const bytes = await restoreOne(input, access, config, r, choice, rewrite, netns, vars(name));
+          const bytes = await restoreOne(
+            input,
+            access,
+            config,
+            r,
+            choice,
+            rewrite,
+            { ...(netns !== undefined ? { netns } : {}), portMap, clusters },
+            vars(name),
+          );
           record({
             wave,
             service: name,
@@ -419,6 +434,11 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
         report.leftovers.push(`service ${s.name}: ${errorMessage(err)}`);
       }
     }
+    for (const c of clusters) {
+      await c
+        .stop()
+        .catch((err: unknown) => report.leftovers.push(`PostgreSQL cluster ${c.dir}: ${errorMessage(err)}`));
+    }
     isolation?.teardown();
     if (input.keepSandbox === true) report.sandboxKept = true;
     else {
@@ -508,9 +528,10 @@ async function restoreOne(
   r: RunbookService["restore"][number],
   choice: { target?: string; snapshot?: string } | undefined,
   rewrite: (s: string) => string,
-  netns: string | undefined,
+  where: { netns?: string; portMap: ReadonlyMap<number, number>; clusters: ThrowawayCluster[] },
   vars: Record<string, string>,
 ): Promise<number> {
+  const netns = where.netns;
   if (choice?.target === undefined || choice.snapshot === undefined)
     throw new Error("the plan found no copy");
   const target = config.targets[choice.target]!;
@@ -574,13 +595,66 @@ async function restoreOne(
       );
       return bytes;
     }
-    throw new Error(
-      "restoring into PostgreSQL is not yet part of dr drill (issue 13: a throwaway cluster in the namespace); restore the source to a directory or a command in the runbook meanwhile",
-    );
+    return await restoreIntoThrowawayCluster(input, repo, snapshot, source, to, where);
   } finally {
     await lock?.release().catch(() => undefined);
     await repo.backend.close().catch(() => undefined);
   }
+}
+
+/**
+ * A PostgreSQL restore in a drill: never into the configured server (production), but into a throwaway
+ * cluster listening where the runbook's URL points, as the service will see it: in the namespace on the URL's
+ * port, else on its remapped port. The URL's user is created as a superuser with the password the restore's
+ * reference gives (without one, inside a namespace, loopback connections are trusted), and the dump is
+ * restored into the URL's database. The cluster is stopped and deleted at teardown.
+ */
+async function restoreIntoThrowawayCluster(
+  input: DrDrillInput,
+  repo: Repository,
+  snapshot: { tree: string },
+  source: Source,
+  to: { postgres: string; password?: SecretRef },
+  where: { netns?: string; portMap: ReadonlyMap<number, number>; clusters: ThrowawayCluster[] },
+): Promise<number> {
+  if (source.type !== "postgres")
+    throw new Error(`a ${source.type} source cannot be restored into PostgreSQL`);
+  const url = new URL(to.postgres);
+  const urlPort = url.port === "" ? 5432 : Number(url.port);
+  const database = decodeURIComponent(url.pathname.replace(/^\//, "")) || source.database || source.name;
+  const user = decodeURIComponent(url.username) || "postgres";
+  const password = to.password !== undefined ? await readSecret(to.password, input.env) : undefined;
+  input.access.secrets?.push(...(password !== undefined ? [password] : []));
+  const port = where.netns !== undefined ? urlPort : where.portMap.get(urlPort);
+  const cluster = await startThrowawayCluster({
+    env: { ...input.env },
+    ...(where.netns !== undefined ? { netns: where.netns } : {}),
+    ...(port !== undefined ? { port } : {}),
+    ...(where.netns !== undefined && password === undefined ? { trustLoopback: true } : {}),
+  });
+  where.clusters.push(cluster);
+  if (user !== "bulwark") {
+    // The password goes on standard input, never in an argument.
+    const quoted = (v: string): string => `'${v.replaceAll("'", "''")}'`;
+    await run(
+      "psql (the service's role)",
+      join(cluster.bindir, "psql"),
+      ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password"],
+      {
+        env: cluster.env,
+        input: `CREATE ROLE "${user.replaceAll('"', '""')}" LOGIN SUPERUSER${password !== undefined ? ` PASSWORD ${quoted(password)}` : ""};\n`,
+      },
+    );
+  }
+  const path = source.all
+    ? `${SOURCES_ROOT}/${source.name}/${DATABASES_DIR}/${databaseEntryName(database)}`
+    : sourcePath(source);
+  const report = await restorePostgres(repo, snapshot, path, {
+    target: database,
+    env: cluster.env,
+    bindir: cluster.bindir,
+  });
+  return report.bytes;
 }
 
 /**

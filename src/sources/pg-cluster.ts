@@ -38,6 +38,15 @@ export interface ThrowawayClusterOptions {
   startTimeoutMs?: number;
   /** Extra postgresql.conf settings, e.g. { shared_buffers: "256MB" }. */
   settings?: Record<string, string>;
+  /**
+   * Run the server in this named network namespace (`ip netns`, a `dr drill`'s): its TCP port is then
+   * reachable only from inside; Bulwark reaches it through the unix socket in the cluster's directory.
+   */
+  netns?: string;
+  /** Listen on this port (default: a free one; inside a namespace, the port production uses is free). */
+  port?: number;
+  /** Accept TCP connections from 127.0.0.1 without a password: only for a cluster inside a namespace. */
+  trustLoopback?: boolean;
 }
 
 export interface ThrowawayCluster {
@@ -70,6 +79,9 @@ export async function startThrowawayCluster(
   // The programs run in the directory: a root's working directory is not readable by the server's user.
   const as = (file: string, args: string[]): [string, string[]] =>
     owner ? ["runuser", ["-u", owner.name, "--", file, ...args]] : [file, args];
+  // The server (started by pg_ctl) runs in the namespace, and inherits it.
+  const inNamespace = ([file, args]: [string, string[]]): [string, string[]] =>
+    options.netns !== undefined ? ["ip", ["netns", "exec", options.netns, file, ...args]] : [file, args];
   const programEnv = withoutLibpqVariables(baseEnv);
   let started = false;
   const onExit = (): void => {
@@ -137,22 +149,31 @@ export async function startThrowawayCluster(
           .join(""),
     );
 
+    if (options.trustLoopback === true) {
+      // Read before every other line: the first matching line decides.
+      const hba = join(data, "pg_hba.conf");
+      const lines = readFileSync(hba, "utf8");
+      await writeFile(hba, `host all all 127.0.0.1/32 trust\n${lines}`);
+    }
+
     // A free port can be taken between the probe and the server's bind: try again with another.
     let port = 0;
     for (let attempt = 1; ; attempt++) {
-      port = await freePort();
-      const [pgctl, args] = as(join(bindir, "pg_ctl"), [
-        "-D",
-        data,
-        "-l",
-        log,
-        "-o",
-        `-p ${port}`,
-        "-w",
-        "-t",
-        String(Math.ceil(timeoutMs / 1000)),
-        "start",
-      ]);
+      port = options.port ?? (await freePort());
+      const [pgctl, args] = inNamespace(
+        as(join(bindir, "pg_ctl"), [
+          "-D",
+          data,
+          "-l",
+          log,
+          "-o",
+          `-p ${port}`,
+          "-w",
+          "-t",
+          String(Math.ceil(timeoutMs / 1000)),
+          "start",
+        ]),
+      );
       try {
         started = true;
         await run("pg_ctl start of the throwaway cluster", pgctl, args, {
@@ -164,6 +185,7 @@ export async function startThrowawayCluster(
       } catch (err) {
         const serverLog = tail(log);
         if (
+          options.port === undefined &&
           attempt < START_ATTEMPTS &&
           /could not (bind|create listen socket)|already in use/i.test(serverLog)
         ) {
