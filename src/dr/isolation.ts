@@ -2,7 +2,7 @@
  * Where a `dr drill` runs its services (docs/design.md §24): production keeps running on the same ports, so
  * the recovered services must not see it, nor it them.
  *
- * As root with iproute2, a named network namespace `bulwark-dr-<id>` with only loopback, brought up: every
+ * As root with iproute2, a named network namespace `bulwark-dr-<pid>-<id>` with only loopback, brought up: every
  * service, check and step runs in it through `ip netns exec`, listens on its configured ports (free there
  * whatever the host runs) and reaches nothing outside. Unlike a drill validator's throwaway `unshare --net`,
  * the namespace must outlive one process (a service started in one wave is checked and used by the next),
@@ -51,7 +51,8 @@ export async function makeDrIsolation(
       ? "not running as root (a network namespace needs root)"
       : undefined;
   if (why === undefined) {
-    const name = `bulwark-dr-${randomBytes(4).toString("hex")}`;
+    // The owner's pid in the name: the next drill removes it should this process be killed (./leftovers.ts).
+    const name = `bulwark-dr-${process.pid}-${randomBytes(4).toString("hex")}`;
     const add = spawnSync("ip", ["netns", "add", name], {
       stdio: ["ignore", "ignore", "pipe"],
       timeout: 10_000,

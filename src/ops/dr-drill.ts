@@ -48,6 +48,7 @@ import { formatBytes, formatDuration } from "../core/format.js";
 import { makeDirectories } from "../core/make-directories.js";
 import { inNetns, remapPorts, runHealthCheck } from "../dr/health.js";
 import { makeDrIsolation, portVariables, type DrIsolation } from "../dr/isolation.js";
+import { recordCluster, recordOwner, removeDrLeftovers } from "../dr/leftovers.js";
 import { serviceEnv, startService, type RunningService } from "../dr/service.js";
 import { runStep } from "../dr/steps.js";
 import { RepoLock } from "../repository/lock.js";
@@ -118,6 +119,8 @@ export interface DrDrillReport {
   failed?: { service?: string; step: string; message: string; output?: string; next: string };
   /** What teardown could not remove. */
   leftovers: string[];
+  /** What drills killed before (SIGKILL) had left, removed before this one started. */
+  leftoversRemoved: string[];
   durationMs: number;
 }
 
@@ -157,6 +160,7 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
     ...(runbook.rtoMs !== undefined ? { rtoTargetMs: runbook.rtoMs, rtoTarget: runbook.rto } : {}),
     datasets: chosenDatasets(plan),
     leftovers: [],
+    leftoversRemoved: [],
     durationMs: 0,
   };
   let failed: DrDrillReport["failed"];
@@ -178,7 +182,12 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
   // 2. The sandbox and the rewriting of paths into it.
   const sandboxRoot = resolve(input.sandboxRoot ?? tmpdir());
   await makeDirectories(sandboxRoot, 0o700);
+  // What drills killed with SIGKILL left (src/dr/leftovers.ts) goes first.
+  report.leftoversRemoved = removeDrLeftovers(sandboxRoot);
+  for (const l of report.leftoversRemoved) say("warning", `removed what an interrupted drill left: ${l}`);
   const sandbox = await mkdtemp(join(sandboxRoot, "bulwark-dr-"));
+  const runId = `${runbook.name}-${started.getTime()}-${process.pid}`;
+  recordOwner(sandbox, runId);
   report.sandbox = sandbox;
   const root = join(sandbox, "root");
   await mkdir(join(sandbox, "logs"), { recursive: true, mode: 0o700 });
@@ -200,7 +209,6 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
     };
     const netns = isolation.netns;
     const portMap = isolation.portMap;
-    const runId = `${runbook.name}-${started.getTime()}`;
     const vars = (service?: string): Record<string, string> => ({
       BULWARK_DR_RUN: runId,
       BULWARK_DR_ROOT: root,
@@ -270,7 +278,7 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
             r,
             choice,
             rewrite,
-            { ...(netns !== undefined ? { netns } : {}), portMap, clusters },
+            { ...(netns !== undefined ? { netns } : {}), portMap, clusters, sandbox },
             vars(name),
           );
           record({
@@ -528,7 +536,12 @@ async function restoreOne(
   r: RunbookService["restore"][number],
   choice: { target?: string; snapshot?: string } | undefined,
   rewrite: (s: string) => string,
-  where: { netns?: string; portMap: ReadonlyMap<number, number>; clusters: ThrowawayCluster[] },
+  where: {
+    netns?: string;
+    portMap: ReadonlyMap<number, number>;
+    clusters: ThrowawayCluster[];
+    sandbox: string;
+  },
   vars: Record<string, string>,
 ): Promise<number> {
   const netns = where.netns;
@@ -615,7 +628,12 @@ async function restoreIntoThrowawayCluster(
   snapshot: { tree: string },
   source: Source,
   to: { postgres: string; password?: SecretRef },
-  where: { netns?: string; portMap: ReadonlyMap<number, number>; clusters: ThrowawayCluster[] },
+  where: {
+    netns?: string;
+    portMap: ReadonlyMap<number, number>;
+    clusters: ThrowawayCluster[];
+    sandbox: string;
+  },
 ): Promise<number> {
   if (source.type !== "postgres")
     throw new Error(`a ${source.type} source cannot be restored into PostgreSQL`);
@@ -633,6 +651,7 @@ async function restoreIntoThrowawayCluster(
     ...(where.netns !== undefined && password === undefined ? { trustLoopback: true } : {}),
   });
   where.clusters.push(cluster);
+  recordCluster(where.sandbox, cluster.dir);
   if (user !== "bulwark") {
     // The password goes on standard input, never in an argument.
     const quoted = (v: string): string => `'${v.replaceAll("'", "''")}'`;

@@ -284,6 +284,15 @@ function freePort(): Promise<number> {
 }
 
 /** When pg_ctl cannot be used: signals the postmaster, whose pid is the first line of postmaster.pid. */
+/**
+ * Removes the cluster in `dir` that a killed process left: its server is killed (SIGKILL: nothing in it is
+ * kept) and the directory removed. For `dr drill`'s leftovers (src/dr/leftovers.ts).
+ */
+export function removeLeftoverCluster(dir: string): void {
+  killPostmaster(join(dir, "data"), "SIGKILL");
+  rmSync(dir, { recursive: true, force: true });
+}
+
 function killPostmaster(data: string, signal: NodeJS.Signals): void {
   const pidFile = join(data, "postmaster.pid");
   if (!existsSync(pidFile)) return;

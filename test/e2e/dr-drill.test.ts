@@ -17,7 +17,16 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { describeRun, makeTempDir, removeTempDirs, runCli, writeFiles, type RunResult } from "./helpers.js";
+import {
+  CLI,
+  describeRun,
+  makeTempDir,
+  removeTempDirs,
+  runCli,
+  spawnNode,
+  writeFiles,
+  type RunResult,
+} from "./helpers.js";
 
 interface DrillJson {
   status: string;
@@ -71,7 +80,7 @@ function freePort(): Promise<number> {
   });
 }
 
-async function writeConfig(name: string, expectBody = "items=3", rto = "10m"): Promise<string> {
+async function writeConfig(name: string, expectBody = "items=3", rto = "10m", after = ""): Promise<string> {
   const file = join(base, `${name}.yaml`);
   const target = (t: string, fd: string) =>
     `  ${t}: { location: ${base}/${t}, labels: { medium: disk, site: ${t}, failureDomain: ${fd} }, password: { file: ${base}/pw } }`;
@@ -104,7 +113,7 @@ runbooks:
           command: [node, ${prod()}/recovered${web}/server.js]
           setEnv: { DB: ${prod()}/shop.sqlite, PORT: "${port}", BS3: ${BETTER_SQLITE3} }
         health: [{ type: http, url: "http://127.0.0.1:${port}/", body: "${expectBody}", retries: 20, intervalSeconds: 0.25, timeoutSeconds: 2 }]
-`,
+${after}`,
   );
   return file;
 }
@@ -264,5 +273,47 @@ describe("bulwark dr drill", () => {
     expect(row.reason).toBe("runbook shop changed since its last DR drill");
     const chain = await cli(["catalog", "verify-chain"]);
     expect(chain.code, chain.stdout + chain.stderr).toBe(0);
+  });
+
+  it("a drill killed with SIGKILL leaves its services and namespace; the next drill removes them and passes", async () => {
+    // A wait after the app is up, so the kill lands while everything runs.
+    const slow = await writeConfig(
+      "slow",
+      "items=3",
+      "10m",
+      "        after: [{ type: wait, seconds: 60 }]\n",
+    );
+    const { child, result } = spawnNode(
+      [CLI, "dr", "drill", "shop", "-c", slow, "--sandbox", join(base, "sandboxes")],
+      {
+        env,
+      },
+    );
+    const sandboxes = join(base, "sandboxes");
+    // The recovered app: node running server.js from under a sandbox (not the CLI, whose arguments name it too).
+    const running = (): boolean =>
+      execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })
+        .split("\n")
+        .some((l) => l.includes(`${sandboxes}/bulwark-dr-`) && l.endsWith("server.js"));
+    for (let i = 0; i < 300 && !running(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(running()).toBe(true);
+    child.kill("SIGKILL");
+    await result;
+    // Left behind: the recovered app, its sandbox and (as root) its namespace.
+    expect(running()).toBe(true);
+    expect((await readdir(sandboxes)).length).toBe(1);
+    if (isRoot) expect(execFileSync("ip", ["netns", "list"], { encoding: "utf8" })).toMatch(/bulwark-dr-/);
+    const { r, json } = await drill(await writeConfig("base"));
+    expect(r.code, describeRun(["dr", "drill"], r)).toBe(0);
+    expect((json as DrillJson & { leftoversRemoved: string[] }).leftoversRemoved.join("\n")).toMatch(
+      /sandbox /,
+    );
+    if (isRoot) {
+      expect((json as DrillJson & { leftoversRemoved: string[] }).leftoversRemoved.join("\n")).toMatch(
+        /network namespace bulwark-dr-\d+-[0-9a-f]+ \(\d+ process/,
+      );
+    }
+    expect(r.stderr).toContain("removed what an interrupted drill left");
+    await expectNothingLeft();
   });
 });
