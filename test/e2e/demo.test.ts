@@ -30,13 +30,17 @@ describe("npm run demo", () => {
     // a drill restored a copy and validated it (the database too, when sqlite3 is there)
     expect(output).toMatch(/sample: drill passed \(from (primary|second-disk)\)/);
     // every row of 3-2-1-1-0 passes, from evidence read back from the targets and the catalog
-    expect(output).toMatch(/dataset sample: policy three-two-one-one-zero \(rule 3-2-1-1-0, .*\): COMPLIES/);
+    // the runbook is planned, then drilled: the service restored, started and checked, then removed
+    expect(output).toContain("sample-service is ready");
+    expect(output).toMatch(/dr drill of sample-service passed: recovered in .* against an RTO of 15m: within/);
+    expect(output).toMatch(/dataset sample: policy three-two-one-one-zero \(rule .*\): COMPLIES/);
     for (const row of [
       "Three copies of data exist",
       "Two different storage media used",
       "One copy stored offsite",
       "Immutable or air-gapped copy retained",
       "Automated recovery validation in place \\(0 errors\\)",
+      "DR orchestration supports full service recovery",
     ])
       expect(output).toMatch(new RegExp(`\\n  pass {20}${row}\\n`));
   }, 180_000);
