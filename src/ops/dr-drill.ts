@@ -92,6 +92,9 @@ export interface TimelineEntry {
   service?: string;
   kind: "step" | "restore" | "start" | "health" | "stop";
   name: string;
+  /** A restore's dataset and size: what `dr plan` scales its next estimate by. */
+  dataset?: string;
+  bytes?: number;
   outcome: "passed" | "failed" | "skipped";
   durationMs: number;
   message: string;
@@ -286,6 +289,8 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
             service: name,
             kind: "restore",
             name: what,
+            dataset: r.dataset,
+            bytes,
             outcome: "passed",
             durationMs: clock.now().getTime() - t0,
             message: `snapshot ${choice!.snapshot!.slice(0, 8)}, ${formatBytes(bytes)}`,

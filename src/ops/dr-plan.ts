@@ -34,7 +34,13 @@ import { datasetPaths, latestOf } from "./posture.js";
 import { openTargetRepository, scrub, type TargetAccess } from "./targets.js";
 
 /** What the plan reads from and writes to the catalog (a fake in unit tests). */
-export type DrPlanStore = Pick<Catalog, "latestDrill" | "runbookVersions" | "recordRunbookVersion">;
+export type DrPlanStore = Pick<Catalog, "latestDrill" | "runbookVersions" | "recordRunbookVersion"> &
+  Partial<Pick<Catalog, "drRuns">>;
+
+/** Opening a copy, loading its index and locking it, beyond moving the bytes: before any DR drill measured it. */
+const RESTORE_OVERHEAD_MS = 500;
+/** From a service's start to its checks passing, before any DR drill measured it. */
+const READINESS_ALLOWANCE_MS = 1000;
 
 export interface DrPlanInput {
   config: BulwarkConfig;
@@ -74,6 +80,11 @@ export interface DatasetChoice {
   bytesPerSecond?: number;
   drill?: { time: string; status: "pass" | "fail" };
   estimateMs?: number;
+  /**
+   * How the estimate was made: the restore the runbook's last passing DR drill measured, scaled by size
+   * ("dr drill"), or the size over the dataset drill's throughput plus a fixed overhead ("drill throughput").
+   */
+  estimateBasis?: "dr drill" | "drill throughput";
   /** Copies passed over, in the order tried, and why. */
   passedOver: { target: string; reason: string }[];
   /** Every copy in the order they were considered, with the throughput that ranked it. */
@@ -84,6 +95,8 @@ export interface PlannedService {
   name: string;
   dependsOn: string[];
   datasets: DatasetChoice[];
+  /** From its start to its checks passing: as the last passing DR drill measured it, or an allowance. */
+  readinessMs: number;
   /** Undefined when a restore's throughput is unknown. */
   estimateMs?: number;
 }
@@ -163,6 +176,9 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
     return choice;
   };
 
+  // What the runbook's last passing DR drill measured, per service: restores and readiness.
+  const measured = lastDrMeasurements(input.store, runbook.name);
+
   const waves: DrPlan["waves"] = [];
   for (const [i, names] of runbookWaves(runbook).entries()) {
     const services: PlannedService[] = [];
@@ -171,19 +187,36 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
       const datasets: DatasetChoice[] = [];
       for (const r of service.restore) {
         const c = await choose(r.dataset);
+        const past = measured.get(name)?.restores.get(r.dataset);
+        const estimate =
+          past !== undefined && c.bytes !== undefined && past.bytes > 0
+            ? {
+                estimateMs: Math.ceil(past.durationMs * Math.max(1, c.bytes / past.bytes)),
+                estimateBasis: "dr drill" as const,
+              }
+            : c.estimateMs !== undefined
+              ? { estimateMs: c.estimateMs + RESTORE_OVERHEAD_MS, estimateBasis: "drill throughput" as const }
+              : {};
+        const { estimateMs: _throughputOnly, ...rest } = c;
+        void _throughputOnly;
         datasets.push({
-          ...c,
+          ...rest,
+          ...estimate,
           ...(r.source !== undefined ? { source: r.source } : {}),
           to: describeTo(r.to),
         });
       }
       const estimates = datasets.map((d) => d.estimateMs);
+      const readinessMs =
+        measured.get(name)?.readinessMs ??
+        (service.start !== undefined || service.health.length > 0 ? READINESS_ALLOWANCE_MS : 0);
       services.push({
         name,
         dependsOn: service.dependsOn,
         datasets,
+        readinessMs,
         ...(estimates.every((e) => e !== undefined)
-          ? { estimateMs: estimates.reduce((a, b) => a + b, 0) + stepWaits(service) }
+          ? { estimateMs: estimates.reduce((a, b) => a + b, 0) + readinessMs + stepWaits(service) }
           : {}),
       });
     }
@@ -249,7 +282,7 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
       severity: "warning",
       message:
         "the recovery time cannot be estimated: a copy to restore from has no measured drill throughput",
-      remedy: "run `bulwark drill` on the copies named below",
+      remedy: "run `bulwark drill -c CONFIG --dataset NAME --target TARGET` for the copies named above",
     });
   }
   return {
@@ -263,6 +296,51 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
     ready: problems.every((p) => p.severity !== "error"),
     problems: problems.map((p) => ({ ...p, message: scrub(p.message, secrets) })),
   };
+}
+
+/**
+ * Per service, what the runbook's last passing DR drill measured: each dataset's restore (duration and
+ * bytes) and the time from its start to its last check passing.
+ */
+function lastDrMeasurements(
+  store: DrPlanStore | undefined,
+  runbook: string,
+): Map<string, { restores: Map<string, { durationMs: number; bytes: number }>; readinessMs?: number }> {
+  const out = new Map<
+    string,
+    { restores: Map<string, { durationMs: number; bytes: number }>; readinessMs?: number }
+  >();
+  const run = store?.drRuns?.({ runbook, mode: "drill", limit: 20 }).find((r) => r.status === "pass");
+  const timeline = (run?.details as { timeline?: unknown } | undefined)?.timeline;
+  if (!Array.isArray(timeline)) return out;
+  const entries = timeline as {
+    service?: unknown;
+    kind?: unknown;
+    dataset?: unknown;
+    bytes?: unknown;
+    durationMs?: unknown;
+    offsetMs?: unknown;
+  }[];
+  for (const e of entries) {
+    if (typeof e.service !== "string" || typeof e.durationMs !== "number" || typeof e.offsetMs !== "number")
+      continue;
+    let m = out.get(e.service);
+    if (m === undefined) out.set(e.service, (m = { restores: new Map() }));
+    if (e.kind === "restore" && typeof e.dataset === "string" && typeof e.bytes === "number") {
+      m.restores.set(e.dataset, { durationMs: e.durationMs, bytes: e.bytes });
+    }
+  }
+  for (const [service, m] of out) {
+    const mine = entries.filter((e) => e.service === service && typeof e.offsetMs === "number");
+    const start = mine.find((e) => e.kind === "start");
+    const lastCheck = mine.filter((e) => e.kind === "health").at(-1);
+    const from = start !== undefined ? (start.offsetMs as number) - (start.durationMs as number) : undefined;
+    if (lastCheck !== undefined) {
+      const begin = from ?? (lastCheck.offsetMs as number) - (lastCheck.durationMs as number);
+      m.readinessMs = Math.max(0, (lastCheck.offsetMs as number) - begin);
+    } else if (start !== undefined) m.readinessMs = start.durationMs as number;
+  }
+  return out;
 }
 
 /** The targets holding copies of a dataset, in job order (primary, then copies). */
@@ -377,7 +455,7 @@ function copyProblems(input: DrPlanInput, service: string, d: DatasetChoice, now
       severity: "warning",
       ...at,
       message: `${d.dataset} has never been drilled on ${d.target}: its restore time is unknown`,
-      remedy: `bulwark drill ${d.dataset} --target ${d.target}`,
+      remedy: `bulwark drill -c CONFIG --dataset ${d.dataset} --target ${d.target}`,
     });
   } else if (d.drill.status === "fail") {
     out.push({
@@ -393,7 +471,7 @@ function copyProblems(input: DrPlanInput, service: string, d: DatasetChoice, now
         severity: "warning",
         ...at,
         message: `the last drill of ${d.dataset} on ${d.target} (${d.drill.time}) is older than the policy's drills.every`,
-        remedy: `bulwark drill ${d.dataset} --target ${d.target}`,
+        remedy: `bulwark drill -c CONFIG --dataset ${d.dataset} --target ${d.target}`,
       });
     }
   }

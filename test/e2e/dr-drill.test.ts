@@ -30,6 +30,7 @@ import {
 
 interface DrillJson {
   status: string;
+  plan: { estimateMs?: number; waves: { services: { datasets: { estimateBasis?: string }[] }[] }[] };
   isolation: { netns: boolean; note: string; ports: Record<string, number> };
   timeline: {
     service?: string;
@@ -267,6 +268,17 @@ describe("bulwark dr drill", () => {
       return json.datasets[0]!.rows.find((row) => row.id === "dr")!;
     };
     expect((await dr(config)).status).toBe("pass");
+    // The plan made before this drill estimated from the drills before it: within 2x of what it measured.
+    const { json } = await drill(config);
+    expect(json.status).toBe("pass");
+    expect(
+      json.plan.waves.flatMap((w) => w.services.flatMap((s) => s.datasets.map((d) => d.estimateBasis))),
+    ).toEqual(["dr drill", "dr drill"]);
+    const ratio = json.plan.estimateMs! / json.rtoMs!;
+    expect(ratio, `estimate ${json.plan.estimateMs} ms, measured ${json.rtoMs} ms`).toBeGreaterThanOrEqual(
+      0.5,
+    );
+    expect(ratio, `estimate ${json.plan.estimateMs} ms, measured ${json.rtoMs} ms`).toBeLessThanOrEqual(2);
     const changed = await writeConfig("posture", "items=3", "20m");
     const row = await dr(changed);
     expect(row.status).toBe("fail");

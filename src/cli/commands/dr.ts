@@ -230,6 +230,7 @@ function renderPlan(out: Output, plan: DrPlan): void {
             `RPO ${formatDuration(d.rpoMs ?? 0)}${size}${rate}${eta}`,
         );
       }
+      if (s.readinessMs > 0) out.result(`  ${s.name}: start and checks ≈ ${formatDuration(s.readinessMs)}`);
     }
   }
   const rto = plan.rtoMs !== undefined ? ` (RTO target ${plan.rto ?? formatDuration(plan.rtoMs)})` : "";
