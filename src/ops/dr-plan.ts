@@ -108,8 +108,10 @@ export interface DrPlan {
   /** The change log entry of this definition: new when the hash differs from the last one recorded. */
   version: { id?: number; changed: boolean; previousHash?: string; versions: number };
   waves: { wave: number; services: PlannedService[]; estimateMs?: number }[];
-  /** The whole runbook's estimate; undefined when any restore's throughput is unknown. */
+  /** The whole runbook's estimate (planning included); undefined when a restore's throughput is unknown. */
   estimateMs?: number;
+  /** How long this plan took (opening every copy): the first part of any recovery. */
+  planningMs: number;
   /** The runbook's RTO target as written, and in milliseconds. */
   rto?: string;
   rtoMs?: number;
@@ -228,10 +230,12 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
     });
   }
 
-  // 3. The estimate.
+  // 3. The estimate: a recovery starts as this plan did, by opening the copies, so that time counts too.
+  const planningMs = clock.now().getTime() - now.getTime();
   const waveEstimates = waves.map((w) => w.estimateMs);
   const estimateMs = waveEstimates.every((e) => e !== undefined)
-    ? waveEstimates.reduce((a, b) => a + b, 0) +
+    ? planningMs +
+      waveEstimates.reduce((a, b) => a + b, 0) +
       [...runbook.before, ...runbook.after].reduce((a, s) => a + (s.type === "wait" ? s.ms : 0), 0)
     : undefined;
 
@@ -291,6 +295,7 @@ export async function planRunbook(input: DrPlanInput): Promise<DrPlan> {
     definitionHash,
     version,
     waves,
+    planningMs,
     ...(estimateMs !== undefined ? { estimateMs } : {}),
     ...(runbook.rtoMs !== undefined ? { rto: runbook.rto, rtoMs: runbook.rtoMs } : {}),
     ready: problems.every((p) => p.severity !== "error"),
