@@ -386,6 +386,15 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE UNIQUE INDEX dr_runs_by_chain ON dr_runs (chain_seq);
   CREATE INDEX dr_runs_by_runbook ON dr_runs (runbook, time);
+  CREATE TABLE dr_state (
+    run_id  TEXT PRIMARY KEY,
+    runbook TEXT NOT NULL,
+    mode    TEXT NOT NULL,
+    status  TEXT NOT NULL,
+    started TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    state   TEXT NOT NULL
+  );
   `,
 ];
 
@@ -966,6 +975,61 @@ export class Catalog {
       const sql = `SELECT * FROM dr_runs ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY time DESC, id DESC LIMIT ?`;
       return (this.db.prepare(sql).all(...args, filter.limit ?? 100) as Row[]).map(toDrRun);
     });
+  }
+
+  /**
+   * Saves a DR run's state (a failover's progress, src/ops/dr-failover.ts) as one row, replaced whole in one
+   * statement: a process killed at any point leaves the previous state or the new one, never a mix.
+   */
+  saveDrState(s: {
+    runId: string;
+    runbook: string;
+    mode: string;
+    status: string;
+    started: Date;
+    updated: Date;
+    state: unknown;
+  }): void {
+    this.guard(() =>
+      this.db
+        .prepare(
+          `INSERT INTO dr_state (run_id, runbook, mode, status, started, updated, state) VALUES (?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (run_id) DO UPDATE SET status = excluded.status, updated = excluded.updated, state = excluded.state`,
+        )
+        .run(s.runId, s.runbook, s.mode, s.status, iso(s.started), iso(s.updated), JSON.stringify(s.state)),
+    );
+  }
+
+  /** A DR run's saved state, or undefined. */
+  loadDrState(runId: string): unknown {
+    return this.guard(() => {
+      const row = this.db.prepare(`SELECT state FROM dr_state WHERE run_id = ?`).get(runId) as
+        | { state: string }
+        | undefined;
+      return row === undefined ? undefined : (JSON.parse(row.state) as unknown);
+    });
+  }
+
+  /** DR runs with saved state, newest first. */
+  drStates(
+    limit = 20,
+  ): { runId: string; runbook: string; mode: string; status: string; started: Date; updated: Date }[] {
+    return this.guard(() =>
+      (
+        this.db
+          .prepare(
+            `SELECT run_id, runbook, mode, status, started, updated FROM dr_state ORDER BY started DESC LIMIT ?`,
+          )
+          .all(limit) as Row[]
+      ).map((r) => ({
+        runId: str(r, "run_id"),
+        runbook: str(r, "runbook"),
+        mode: str(r, "mode"),
+        status: str(r, "status"),
+        started: date(r, "started"),
+        updated: date(r, "updated"),
+      })),
+    );
   }
 
   /** A runbook's versions, oldest first: its change log. */

@@ -14,6 +14,7 @@ export const EXIT = {
   EVIDENCE_INVALID: 21,
   EVIDENCE_UNSIGNED: 22,
   DR_NOT_READY: 23,
+  DR_WAITING: 24,
   CANCELLED: 130,
 } as const;
 
@@ -30,6 +31,7 @@ export const EXIT_CODES_HELP = `Exit codes:
       not verify
   22  report verify: the report is not signed
   23  dr plan: the runbook is not ready (what would fail is listed)
+  24  dr failover, dr resume: the run waits for an approval (bulwark dr approve)
   130 interrupted`;
 
 const BY_CODE: Partial<Record<ErrorCode, number>> = {

@@ -31,6 +31,11 @@ export interface StartContext {
   log: string;
   /** How long the stop command may take (default 60 s). */
   stopTimeoutMs?: number;
+  /**
+   * A failover's service: it keeps running when this process ends (it is the recovered production), so no
+   * exit handler kills it and this process does not wait for it.
+   */
+  persistent?: boolean;
 }
 
 const running = new Set<ChildProcess>();
@@ -81,15 +86,27 @@ export async function startService(service: RunbookService, ctx: StartContext): 
     child.once("error", (err) => resolve(err));
   });
   if (spawned !== undefined) throw new Error(`${start.command[0]}: ${spawned.message}`);
+  if (ctx.persistent === true) {
+    child.unref();
+    return {
+      name: service.name,
+      ...(child.pid !== undefined ? { pid: child.pid } : {}),
+      exited: () =>
+        child.exitCode !== null || child.signalCode !== null
+          ? `exited with code ${child.exitCode ?? child.signalCode}`
+          : undefined,
+      stop: () => Promise.resolve(),
+    };
+  }
   if (!handlerInstalled) {
     handlerInstalled = true;
     process.once("exit", () => {
       for (const c of running) killTree(c, "SIGKILL");
     });
   }
+  running.add(child);
   let exit: string | undefined;
   const done = new Promise<void>((resolve) => {
-    running.add(child);
     child.once("exit", (code, signal) => {
       exit = signal !== null ? `killed by ${signal}` : `exited with code ${code}`;
       resolve();

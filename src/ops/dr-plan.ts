@@ -51,6 +51,11 @@ export interface DrPlanInput {
   store?: DrPlanStore;
   /** Restore every dataset from this target (no fallback). */
   fromTarget?: string;
+  /**
+   * Restore points not newer than this (`dr failover --before`): every dataset's newest snapshot taken at or
+   * before it, so a service's datasets come from consistent points before an incident.
+   */
+  before?: Date;
   env: Readonly<Record<string, string | undefined>>;
   /** Whether a port in use is a problem (failover) or expected (a drill isolates; default true). */
   checkPorts?: boolean;
@@ -399,10 +404,16 @@ async function chooseCopy(
       continue;
     }
     try {
-      const snapshots = await loadAllSnapshots(repo, () => undefined);
+      const all = await loadAllSnapshots(repo, () => undefined);
+      const before = input.before;
+      const snapshots =
+        before === undefined ? all : all.filter((s) => new Date(s.time).getTime() <= before.getTime());
       const latest = latestOf(snapshots, datasetPaths(definition), dataset);
       if (latest === undefined) {
-        passedOver.push({ target: c.name, reason: "holds no snapshot of the dataset" });
+        passedOver.push({
+          target: c.name,
+          reason: `holds no snapshot of the dataset${before !== undefined ? ` taken at or before ${before.toISOString()}` : ""}`,
+        });
         continue;
       }
       const bytes = latest.summary?.totalBytes;

@@ -9,7 +9,19 @@ import type { Catalog } from "../../catalog/catalog.js";
 import { systemClock } from "../../core/clock.js";
 import { errorMessage } from "../../core/errors.js";
 import { formatBytes, formatDuration } from "../../core/format.js";
+import { dirname } from "node:path";
+
+import { BulwarkError } from "../../core/errors.js";
 import { drillRunbook, type DrDrillReport } from "../../ops/dr-drill.js";
+import type { TimelineEntry } from "../../ops/dr-execute.js";
+import {
+  approveUnit,
+  failoverRunbook,
+  loadState,
+  resumeRun,
+  type DrFailoverInput,
+  type DrRunState,
+} from "../../ops/dr-failover.js";
 import { planRunbook, type DrPlan } from "../../ops/dr-plan.js";
 import { loadConfigForCommand } from "../config-file.js";
 import { Output, getPassword, renderEvents, type GlobalOptions } from "../context.js";
@@ -30,6 +42,7 @@ export function registerDr(program: Command, globals: () => GlobalOptions): void
     );
 
   registerDrDrill(dr, globals);
+  registerDrFailover(dr, globals);
 
   dr.command("plan")
     .description("the readiness check of a runbook: waves, copies, RPO, estimated RTO, what would fail")
@@ -163,13 +176,31 @@ Exit codes:
     });
 }
 
-function renderDrill(out: Output, r: DrDrillReport): void {
-  for (const e of r.timeline) {
+function renderTimeline(out: Output, timeline: readonly TimelineEntry[]): void {
+  for (const e of timeline) {
     const where = e.service !== undefined ? `${e.service}: ` : "";
-    out.result(
-      `${formatDuration(e.offsetMs).padStart(8)}  ${e.outcome === "passed" ? "ok  " : e.outcome === "skipped" ? "skip" : "FAIL"}  ${where}${e.name}: ${e.message}`,
-    );
+    const mark =
+      e.outcome === "passed"
+        ? "ok  "
+        : e.outcome === "skipped"
+          ? "skip"
+          : e.outcome === "waiting"
+            ? "WAIT"
+            : "FAIL";
+    out.result(`${formatDuration(e.offsetMs).padStart(8)}  ${mark}  ${where}${e.name}: ${e.message}`);
   }
+}
+
+function renderFailure(out: Output, what: string, f: NonNullable<DrDrillReport["failed"]>): void {
+  out.result(`${what} FAILED at ${f.service !== undefined ? `${f.service}: ` : ""}${f.step}: ${f.message}`);
+  if (f.output !== undefined && f.output !== "") {
+    for (const line of f.output.split("\n").slice(-10)) out.result(`  | ${line}`);
+  }
+  out.result(`next: ${f.next}`);
+}
+
+function renderDrill(out: Output, r: DrDrillReport): void {
+  renderTimeline(out, r.timeline);
   for (const d of r.datasets) {
     if (d.target !== undefined)
       out.result(
@@ -185,16 +216,206 @@ function renderDrill(out: Output, r: DrDrillReport): void {
     const within =
       r.rtoTargetMs !== undefined ? (r.rtoMs! <= r.rtoTargetMs ? ": within" : ": BEYOND the target") : "";
     out.result(`dr drill of ${r.runbook} passed: recovered in ${formatDuration(r.rtoMs!)}${target}${within}`);
-  } else {
-    const f = r.failed!;
-    out.result(
-      `dr drill of ${r.runbook} FAILED at ${f.service !== undefined ? `${f.service}: ` : ""}${f.step}: ${f.message}`,
-    );
-    if (f.output !== undefined && f.output !== "") {
-      for (const line of f.output.split("\n").slice(-10)) out.result(`  | ${line}`);
-    }
-    out.result(`next: ${f.next}`);
+  } else renderFailure(out, `dr drill of ${r.runbook}`, r.failed!);
+}
+
+interface FailoverFlags {
+  config?: string;
+  fromTarget?: string;
+  before?: string;
+  yes?: boolean;
+  retryFailed?: boolean;
+  skipFailed?: boolean;
+}
+
+const RUN_EXIT_CODES = `
+Exit codes:
+  0   every service recovered and passed its checks
+  1   a step failed (the step, its output and what to do next are printed); resume with
+      bulwark dr resume RUN --retry-failed or --skip-failed
+  24  waiting for an approval: bulwark dr approve RUN UNIT, then bulwark dr resume RUN
+  130 interrupted: bulwark dr resume RUN goes on where it stopped`;
+
+async function withRunContext<T>(
+  opts: GlobalOptions,
+  flags: { config?: string; yes?: boolean },
+  fn: (ctx: { input: DrFailoverInput; out: Output }) => Promise<T>,
+): Promise<T> {
+  const out = new Output(opts);
+  const loaded = await loadConfigForCommand(flags.config);
+  const catalog = await openCatalogForCommand(process.env);
+  let password: Promise<string> | undefined;
+  const secrets: string[] = [];
+  const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets };
+  try {
+    return await fn({
+      input: {
+        config: loaded.config,
+        access,
+        clock: systemClock,
+        env: process.env,
+        store: catalog,
+        stateDir: dirname(catalog.path),
+        events: renderEvents(out),
+        ...(flags.yes === true ? { yes: true } : {}),
+      },
+      out,
+    });
+  } finally {
+    catalog.close();
   }
+}
+
+function renderRun(out: Output, s: DrRunState): void {
+  out.emitJson(s);
+  renderTimeline(out, s.timeline);
+  for (const d of s.datasets) {
+    if (d.target !== undefined)
+      out.result(
+        `${d.dataset}: from ${d.target}, snapshot ${d.snapshot?.slice(0, 8) ?? "?"}, RPO ${formatDuration(d.rpoMs ?? 0)}`,
+      );
+  }
+  for (const [name, svc] of Object.entries(s.services)) {
+    out.result(`${name}: running${svc.pid !== undefined ? ` (pid ${svc.pid})` : ""}, output in ${svc.log}`);
+  }
+  if (s.status === "passed") {
+    const target =
+      s.rtoTargetMs !== undefined ? ` against an RTO of ${s.rtoTarget ?? formatDuration(s.rtoTargetMs)}` : "";
+    const within =
+      s.rtoTargetMs !== undefined ? (s.rtoMs! <= s.rtoTargetMs ? ": within" : ": BEYOND the target") : "";
+    out.result(
+      `dr failover of ${s.runbook} (run ${s.runId}) passed: recovered in ${formatDuration(s.rtoMs!)}${target}${within}`,
+    );
+    process.exitCode = EXIT.OK;
+  } else if (s.status === "waiting") {
+    out.result(
+      `run ${s.runId} waits for approval of ${s.waiting!.id} (${s.waiting!.step}): ${s.waiting!.message}`,
+    );
+    out.result(`next: bulwark dr approve ${s.runId} ${s.waiting!.id}, then bulwark dr resume ${s.runId}`);
+    process.exitCode = EXIT.DR_WAITING;
+  } else {
+    renderFailure(out, `dr failover of ${s.runbook} (run ${s.runId})`, s.failed!);
+    process.exitCode = EXIT.ERROR;
+  }
+}
+
+export function registerDrFailover(dr: Command, globals: () => GlobalOptions): void {
+  dr.command("failover")
+    .description(
+      "recover a runbook's services for real: restore to their places, start and check them, wave by wave",
+    )
+    .argument("<runbook>", "a runbook of the config (runbooks.<name>)")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option("--from-target <name>", "restore every dataset from this target")
+    .option("--before <time>", "restore points not newer than this (ISO 8601, e.g. 2026-12-03T09:00:00Z)")
+    .option("--yes", "approve every approval step")
+    .addHelpText(
+      "after",
+      `
+The plan (\`bulwark dr plan\`) must be ready. Directories and SQLite files are restored to their configured
+paths (one that exists is refused, never overwritten), PostgreSQL into the configured server as a new
+database; services are started and keep running after Bulwark exits. Every step's outcome is saved in the
+catalog as it happens: after a crash or a failed step, \`bulwark dr resume RUN\` goes on without redoing what
+finished. The run is recorded with its timeline, the RTO achieved and the RPO of each dataset.
+${RUN_EXIT_CODES}`,
+    )
+    .action(async (runbook: string, flags: FailoverFlags) => {
+      let before: Date | undefined;
+      if (flags.before !== undefined) {
+        before = new Date(flags.before);
+        if (Number.isNaN(before.getTime())) {
+          throw new BulwarkError("USAGE", `--before ${JSON.stringify(flags.before)} is not a time`, {
+            hint: "write it as ISO 8601, e.g. 2026-12-03T09:00:00Z",
+          });
+        }
+      }
+      await withRunContext(globals(), flags, async ({ input, out }) => {
+        const state = await failoverRunbook({
+          ...input,
+          runbook,
+          ...(flags.fromTarget !== undefined ? { fromTarget: flags.fromTarget } : {}),
+          ...(before !== undefined ? { before } : {}),
+        });
+        renderRun(out, state);
+      });
+    });
+
+  dr.command("resume")
+    .description(
+      "continue a failover after a crash, a failed step or an approval, without redoing what finished",
+    )
+    .argument("<run>", "the run id (bulwark dr status)")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option("--retry-failed", "run the failed step again")
+    .option("--skip-failed", "go on without the failed step")
+    .option("--yes", "approve every approval step")
+    .addHelpText("after", RUN_EXIT_CODES)
+    .action(async (runId: string, flags: FailoverFlags) => {
+      if (flags.retryFailed === true && flags.skipFailed === true) {
+        throw new BulwarkError("USAGE", "--retry-failed and --skip-failed exclude each other", {
+          hint: "retry the failed step, or skip it",
+        });
+      }
+      await withRunContext(globals(), flags, async ({ input, out }) => {
+        const state = await resumeRun({
+          ...input,
+          runId,
+          ...(flags.retryFailed === true ? { onFailed: "retry" as const } : {}),
+          ...(flags.skipFailed === true ? { onFailed: "skip" as const } : {}),
+        });
+        renderRun(out, state);
+      });
+    });
+
+  dr.command("approve")
+    .description("approve the approval step a run waits on; then bulwark dr resume RUN")
+    .argument("<run>", "the run id")
+    .argument("<unit>", "the unit it waits on, as dr status shows it (e.g. web/before/0)")
+    .action(async (runId: string, unit: string) => {
+      const out = new Output(globals());
+      const catalog = await openCatalogForCommand(process.env);
+      try {
+        const state = approveUnit(catalog, systemClock, runId, unit);
+        out.emitJson({ runId, unit, approvals: state.approvals });
+        out.result(`approved ${unit} of run ${runId}; next: bulwark dr resume ${runId}`);
+      } finally {
+        catalog.close();
+      }
+    });
+
+  dr.command("status")
+    .description("where DR runs stand: the recent ones, or one run's every unit and timeline")
+    .argument("[run]", "a run id (default: list the recent runs)")
+    .action(async (runId: string | undefined) => {
+      const out = new Output(globals());
+      const catalog = await openCatalogForCommand(process.env);
+      try {
+        if (runId === undefined) {
+          const runs = catalog.drStates(20);
+          out.emitJson(runs);
+          if (runs.length === 0) out.result("no DR run has been started");
+          for (const r of runs)
+            out.result(
+              `${r.runId}  ${r.mode}  ${r.status}  started ${r.started.toISOString()}, updated ${r.updated.toISOString()}`,
+            );
+          return;
+        }
+        const state = loadState(catalog, runId);
+        out.emitJson(state);
+        out.result(
+          `run ${state.runId} (${state.mode} of ${state.runbook}): ${state.status}, started ${state.started}`,
+        );
+        for (const [unit, status] of Object.entries(state.units)) out.result(`  ${status.padEnd(8)} ${unit}`);
+        renderTimeline(out, state.timeline);
+        if (state.failed !== undefined) renderFailure(out, `run ${state.runId}`, state.failed);
+        if (state.waiting !== undefined)
+          out.result(
+            `next: bulwark dr approve ${state.runId} ${state.waiting.id}, then bulwark dr resume ${state.runId}`,
+          );
+      } finally {
+        catalog.close();
+      }
+    });
 }
 
 function renderPlan(out: Output, plan: DrPlan): void {
