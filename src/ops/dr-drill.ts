@@ -216,13 +216,20 @@ export async function drillRunbook(input: DrDrillInput): Promise<DrDrillReport> 
             drill: { clusters, sandbox },
           });
         },
-        start: (service) =>
-          startService(service, {
+        start: (service) => {
+          // A unit would start production's own service, outside the sandbox and the namespace.
+          if (service.start?.kind === "systemd") {
+            throw new Error(
+              `${service.name} starts the systemd unit ${service.start.unit}, which runs outside the drill's sandbox and namespace: give it a start command to be drilled (start: { command: ... })`,
+            );
+          }
+          return startService(service, {
             env: input.env,
             vars: vars(service.name),
             ...(netns !== undefined ? { netns } : {}),
             log: join(sandbox, "logs", `${service.name}.log`),
-          }),
+          });
+        },
         logOf: (service) => `${join("SANDBOX", "logs", `${service}.log`)}; keep it with --keep-sandbox`,
         again: `run bulwark dr drill ${runbook.name} again`,
       },

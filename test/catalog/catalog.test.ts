@@ -53,6 +53,7 @@ describe("Catalog.open", () => {
       expect(tables).toEqual([
         "copies",
         "dr_runs",
+        "dr_state",
         "drills",
         "events",
         "evidence_head",

@@ -246,7 +246,7 @@ describe("the evidence chain", () => {
         ALTER TABLE verifications DROP COLUMN details; ALTER TABLE verifications DROP COLUMN chain_seq;
         ALTER TABLE verifications DROP COLUMN prev_hash; ALTER TABLE verifications DROP COLUMN hash;
         ALTER TABLE drills DROP COLUMN chain_seq; ALTER TABLE drills DROP COLUMN prev_hash;
-        ALTER TABLE drills DROP COLUMN hash; DROP TABLE runbook_versions; DROP TABLE dr_runs;
+        ALTER TABLE drills DROP COLUMN hash; DROP TABLE runbook_versions; DROP TABLE dr_runs; DROP TABLE dr_state;
       `);
       db.pragma("user_version = 2");
     });

@@ -95,6 +95,44 @@ export const EXAMPLE_WRITTEN: WrittenConfig = {
       schedule: "0 2 * * *",
     },
   },
+  runbooks: {
+    app: {
+      rto: "1h",
+      services: {
+        db: {
+          restore: [
+            {
+              dataset: "app",
+              source: "appdb",
+              to: {
+                postgres: "postgresql://postgres@127.0.0.1:5432/app",
+                password: { file: "/etc/bulwark/pg-admin.password" },
+              },
+            },
+          ],
+          health: [
+            {
+              type: "sql",
+              postgres: "postgresql://postgres@127.0.0.1:5432/app",
+              password: { file: "/etc/bulwark/pg-admin.password" },
+              query: "SELECT count(*) > 0 FROM orders",
+              expect: "t",
+            },
+          ],
+        },
+        web: {
+          dependsOn: ["db"],
+          restore: [{ dataset: "app", to: { directory: "/srv/restored" } }],
+          start: {
+            command: ["/srv/restored/srv/app/bin/server", "--listen", "127.0.0.1:8080"],
+            cwd: "/srv/restored/srv/app",
+          },
+          health: [{ type: "http", url: "http://127.0.0.1:8080/health", body: "ok" }],
+          after: [{ type: "approval", message: "point app.acme.example at this site?" }],
+        },
+      },
+    },
+  },
 };
 
 /**
@@ -102,6 +140,80 @@ export const EXAMPLE_WRITTEN: WrittenConfig = {
  * source, which the fixture leaves out because posture counts file paths only.
  */
 export function withExampleSources(config: BulwarkConfig): BulwarkConfig {
+  const step = { critical: true, timeoutMs: 300_000, retries: 0 };
+  const check = { timeoutMs: 10_000, retries: 30, intervalMs: 1000 };
+  config.runbooks = {
+    app: {
+      name: "app",
+      rto: "1h",
+      rtoMs: 3_600_000,
+      before: [],
+      after: [],
+      services: {
+        db: {
+          name: "db",
+          restore: [
+            {
+              dataset: "app",
+              source: "appdb",
+              to: {
+                postgres: "postgresql://postgres@127.0.0.1:5432/app",
+                password: { file: "/etc/bulwark/pg-admin.password" },
+              },
+            },
+          ],
+          health: [
+            {
+              ...check,
+              type: "sql",
+              name: "sql SELECT count(*) > 0 FROM orders",
+              postgres: "postgresql://postgres@127.0.0.1:5432/app",
+              password: { file: "/etc/bulwark/pg-admin.password" },
+              query: "SELECT count(*) > 0 FROM orders",
+              expect: "t",
+            },
+          ],
+          dependsOn: [],
+          before: [],
+          after: [],
+          ports: [5432],
+        },
+        web: {
+          name: "web",
+          restore: [{ dataset: "app", to: { directory: "/srv/restored" } }],
+          start: {
+            kind: "command",
+            command: ["/srv/restored/srv/app/bin/server", "--listen", "127.0.0.1:8080"],
+            passEnv: [],
+            setEnv: {},
+            cwd: "/srv/restored/srv/app",
+          },
+          health: [
+            {
+              ...check,
+              type: "http",
+              name: "http http://127.0.0.1:8080/health",
+              url: "http://127.0.0.1:8080/health",
+              status: 200,
+              body: "ok",
+            },
+          ],
+          dependsOn: ["db"],
+          before: [],
+          after: [
+            {
+              ...step,
+              type: "approval",
+              name: "web after step 1 (approval)",
+              message: "point app.acme.example at this site?",
+              inDrill: "skip",
+            },
+          ],
+          ports: [8080],
+        },
+      },
+    },
+  };
   config.datasets.app!.sources.push({
     type: "postgres",
     name: "appdb",

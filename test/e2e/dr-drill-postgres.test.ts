@@ -8,9 +8,9 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 
+import { freePort } from "../helpers/services.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { postgresAvailable, startTestPostgres, type TestPostgres } from "../sources/pg-helpers.js";
@@ -57,16 +57,6 @@ let webPort: number;
 let production: ChildProcess | undefined;
 
 const cli = (args: string[]): Promise<RunResult> => runCli(args, { env, timeoutMs: 300_000 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function answer(): Promise<string> {
   return (await (await fetch(`http://127.0.0.1:${webPort}/`)).text()).trim();

@@ -11,10 +11,10 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdir, readdir, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 
 import Database from "better-sqlite3";
+import { freePort } from "../helpers/services.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import {
@@ -71,16 +71,6 @@ http.createServer((req, res) => {
   res.end("items=" + n + "\\n");
 }).listen(port, "127.0.0.1");
 `;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function writeConfig(name: string, expectBody = "items=3", rto = "10m", after = ""): Promise<string> {
   const file = join(base, `${name}.yaml`);

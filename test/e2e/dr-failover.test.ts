@@ -9,10 +9,10 @@
  */
 
 import { readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 
 import Database from "better-sqlite3";
+import { freePort } from "../helpers/services.js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import {
@@ -64,16 +64,6 @@ const started: number[] = [];
 const prod = () => join(base, "prod");
 
 const cli = (args: string[]): Promise<RunResult> => runCli(args, { env, timeoutMs: 240_000 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 async function writeConfig(
   name: string,

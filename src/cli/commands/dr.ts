@@ -23,6 +23,7 @@ import {
   type DrRunState,
 } from "../../ops/dr-failover.js";
 import { planRunbook, type DrPlan } from "../../ops/dr-plan.js";
+import type { TargetAccess } from "../../ops/targets.js";
 import { loadConfigForCommand } from "../config-file.js";
 import { Output, getPassword, renderEvents, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
@@ -68,17 +69,12 @@ Exit codes:
       const opts = globals();
       const out = new Output(opts);
       const loaded = await loadConfigForCommand(flags.config);
-      let catalog: Catalog | undefined;
-      if (flags.catalog) {
-        try {
-          catalog = await openCatalogForCommand(process.env);
-        } catch (err) {
-          out.warn(`warning: planning without the catalog (no drill measurements): ${errorMessage(err)}`);
-        }
-      }
-      let password: Promise<string> | undefined;
-      const secrets: string[] = [];
-      const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets };
+      const catalog = await optionalCatalog(
+        out,
+        flags.catalog,
+        "planning without the catalog (no drill measurements)",
+      );
+      const access = targetAccess(opts);
       let plan: DrPlan;
       try {
         plan = await planRunbook({
@@ -141,17 +137,8 @@ Exit codes:
       const opts = globals();
       const out = new Output(opts);
       const loaded = await loadConfigForCommand(flags.config);
-      let catalog: Catalog | undefined;
-      if (flags.catalog) {
-        try {
-          catalog = await openCatalogForCommand(process.env);
-        } catch (err) {
-          out.warn(`warning: this drill is not recorded: ${errorMessage(err)}`);
-        }
-      }
-      let password: Promise<string> | undefined;
-      const secrets: string[] = [];
-      const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets };
+      const catalog = await optionalCatalog(out, flags.catalog, "this drill is not recorded");
+      const access = targetAccess(opts);
       let report: DrDrillReport;
       try {
         report = await drillRunbook({
@@ -244,9 +231,7 @@ async function withRunContext<T>(
   const out = new Output(opts);
   const loaded = await loadConfigForCommand(flags.config);
   const catalog = await openCatalogForCommand(process.env);
-  let password: Promise<string> | undefined;
-  const secrets: string[] = [];
-  const access = { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets };
+  const access = targetAccess(opts);
   try {
     return await fn({
       input: {
@@ -416,6 +401,23 @@ ${RUN_EXIT_CODES}`,
         catalog.close();
       }
     });
+}
+
+/** How the targets are opened: their config credentials, -p / BULWARK_PASSWORD for those without a password. */
+function targetAccess(opts: GlobalOptions): TargetAccess {
+  let password: Promise<string> | undefined;
+  return { env: process.env, defaultPassword: () => (password ??= getPassword(opts)), secrets: [] };
+}
+
+/** The catalog unless --no-catalog; one that cannot be opened is a warning saying what is lost. */
+async function optionalCatalog(out: Output, wanted: boolean, without: string): Promise<Catalog | undefined> {
+  if (!wanted) return undefined;
+  try {
+    return await openCatalogForCommand(process.env);
+  } catch (err) {
+    out.warn(`warning: ${without}: ${errorMessage(err)}`);
+    return undefined;
+  }
 }
 
 function renderPlan(out: Output, plan: DrPlan): void {
