@@ -1,7 +1,9 @@
 /**
- * Evidence reports (docs/design.md §17c): recorded verifications and drills rendered for an auditor as
- * Markdown, standalone HTML or JSON — what was read or restored, from where, when, how long, the
- * validators, the result and every finding, with each record's place in the catalog's evidence chain.
+ * Evidence reports (docs/design.md §17c): recorded verifications, drills and DR runs rendered for an
+ * auditor as Markdown, standalone HTML or JSON — what was read or restored, from where, when, how long, the
+ * validators, the result and every finding (a DR run: its RTO against the target, the RPO of each dataset
+ * and every unit of its timeline, then its runbook's change log), with each record's place in the
+ * catalog's evidence chain.
  *
  *  1. Each record becomes a section of a small document (facts, lists, tables, preformatted output); the
  *     details are read tolerantly (a key missing from an older record is left out, never a crash).
@@ -9,14 +11,17 @@
  *     script and loads nothing (a Content-Security-Policy forbids it).
  *  3. JSON is the records themselves, with their details and chain links, under a format name.
  *  4. Markdown and HTML carry one machine-readable line per record, `<!-- bulwark-evidence-record {...} -->`,
- *     with its kind, id, chain position and hash, so that `bulwark report verify` can compare a report
- *     with the catalog (JSON has the same in `records[].chain`).
+ *     with its kind, id, chain position and hash (and a DR run's or runbook version's runbook, by which the
+ *     catalog finds it), so that `bulwark report verify` can compare a report with the catalog (JSON has
+ *     the same in `records[].chain`). A change log is one section with a line per version.
  * Pure: the caller gives the time, the host and the catalog's chain status.
  */
 import type {
   DrillRecord,
+  DrRunRecord,
   EvidenceChainStatus,
   EvidenceKind,
+  RunbookVersionRecord,
   VerificationRecord,
 } from "../catalog/catalog.js";
 // The encoding only: the catalog module loads SQLite, which a command rendering or checking a report
@@ -37,7 +42,33 @@ export type ReportInput = {
   catalog: string;
   /** The catalog's chain when the report was made. */
   chain: EvidenceChainStatus;
-} & ({ kind: "verification"; records: VerificationRecord[] } | { kind: "drill"; records: DrillRecord[] });
+} & (
+  | { kind: "verification"; records: VerificationRecord[] }
+  | { kind: "drill"; records: DrillRecord[] }
+  | { kind: "dr"; records: DrRunRecord[]; changeLogs: ChangeLog[] }
+);
+
+/** A runbook's change log as a DR report shows it after the runbook's runs. */
+export interface ChangeLog {
+  runbook: string;
+  /** Oldest first (catalog.runbookVersions). */
+  versions: RunbookVersionRecord[];
+  /**
+   * The definition hash of the config's runbook of that name (src/config/runbooks.ts runbookHash); null
+   * when the config has no such runbook; absent when no config was given (not compared).
+   */
+  current?: string | null;
+}
+
+/** How reports and `report verify` name a record of each kind ("DR run 4"). */
+export const EVIDENCE_NAMES: Record<EvidenceKind, string> = {
+  verification: "verification",
+  drill: "drill",
+  runbook: "runbook version",
+  dr: "DR run",
+};
+
+const EVIDENCE_KINDS = Object.keys(EVIDENCE_NAMES) as EvidenceKind[];
 
 /** What a report says about one record, machine-readably (the anchor line of Markdown and HTML). */
 export interface RecordAnchor {
@@ -45,6 +76,8 @@ export interface RecordAnchor {
   id: number;
   seq?: number;
   hash?: string;
+  /** A DR run's or runbook version's runbook: how the catalog finds a runbook version by its id. */
+  runbook?: string;
   /**
    * JSON reports only: whether the record's fields, as shown, give its chain hash (recomputed from them
    * with the catalog's encoding). False: the record was changed after it was chained, or in the report.
@@ -88,6 +121,7 @@ export function readReport(
           return toAnchor({
             kind: r.evidence,
             id: r.id,
+            runbook: r.runbook,
             ...(chain ? { seq: chain.seq, hash: chain.hash } : {}),
           }).map((a) => (chain === undefined ? a : { ...a, fieldsMatch: fieldsGiveHash(a.kind, r, chain) }));
         });
@@ -123,7 +157,7 @@ function fieldsGiveHash(
   const { evidence: _evidence, result: _result, chain: _chain, ...fields } = r;
   if (typeof fields.time !== "string" || typeof chain.seq !== "number" || typeof chain.prevHash !== "string")
     return false;
-  const record = { ...fields, time: new Date(fields.time) } as unknown as VerificationRecord | DrillRecord;
+  const record = { ...fields, time: new Date(fields.time) } as unknown as Parameters<typeof evidenceRow>[1];
   try {
     return evidenceHash(chain.seq, kind, chain.prevHash, evidenceRow(kind, record)) === chain.hash;
   } catch {
@@ -131,20 +165,27 @@ function fieldsGiveHash(
   }
 }
 
+function isKind(v: unknown): v is EvidenceKind {
+  return typeof v === "string" && (EVIDENCE_KINDS as string[]).includes(v);
+}
+
 function toMeta(o: Record<string, unknown>): ReportMeta | undefined {
   const kind = o.kind;
-  if ((kind !== "verification" && kind !== "drill") || typeof o.catalog !== "string") return undefined;
+  if (!isKind(kind) || typeof o.catalog !== "string") return undefined;
   return { kind, catalog: o.catalog, generatedAt: typeof o.generatedAt === "string" ? o.generatedAt : "" };
 }
 
 function toAnchor(a: Record<string, unknown>): RecordAnchor[] {
-  if ((a.kind !== "verification" && a.kind !== "drill") || typeof a.id !== "number") return [];
+  if (!isKind(a.kind) || typeof a.id !== "number") return [];
   return [
     {
       kind: a.kind,
       id: a.id,
       ...(typeof a.seq === "number" ? { seq: a.seq } : {}),
       ...(typeof a.hash === "string" ? { hash: a.hash } : {}),
+      ...((a.kind === "dr" || a.kind === "runbook") && typeof a.runbook === "string"
+        ? { runbook: a.runbook }
+        : {}),
     },
   ];
 }
@@ -164,10 +205,12 @@ type Block =
 
 interface Section {
   title: string;
-  pass: boolean;
+  /** Absent for a section that is no result (a change log). */
+  pass?: boolean;
   facts: Array<[string, string]>;
   blocks: Block[];
-  anchor: RecordAnchor;
+  /** The records it shows: one, or a change log's versions. */
+  anchors: RecordAnchor[];
 }
 
 interface ReportDocument {
@@ -178,16 +221,30 @@ interface ReportDocument {
 }
 
 function toDocument(input: ReportInput): ReportDocument {
-  const what = input.kind === "verification" ? "verification" : "restore drill";
+  const what = { verification: "verification", drill: "restore drill", dr: "DR" }[input.kind];
   const sections =
-    input.kind === "verification" ? input.records.map(verificationSection) : input.records.map(drillSection);
-  const failed = sections.filter((s) => !s.pass).length;
+    input.kind === "verification"
+      ? input.records.map(verificationSection)
+      : input.kind === "drill"
+        ? input.records.map(drillSection)
+        : drSections(input.records, input.changeLogs);
+  const results = sections.filter((s) => s.pass !== undefined);
+  const failed = results.filter((s) => s.pass === false).length;
+  const counted =
+    input.kind === "dr"
+      ? `${plural(results.length, "DR run")}: ${results.length - failed} passed, ${failed} failed; ` +
+        `the change ${input.changeLogs.length === 1 ? "log" : "logs"} of ${plural(input.changeLogs.length, "runbook")} ` +
+        `(${plural(
+          input.changeLogs.reduce((n, l) => n + l.versions.length, 0),
+          "version",
+        )}).`
+      : `${sections.length} ${sections.length === 1 ? "record" : "records"}: ${sections.length - failed} passed, ${failed} failed.`;
   return {
     meta: { kind: input.kind, catalog: input.catalog, generatedAt: input.generatedAt.toISOString() },
     title: `Bulwark ${what} report`,
     preamble: [
       `Generated ${when(input.generatedAt)} on host ${input.host} from the catalog ${input.catalog}.`,
-      `${sections.length} ${sections.length === 1 ? "record" : "records"}: ${sections.length - failed} passed, ${failed} failed.`,
+      counted,
       `Evidence chain: ${chainSentence(input.chain)}`,
     ],
     sections,
@@ -216,11 +273,15 @@ function chainFact(record: { chain?: { seq: number; hash: string; prevHash: stri
   ];
 }
 
-function anchorOf(kind: EvidenceKind, record: VerificationRecord | DrillRecord): RecordAnchor {
+function anchorOf(
+  kind: EvidenceKind,
+  record: { id: number; runbook?: string; chain?: { seq: number; hash: string } },
+): RecordAnchor {
   return {
     kind,
     id: record.id,
     ...(record.chain !== undefined ? { seq: record.chain.seq, hash: record.chain.hash } : {}),
+    ...(record.runbook !== undefined ? { runbook: record.runbook } : {}),
   };
 }
 
@@ -346,7 +407,7 @@ function verificationSection(v: VerificationRecord): Section {
     pass,
     facts,
     blocks,
-    anchor: anchorOf("verification", v),
+    anchors: [anchorOf("verification", v)],
   };
 }
 
@@ -454,8 +515,335 @@ function drillSection(r: DrillRecord): Section {
     pass,
     facts,
     blocks,
-    anchor: anchorOf("drill", r),
+    anchors: [anchorOf("drill", r)],
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// DR runs and change logs
+
+/** Runs and change logs by runbook, in runbook order: what a DR report shows, in the order it shows it. */
+function drGroups(
+  runs: DrRunRecord[],
+  logs: ChangeLog[],
+): Array<{ runbook: string; runs: DrRunRecord[]; log?: ChangeLog }> {
+  const names = [...new Set([...runs.map((r) => r.runbook), ...logs.map((l) => l.runbook)])].sort();
+  return names.map((runbook) => {
+    const log = logs.find((l) => l.runbook === runbook);
+    return {
+      runbook,
+      runs: runs.filter((r) => r.runbook === runbook),
+      ...(log !== undefined ? { log } : {}),
+    };
+  });
+}
+
+function drSections(runs: DrRunRecord[], logs: ChangeLog[]): Section[] {
+  return drGroups(runs, logs).flatMap(({ runs, log }) => [
+    ...runs.map((r) => drRunSection(r, log)),
+    ...(log !== undefined ? [changeLogSection(log, runs)] : []),
+  ]);
+}
+
+/** "version 2 of 3" of a definition in its runbook's change log, or undefined when it is not in it. */
+function versionOf(log: ChangeLog | undefined, hash: string): string | undefined {
+  if (log === undefined) return undefined;
+  // The latest version with that hash: a definition changed and changed back is recorded again.
+  const i = log.versions.map((v) => v.definitionHash).lastIndexOf(hash);
+  return i < 0 ? undefined : `version ${i + 1} of ${log.versions.length}`;
+}
+
+function drRunSection(r: DrRunRecord, log: ChangeLog | undefined): Section {
+  const d = r.details ?? {};
+  const pass = r.status === "pass";
+  const plan = obj(d, "plan") ?? {};
+  const failed = obj(d, "failed");
+  const facts: Array<[string, string]> = [];
+  const fact = (label: string, value: string | undefined): void => {
+    if (value !== undefined && value !== "") facts.push([label, value]);
+  };
+  const failedAt =
+    failed === undefined
+      ? undefined
+      : `${str(failed, "service") !== undefined ? `${str(failed, "service")}: ` : ""}${str(failed, "step") ?? "?"}`;
+  fact("Result", `${pass ? "PASS" : "FAIL"}${failedAt !== undefined ? `: failed at ${failedAt}` : ""}`);
+  fact("Record", `DR run ${r.id}`);
+  facts.push(chainFact(r));
+  fact("Runbook", r.runbook);
+  fact("Mode", `${r.mode}${str(d, "runId") !== undefined ? ` (run ${str(d, "runId")})` : ""}`);
+  fact("Started", when(r.time));
+  fact("Duration", optionalDuration(num(d, "durationMs")));
+  const version = versionOf(log, r.definitionHash);
+  fact("Definition", `hash ${r.definitionHash}, ${version ?? "not in the runbook's change log"}`);
+  fact(
+    "Current definition",
+    log?.current === undefined
+      ? "not compared (no config given)"
+      : log.current === null
+        ? `the config has no runbook ${r.runbook}`
+        : log.current === r.definitionHash
+          ? "yes: the config's runbook is the definition this run ran"
+          : `NO: the config's runbook changed since (now hash ${log.current}, ${versionOf(log, log.current) ?? "not recorded yet: `bulwark dr plan` records it"})`,
+  );
+  if (r.details !== undefined) {
+    const problems = arr(plan, "problems").map(asObject);
+    const errors = problems.filter((p) => str(p, "severity") === "error").length;
+    const estimate = num(plan, "estimateMs");
+    fact(
+      "Plan readiness",
+      `${plan.ready === true ? "ready" : plan.ready === false ? "NOT ready" : "unknown"}` +
+        (problems.length > 0
+          ? `: ${plural(errors, "error")}, ${plural(problems.length - errors, "warning")}`
+          : "") +
+        (estimate !== undefined ? `; estimated RTO ${formatDuration(estimate)}` : "") +
+        (num(plan, "planningMs") !== undefined
+          ? ` (planning took ${formatDuration(num(plan, "planningMs")!)})`
+          : ""),
+    );
+  }
+  fact("RTO", rtoSentence(d));
+  const isolation = obj(d, "isolation");
+  if (isolation !== undefined) {
+    const ports = Object.entries(obj(isolation, "ports") ?? {}).map(
+      ([from, to]) => `${from} -> ${String(to)}`,
+    );
+    fact(
+      "Isolation",
+      `${isolation.netns === true ? "network namespace with loopback only" : "none (the services could reach the network)"}` +
+        (str(isolation, "note") !== undefined ? `: ${str(isolation, "note")}` : "") +
+        (ports.length > 0 ? `; ports remapped ${ports.join(", ")}` : ""),
+    );
+  }
+  const sandbox = str(d, "sandbox");
+  if (sandbox !== undefined)
+    fact("Sandbox", `${sandbox}${d.sandboxKept === true ? " (kept)" : " (removed)"}`);
+  const services = Object.entries(obj(d, "services") ?? {}).map(([name, v]) => {
+    const s = asObject(v);
+    const about = [
+      ...(num(s, "pid") !== undefined ? [`pid ${num(s, "pid")!}`] : []),
+      ...(str(s, "log") !== undefined ? [`log ${str(s, "log")!}`] : []),
+    ];
+    return about.length > 0 ? `${name} (${about.join(", ")})` : name;
+  });
+  if (services.length > 0) fact("Services left running", services.join("; "));
+  const waiting = obj(d, "waiting");
+  if (waiting !== undefined)
+    fact("Waiting for", `${str(waiting, "step") ?? "?"}: ${str(waiting, "message") ?? ""}`);
+  if (failed !== undefined) {
+    fact("Failure", `${failedAt ?? "?"}: ${str(failed, "message") ?? ""}`);
+    fact("Next", str(failed, "next"));
+  }
+  const leftovers = arr(d, "leftovers").map(String);
+  if (leftovers.length > 0) fact("Left behind", leftovers.join("; "));
+  const removed = arr(d, "leftoversRemoved").map(String);
+  if (removed.length > 0) fact("Removed first (left by an interrupted run)", removed.join("; "));
+  fact("Datasets", r.datasets.join(", "));
+  fact("Description", r.description);
+  if (r.details === undefined) fact("Details", "none recorded");
+
+  // Each dataset's copy, as the plan chose it: where it went and when its snapshot was taken.
+  const choices = new Map<string, Record<string, unknown>>();
+  for (const w of arr(plan, "waves").map(asObject))
+    for (const s of arr(w, "services").map(asObject))
+      for (const c of arr(s, "datasets").map(asObject)) {
+        const name = str(c, "dataset");
+        if (name !== undefined && !choices.has(name)) choices.set(name, c);
+      }
+  const blocks: Block[] = [
+    {
+      type: "table",
+      title: "Datasets restored (RPO)",
+      header: ["Dataset", "Copy", "Snapshot", "Snapshot taken", "RPO", "Restored to"],
+      rows: arr(d, "datasets")
+        .map(asObject)
+        .map((x) => {
+          const c = choices.get(str(x, "dataset") ?? "") ?? {};
+          return [
+            str(x, "dataset") ?? "",
+            str(x, "target") ?? "(none)",
+            str(x, "snapshot") ?? "",
+            isoWhen(str(c, "snapshotTime")) ?? "",
+            optionalDuration(num(x, "rpoMs")) ?? "",
+            str(c, "to") ?? "",
+          ];
+        }),
+    },
+  ];
+  if (r.details !== undefined) {
+    blocks.push({
+      type: "list",
+      title: "Plan problems",
+      items: arr(plan, "problems")
+        .map(asObject)
+        .map((p) => ({
+          text:
+            `${str(p, "severity") ?? "error"}` +
+            (str(p, "service") !== undefined ? ` (service ${str(p, "service")})` : "") +
+            (str(p, "dataset") !== undefined ? ` (dataset ${str(p, "dataset")})` : "") +
+            `: ${str(p, "message") ?? ""}`,
+          sub: str(p, "remedy") !== undefined ? [`remedy: ${str(p, "remedy")}`] : [],
+        })),
+    });
+  }
+  const timeline = arr(d, "timeline").map(asObject);
+  blocks.push({
+    type: "table",
+    title: "Timeline",
+    header: ["Unit", "Wave", "Service", "Kind", "Step", "Start", "End", "Took", "Outcome", "Message"],
+    rows: timeline.map((e) => {
+      const end = str(e, "at");
+      const took = num(e, "durationMs");
+      const endDate = end === undefined ? undefined : new Date(end);
+      const start =
+        endDate !== undefined && took !== undefined ? new Date(endDate.getTime() - took) : undefined;
+      return [
+        str(e, "id") ?? "",
+        num(e, "wave") !== undefined ? String(num(e, "wave")) : "",
+        str(e, "service") ?? "",
+        str(e, "kind") ?? "",
+        str(e, "name") ?? "",
+        timeOf(start, r.time),
+        timeOf(endDate, r.time),
+        optionalDuration(took) ?? "",
+        str(e, "outcome") === "passed" ? "passed" : (str(e, "outcome") ?? "?").toUpperCase(),
+        str(e, "message") ?? "",
+      ];
+    }),
+  });
+  const outputs = new Set<string>();
+  for (const e of timeline) {
+    const output = str(e, "output");
+    if (output === undefined || output === "") continue;
+    outputs.add(output);
+    blocks.push({
+      type: "pre",
+      title: `Output of ${str(e, "id") ?? str(e, "name") ?? "a unit"} (${str(e, "name") ?? ""})`,
+      text: output,
+    });
+  }
+  const failedOutput = failed === undefined ? undefined : str(failed, "output");
+  if (failedOutput !== undefined && failedOutput !== "" && !outputs.has(failedOutput))
+    blocks.push({ type: "pre", title: `Output of the failure (${failedAt ?? "?"})`, text: failedOutput });
+  return {
+    title: `DR ${r.mode} of ${r.runbook}: ${pass ? "PASS" : "FAIL"}`,
+    pass,
+    facts,
+    blocks,
+    anchors: [anchorOf("dr", r)],
+  };
+}
+
+/** The RTO achieved against the target: within, beyond, or not achieved. */
+function rtoSentence(d: Record<string, unknown>): string {
+  const rto = num(d, "rtoMs");
+  const targetMs = num(d, "rtoTargetMs");
+  const target = str(d, "rtoTarget") ?? (targetMs !== undefined ? formatDuration(targetMs) : undefined);
+  if (rto === undefined)
+    return `not achieved: not every service was brought back${target !== undefined ? ` (target ${target})` : ""}`;
+  if (targetMs === undefined) return `${formatDuration(rto)} achieved (the runbook sets no RTO target)`;
+  return `${formatDuration(rto)} achieved against a target of ${target ?? formatDuration(targetMs)}: ${rto <= targetMs ? "within" : "BEYOND the target"}`;
+}
+
+/** A time of the timeline to the millisecond: the time of day, with the date when it is not the run's. */
+function timeOf(d: Date | undefined, run: Date): string {
+  if (d === undefined || Number.isNaN(d.getTime())) return "";
+  const iso = d.toISOString();
+  const day = iso.slice(0, 10) === run.toISOString().slice(0, 10) ? "" : `${iso.slice(0, 10)} `;
+  return `${day}${iso.slice(11, 23)}`;
+}
+
+function changeLogSection(log: ChangeLog, runs: DrRunRecord[]): Section {
+  const n = log.versions.length;
+  const facts: Array<[string, string]> = [["Runbook", log.runbook]];
+  facts.push([
+    "Versions",
+    n === 0 ? "none recorded" : `${formatCount(n)}, the latest recorded ${when(log.versions[n - 1]!.time)}`,
+  ]);
+  if (log.current !== undefined)
+    facts.push([
+      "The config's definition",
+      log.current === null
+        ? `the config has no runbook ${log.runbook}`
+        : `hash ${log.current}, ${versionOf(log, log.current) ?? "not recorded yet (`bulwark dr plan` records it)"}`,
+    ]);
+  for (const r of runs)
+    facts.push([
+      `DR run ${r.id}`,
+      `ran ${versionOf(log, r.definitionHash) ?? `a definition not in this log (hash ${r.definitionHash})`}`,
+    ]);
+  const rows = log.versions.map((v, i) => [
+    String(i + 1),
+    when(v.time),
+    v.definitionHash,
+    `runbook version ${v.id}`,
+    v.chain === undefined ? "not chained" : `position ${v.chain.seq}, hash ${v.chain.hash}`,
+    i === 0 ? firstVersion(v.definition) : changes(log.versions[i - 1]!.definition, v.definition),
+  ]);
+  return {
+    title: `Change log of runbook ${log.runbook}: ${plural(n, "version")}`,
+    facts,
+    blocks: [
+      {
+        type: "table",
+        title: "Versions",
+        header: ["Version", "Recorded", "Definition hash", "Record", "Evidence chain", "Changes"],
+        rows,
+      },
+    ],
+    anchors: log.versions.map((v) => anchorOf("runbook", v)),
+  };
+}
+
+/** What the first version defines, in a line. */
+function firstVersion(def: Record<string, unknown>): string {
+  const services = Object.keys(obj(def, "services") ?? {});
+  return (
+    `first version: ${plural(services.length, "service")}${services.length > 0 ? ` (${services.join(", ")})` : ""}` +
+    (str(def, "rto") !== undefined ? `, RTO ${str(def, "rto")}` : ", no RTO target") +
+    (arr(def, "before").length > 0 ? `, ${plural(arr(def, "before").length, "step")} before` : "") +
+    (arr(def, "after").length > 0 ? `, ${plural(arr(def, "after").length, "step")} after` : "")
+  );
+}
+
+/** How many changed values a change log line lists before it counts the rest. */
+const CHANGES_SHOWN = 8;
+
+/** What changed between two definitions: each changed value by its path, old -> new. */
+function changes(before: Record<string, unknown>, after: Record<string, unknown>): string {
+  const a = flatten(before);
+  const b = flatten(after);
+  const out: string[] = [];
+  for (const path of [...new Set([...a.keys(), ...b.keys()])].sort()) {
+    const x = a.get(path);
+    const y = b.get(path);
+    if (x === y) continue;
+    out.push(
+      x === undefined
+        ? `${path} added: ${y!}`
+        : y === undefined
+          ? `${path} removed (was ${x})`
+          : `${path}: ${x} -> ${y}`,
+    );
+  }
+  if (out.length === 0) return "no value changed (the same definition recorded again)";
+  const shown = out.slice(0, CHANGES_SHOWN).join("; ");
+  return out.length > CHANGES_SHOWN ? `${shown}; and ${formatCount(out.length - CHANGES_SHOWN)} more` : shown;
+}
+
+/** Every leaf of a definition by its path (services.web.health[0].url), as short JSON text. */
+function flatten(value: unknown, path = "", out = new Map<string, string>()): Map<string, string> {
+  if (Array.isArray(value)) {
+    if (value.length === 0) out.set(path, "[]");
+    value.forEach((v, i) => flatten(v, `${path}[${i}]`, out));
+  } else if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>);
+    if (entries.length === 0 && path !== "") out.set(path, "{}");
+    for (const [k, v] of entries) flatten(v, path === "" ? k : `${path}.${k}`, out);
+  } else {
+    const text = JSON.stringify(value) ?? "null";
+    out.set(path, text.length > 60 ? `${text.slice(0, 57)}...` : text);
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -497,7 +885,8 @@ function renderMarkdown(doc: ReportDocument): string {
       }
       out.push("");
     }
-    out.push(anchorLine(s.anchor), "");
+    for (const a of s.anchors) out.push(anchorLine(a));
+    out.push("");
   });
   return out.join("\n");
 }
@@ -540,7 +929,7 @@ function renderHtml(doc: ReportDocument): string {
   doc.sections.forEach((s, i) => {
     out.push(
       `<section>`,
-      `<h2 class="${s.pass ? "pass" : "fail"}">${i + 1}. ${esc(s.title)}</h2>`,
+      `<h2${s.pass === undefined ? "" : ` class="${s.pass ? "pass" : "fail"}"`}>${i + 1}. ${esc(s.title)}</h2>`,
       "<table>",
     );
     for (const [k, v] of s.facts) out.push(`<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`);
@@ -570,7 +959,7 @@ function renderHtml(doc: ReportDocument): string {
         out.push(`<pre>${esc(b.text)}</pre>`);
       }
     }
-    out.push(anchorLine(s.anchor), "</section>");
+    out.push(...s.anchors.map(anchorLine), "</section>");
   });
   out.push("</body>", "</html>", "");
   return out.join("\n");
@@ -580,19 +969,33 @@ function renderHtml(doc: ReportDocument): string {
 // JSON
 
 function renderJson(input: ReportInput): string {
-  const records = (input.records as Array<VerificationRecord | DrillRecord>).map((r) => {
-    const { chain, ...fields } = r;
-    const pass =
-      input.kind === "drill"
-        ? (r as DrillRecord).status === "pass"
-        : (r as VerificationRecord).errors === 0 && arr(r.details ?? {}, "crossCopy").length === 0;
-    // `evidence`, not `kind`: a verification's own fields have a kind (verify, check).
+  const shown: Array<{
+    kind: EvidenceKind;
+    record: VerificationRecord | DrillRecord | DrRunRecord | RunbookVersionRecord;
+    pass?: boolean;
+  }> =
+    input.kind === "verification"
+      ? input.records.map((r) => ({
+          kind: input.kind,
+          record: r,
+          pass: r.errors === 0 && arr(r.details ?? {}, "crossCopy").length === 0,
+        }))
+      : input.kind === "drill"
+        ? input.records.map((r) => ({ kind: input.kind, record: r, pass: r.status === "pass" }))
+        : drGroups(input.records, input.changeLogs).flatMap(({ runs, log }) => [
+            ...runs.map((r) => ({ kind: "dr" as const, record: r, pass: r.status === "pass" })),
+            ...(log?.versions ?? []).map((v) => ({ kind: "runbook" as const, record: v })),
+          ]);
+  const records = shown.map(({ kind, record, pass }) => {
+    const { chain, ...fields } = record;
+    // `evidence`, not `kind`: a verification's own fields have a kind (verify, check). A runbook version
+    // is no result, so it has none.
     return {
-      evidence: input.kind,
-      result: pass ? "pass" : "fail",
+      evidence: kind,
+      ...(pass !== undefined ? { result: pass ? "pass" : "fail" } : {}),
       chain: chain ?? null,
       ...fields,
-      time: r.time.toISOString(),
+      time: record.time.toISOString(),
     };
   });
   const report = {
@@ -602,6 +1005,21 @@ function renderJson(input: ReportInput): string {
     host: input.host,
     catalog: input.catalog,
     chain: input.chain,
+    // Outside the records (which are exactly the catalog's fields): each runbook's versions numbered, and
+    // the config's definition when one was given.
+    ...(input.kind === "dr"
+      ? {
+          runbooks: input.changeLogs.map((l) => ({
+            runbook: l.runbook,
+            ...(l.current !== undefined ? { current: l.current } : {}),
+            versions: l.versions.map((v, i) => ({
+              version: i + 1,
+              id: v.id,
+              definitionHash: v.definitionHash,
+            })),
+          })),
+        }
+      : {}),
     records,
   };
   return JSON.stringify(report, null, 2) + "\n";

@@ -1,8 +1,8 @@
 /**
  * Evidence operations (docs/design.md §17c): the details a verification records, the report of recorded
- * verifications and drills (chosen from the catalog, rendered, optionally signed with the config's
- * Ed25519 key) and the check of a report file (its signature, and its records against the catalog's
- * evidence chain). `bulwark verify` and `bulwark report` call these; rendering and signing themselves are
+ * verifications, drills and DR runs (chosen from the catalog, rendered, optionally signed with the
+ * config's Ed25519 key; a DR run with its runbook's change log) and the check of a report file (its
+ * signature, and its records against the catalog's evidence chain). `bulwark verify` and `bulwark report` call these; rendering and signing themselves are
  * in src/evidence/.
  */
 import type { KeyObject } from "node:crypto";
@@ -11,19 +11,24 @@ import { readFile, stat } from "node:fs/promises";
 import type {
   Catalog,
   DrillRecord,
+  DrRunRecord,
   EvidenceChainStatus,
   EvidenceKind,
+  EvidenceLink,
   VerificationRecord,
 } from "../catalog/catalog.js";
 import type { Budget } from "../config/budget.js";
-import { describeSecretRef, type SecretRef } from "../config/types.js";
+import { runbookHash } from "../config/runbooks.js";
+import { describeSecretRef, type BulwarkConfig, type SecretRef } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { BulwarkError } from "../core/errors.js";
 import { formatIoReason } from "../core/format.js";
 import { FINDING_LIST_LIMIT, type VerificationDetails } from "../evidence/details.js";
 import {
+  EVIDENCE_NAMES,
   readReport,
   renderReport,
+  type ChangeLog,
   type RecordAnchor,
   type ReportFormat,
   type ReportMeta,
@@ -116,37 +121,52 @@ export function verificationDetails(
 // Reports
 
 /** What a report reads from the catalog. */
-export type EvidenceStore = Pick<Catalog, "verifications" | "drills" | "verifyEvidenceChain" | "path">;
+export type EvidenceStore = Pick<
+  Catalog,
+  "verifications" | "drills" | "drRuns" | "runbookVersions" | "verifyEvidenceChain" | "path"
+>;
 
 export interface ReportSelection {
+  /** What the report is of: verifications, drills, or DR runs ("dr", with their runbooks' change logs). */
   kind: EvidenceKind;
   dataset?: string;
   target?: string;
+  /** DR runs: of this runbook only, of this mode only. */
+  runbook?: string;
+  mode?: DrRunRecord["mode"];
   id?: number;
-  /** The config's datasets and targets, to tell an unknown name from one without records. */
-  known?: { datasets: string[]; targets: string[] };
+  /**
+   * The config's datasets and targets, to tell an unknown name from one without records; and its runbooks,
+   * each with its definition hash (src/config/runbooks.ts runbookHash), so a DR run can be told from the
+   * current definition.
+   */
+  known?: { datasets: string[]; targets: string[]; runbooks?: Record<string, string> };
 }
 
-const KIND_NAME: Record<EvidenceKind, string> = {
-  verification: "verification",
-  drill: "drill",
-  runbook: "runbook version",
-  dr: "DR run",
-};
+/** What a report knows of the config: its names, and each runbook's current definition hash. */
+export function reportKnown(config: BulwarkConfig): NonNullable<ReportSelection["known"]> {
+  return {
+    datasets: Object.keys(config.datasets),
+    targets: Object.keys(config.targets),
+    runbooks: Object.fromEntries(Object.values(config.runbooks).map((r) => [r.name, runbookHash(r)])),
+  };
+}
 
 /**
  * The records a report shows: the one with `id`, else the latest of each dataset (verifications: of each
  * dataset and target, since every copy is verified on its own), filtered by dataset and target, in
- * dataset then target order. An unknown dataset or target, or nothing recorded, is an error that says so.
+ * dataset then target order; DR runs: the latest of each runbook, filtered by runbook and mode, in
+ * runbook order. An unknown dataset, target or runbook, or nothing recorded, is an error that says so.
  */
 export function selectEvidence(
   store: EvidenceStore,
   selection: ReportSelection,
-): VerificationRecord[] | DrillRecord[] {
+): VerificationRecord[] | DrillRecord[] | DrRunRecord[] {
   const { kind, known } = selection;
-  const unknown = (what: string, name: string, names: string[]) =>
-    new BulwarkError("USAGE", `unknown ${what} ${JSON.stringify(name)}`, {
-      hint: names.length > 0 ? `the ${what}s are ${names.join(", ")}` : `the config declares no ${what}`,
+  if (kind === "dr") return selectDrRuns(store, selection);
+  if (kind === "runbook")
+    throw new BulwarkError("USAGE", "runbook versions are reported with the DR runs of their runbook", {
+      hint: "run `bulwark report dr --runbook NAME`",
     });
   if (known !== undefined) {
     if (selection.dataset !== undefined && !known.datasets.includes(selection.dataset))
@@ -169,7 +189,7 @@ export function selectEvidence(
     ].join(" ");
     throw new BulwarkError(
       "NOT_FOUND",
-      `the catalog at ${store.path} has no ${KIND_NAME[kind]}${scope !== "" ? ` ${scope}` : ""}`,
+      `the catalog at ${store.path} has no ${EVIDENCE_NAMES[kind]}${scope !== "" ? ` ${scope}` : ""}`,
       {
         hint:
           kind === "verification"
@@ -188,6 +208,60 @@ export function selectEvidence(
   return [...latest.values()].sort(
     (a, b) => (a.dataset ?? "").localeCompare(b.dataset ?? "") || a.target.localeCompare(b.target),
   ) as VerificationRecord[] | DrillRecord[];
+}
+
+function unknown(what: string, name: string, names: string[]): BulwarkError {
+  return new BulwarkError("USAGE", `unknown ${what} ${JSON.stringify(name)}`, {
+    hint: names.length > 0 ? `the ${what}s are ${names.join(", ")}` : `the config declares no ${what}`,
+  });
+}
+
+/** The DR runs a report shows (see selectEvidence). */
+function selectDrRuns(store: EvidenceStore, selection: ReportSelection): DrRunRecord[] {
+  const { runbook, mode, id } = selection;
+  const runbooks = selection.known?.runbooks;
+  if (runbooks !== undefined && runbook !== undefined && !Object.hasOwn(runbooks, runbook))
+    throw unknown("runbook", runbook, Object.keys(runbooks));
+  // The catalog finds DR runs by runbook and mode, not by id; they are few (one a drill or a failover), so
+  // the id is looked for among all of them (LIMIT -1: SQLite's "no limit").
+  const all = store
+    .drRuns({
+      ...(runbook !== undefined ? { runbook } : {}),
+      ...(mode !== undefined ? { mode } : {}),
+      limit: runbook !== undefined && id === undefined ? 1 : -1,
+    })
+    .filter((r) => id === undefined || r.id === id);
+  if (all.length === 0) {
+    const scope = [
+      ...(id !== undefined ? [`number ${id}`] : []),
+      ...(runbook !== undefined ? [`of runbook ${runbook}`] : []),
+      ...(mode !== undefined ? [`in mode ${mode}`] : []),
+    ].join(" ");
+    throw new BulwarkError(
+      "NOT_FOUND",
+      `the catalog at ${store.path} has no DR run${scope !== "" ? ` ${scope}` : ""}`,
+      {
+        hint: `run \`bulwark dr ${mode === "failover" || mode === "failback" ? mode : "drill"} ${runbook ?? "RUNBOOK"} -c CONFIG\` first (it records each DR run in the catalog)`,
+      },
+    );
+  }
+  if (id !== undefined) return all;
+  // Newest first: the first run of each runbook is its latest.
+  const latest = new Map<string, DrRunRecord>();
+  for (const r of all) if (!latest.has(r.runbook)) latest.set(r.runbook, r);
+  return [...latest.values()].sort((a, b) => a.runbook.localeCompare(b.runbook));
+}
+
+/** The change log of each runbook of the runs, with the config's definition when one was given. */
+function changeLogs(store: EvidenceStore, runs: DrRunRecord[], selection: ReportSelection): ChangeLog[] {
+  const runbooks = selection.known?.runbooks;
+  return [...new Set(runs.map((r) => r.runbook))].sort().map((runbook) => ({
+    runbook,
+    versions: store.runbookVersions(runbook),
+    ...(runbooks !== undefined
+      ? { current: Object.hasOwn(runbooks, runbook) ? runbooks[runbook]! : null }
+      : {}),
+  }));
 }
 
 /**
@@ -254,27 +328,39 @@ export function buildReport(input: {
   /** Told how many links of the catalog's chain were checked, of how many. */
   chainProgress?: (checked: number, total: number) => void;
 }): BuiltReport {
+  const { kind } = input.selection;
   const records = selectEvidence(input.store, input.selection);
+  const logs = kind === "dr" ? changeLogs(input.store, records as DrRunRecord[], input.selection) : [];
   const chain = input.store.verifyEvidenceChain(input.chainProgress);
   const base = { generatedAt: input.clock.now(), host: input.host, catalog: input.store.path, chain };
   const text = renderReport(
-    input.selection.kind === "verification"
-      ? { ...base, kind: "verification", records: records as VerificationRecord[] }
-      : { ...base, kind: "drill", records: records as DrillRecord[] },
+    kind === "verification"
+      ? { ...base, kind, records: records as VerificationRecord[] }
+      : kind === "drill"
+        ? { ...base, kind, records: records as DrillRecord[] }
+        : { ...base, kind: "dr", records: records as DrRunRecord[], changeLogs: logs },
     input.format,
   );
+  const link = (chain: EvidenceLink | undefined) =>
+    chain !== undefined ? { seq: chain.seq, hash: chain.hash } : {};
   return {
     text: input.signingKey !== undefined ? signReport(text, input.format, input.signingKey) : text,
     format: input.format,
-    records: records.map((r) => ({
-      kind: input.selection.kind,
-      id: r.id,
-      ...(r.chain !== undefined ? { seq: r.chain.seq, hash: r.chain.hash } : {}),
-      pass:
-        "status" in r
-          ? r.status === "pass"
-          : r.errors === 0 && !(Array.isArray(r.details?.crossCopy) && r.details.crossCopy.length > 0),
-    })),
+    records: [
+      ...(records as Array<VerificationRecord | DrillRecord | DrRunRecord>).map((r) => ({
+        kind,
+        id: r.id,
+        ...link(r.chain),
+        pass:
+          "status" in r
+            ? r.status === "pass"
+            : r.errors === 0 && !(Array.isArray(r.details?.crossCopy) && r.details.crossCopy.length > 0),
+      })),
+      // A runbook version is no result: it neither passes nor fails, so it counts as passed.
+      ...logs.flatMap((l) =>
+        l.versions.map((v) => ({ kind: "runbook" as const, id: v.id, ...link(v.chain), pass: true })),
+      ),
+    ],
     chain,
     ...(input.signingKey !== undefined ? { fingerprint: keyFingerprint(input.signingKey) } : {}),
   };
@@ -339,7 +425,7 @@ export function checkReport(input: {
   for (const r of report?.records ?? []) {
     if (r.fieldsMatch === false)
       problems.push(
-        `${r.kind} ${r.id} as shown does not give its chain hash (position ${r.seq ?? "?"}): the record was changed after it was recorded`,
+        `${EVIDENCE_NAMES[r.kind]} ${r.id} as shown does not give its chain hash (position ${r.seq ?? "?"}): the record was changed after it was recorded`,
       );
   }
   let records: RecordCheck[] = (report?.records ?? []).map((r) => ({ ...r, catalog: "not checked" }));
@@ -360,7 +446,7 @@ export function checkReport(input: {
         return { ...r, catalog: found === "same" && broken ? "different" : found };
       });
       for (const r of records) {
-        const name = `${r.kind} ${r.id}`;
+        const name = `${EVIDENCE_NAMES[r.kind]} ${r.id}`;
         if (r.catalog === "missing")
           problems.push(`the catalog has no ${name}: it was deleted after the report was made`);
         if (r.catalog === "different")
@@ -393,10 +479,30 @@ export function checkReport(input: {
 }
 
 function compareRecord(store: EvidenceStore, r: RecordAnchor): RecordCheck["catalog"] {
-  const found: Array<VerificationRecord | DrillRecord> =
-    r.kind === "verification" ? store.verifications({ id: r.id }) : store.drills({ id: r.id });
-  const record = found[0];
+  const record = findRecord(store, r);
   if (record === undefined) return "missing";
   if (r.seq === undefined) return record.chain === undefined ? "unchained" : "different";
   return record.chain?.seq === r.seq && record.chain.hash === r.hash ? "same" : "different";
+}
+
+/**
+ * The catalog's record of a report's record, by kind and id. The catalog lists DR runs by runbook and a
+ * runbook's versions by runbook, so the report's anchor names the runbook; one that names another runbook
+ * finds nothing, and the record is reported missing.
+ */
+function findRecord(store: EvidenceStore, r: RecordAnchor): { chain?: EvidenceLink } | undefined {
+  switch (r.kind) {
+    case "verification":
+      return store.verifications({ id: r.id })[0];
+    case "drill":
+      return store.drills({ id: r.id })[0];
+    case "dr":
+      return store
+        .drRuns({ ...(r.runbook !== undefined ? { runbook: r.runbook } : {}), limit: -1 })
+        .find((x) => x.id === r.id);
+    case "runbook":
+      return r.runbook === undefined
+        ? undefined
+        : store.runbookVersions(r.runbook).find((v) => v.id === r.id);
+  }
 }

@@ -1,8 +1,8 @@
 /**
- * `bulwark report`: evidence for an auditor (docs/design.md §17c). `report verification|drill` renders
- * recorded verifications or drills from the catalog as Markdown, HTML or JSON, signed with the config's
- * Ed25519 key on request; `report verify FILE` checks a report's signature and compares its records with
- * the catalog's evidence chain. The operations are in src/ops/evidence.ts; this parses and prints.
+ * `bulwark report`: evidence for an auditor (docs/design.md §17c). `report verification|drill|dr` renders
+ * recorded verifications, drills or DR runs (with their runbooks' change logs) from the catalog as
+ * Markdown, HTML or JSON, signed with the config's Ed25519 key on request; `report verify FILE` checks a
+ * report's signature and compares its records with the catalog's evidence chain. The operations are in src/ops/evidence.ts; this parses and prints.
  *
  * The progress bar follows the walk of the catalog's evidence chain, the part that grows with history.
  */
@@ -13,13 +13,19 @@ import { basename, dirname, join } from "node:path";
 
 import type { Command } from "commander";
 
-import type { Catalog, EvidenceKind } from "../../catalog/catalog.js";
+import type { Catalog, DrRunRecord, EvidenceKind } from "../../catalog/catalog.js";
 import { systemClock } from "../../core/clock.js";
 import { BulwarkError } from "../../core/errors.js";
 import { formatIoReason } from "../../core/format.js";
-import { REPORT_FORMATS, type ReportFormat } from "../../evidence/report.js";
+import { EVIDENCE_NAMES, REPORT_FORMATS, type ReportFormat } from "../../evidence/report.js";
 import { publicKeyFromPem } from "../../evidence/signature.js";
-import { buildReport, checkReport, readSigningKey, type ReportCheck } from "../../ops/evidence.js";
+import {
+  buildReport,
+  checkReport,
+  readSigningKey,
+  reportKnown,
+  type ReportCheck,
+} from "../../ops/evidence.js";
 import { loadConfigForCommand, loadConfigIfPresent, oneRepoTarget } from "../config-file.js";
 import { Output, type GlobalOptions } from "../context.js";
 import { EXIT } from "../exit-codes.js";
@@ -29,6 +35,8 @@ interface ReportFlags {
   config?: string;
   dataset?: string;
   target?: string;
+  runbook?: string;
+  mode?: string;
   id?: string;
   format?: string;
   output?: string;
@@ -50,12 +58,13 @@ const CATALOG_OPTION = [
 export function registerReport(program: Command, globals: () => GlobalOptions): void {
   const report = program
     .command("report")
-    .description("evidence for an auditor: recorded verifications and drills as signed reports")
+    .description("evidence for an auditor: recorded verifications, drills and DR runs as signed reports")
     .addHelpText(
       "after",
       `
 Examples:
   bulwark report verification -c bulwark.yaml --format html --output verify.html --sign
+  bulwark report dr -c bulwark.yaml --runbook shop --format html --output dr.html --sign
   bulwark report verify verify.html --public-key signing-key.pub.pem`,
     );
 
@@ -99,6 +108,42 @@ Exit codes:
   }
 
   report
+    .command("dr")
+    .description(
+      "render recorded DR runs: RTO against the target, RPO of each dataset, every step's timeline, the runbook's change log",
+    )
+    .option(
+      "-c, --config <file>",
+      "the config (env BULWARK_CONFIG; default ./bulwark.yaml if present): names the runbooks, and tells whether a run ran the current definition",
+    )
+    .option("--runbook <name>", "only this runbook")
+    .option("--mode <mode>", "only runs of this mode: drill, failover or failback")
+    .option("--id <n>", "only the DR run with this record number")
+    .option("--format <format>", "md, html or json (default md; json with --json)")
+    .option("--output <file>", "write the report to this file (default: standard output)")
+    .option("--sign", "sign it with the config's evidence.signingKey (Ed25519)")
+    .option(...CATALOG_OPTION)
+    .addHelpText(
+      "after",
+      `
+By default the latest DR run (\`bulwark dr drill\`, \`dr failover\`) of each runbook is shown: its status,
+the definition it ran and whether that is the config's current one, the RTO achieved against the target,
+the RPO of each restored dataset and the copy it came from, the isolation, the failure and what to do next,
+and every unit of its timeline (start, end, outcome, message, output). Then the runbook's change log: every
+version of its definition, when it was recorded and what changed. Each DR run and each version carries its
+position and hash in the catalog's evidence chain; --sign and \`bulwark report verify\` work as for the
+other reports.
+
+Exit codes:
+  0   the report was written (whatever the runs' results)
+  1   error: no catalog, no such run, unknown runbook, an unreadable or wrong signing key`,
+    )
+    .action(async (flags: ReportFlags) => {
+      const opts = globals();
+      await makeReport("dr", flags, new Output(opts), opts.repo);
+    });
+
+  report
     .command("verify")
     .description("check a report's signature and compare its records with the catalog's evidence chain")
     .argument("<file>", "the report (md, html or json)")
@@ -140,11 +185,13 @@ async function makeReport(
     });
   }
   const id = flags.id === undefined ? undefined : idOption(flags.id);
+  const mode = flags.mode === undefined ? undefined : modeOption(flags.mode);
   const loaded =
     flags.sign === true ? await loadConfigForCommand(flags.config) : await loadConfigIfPresent(flags.config);
   const config = loaded?.config;
+  // A DR report has no target: -r means nothing to it.
   const target =
-    loaded !== undefined && flags.config !== undefined
+    loaded !== undefined && flags.config !== undefined && kind !== "dr"
       ? oneRepoTarget(loaded, repo, flags.target)
       : flags.target;
   let signingKey;
@@ -173,10 +220,10 @@ async function makeReport(
         kind,
         ...(flags.dataset !== undefined ? { dataset: flags.dataset } : {}),
         ...(target !== undefined ? { target } : {}),
+        ...(flags.runbook !== undefined ? { runbook: flags.runbook } : {}),
+        ...(mode !== undefined ? { mode } : {}),
         ...(id !== undefined ? { id } : {}),
-        ...(config !== undefined
-          ? { known: { datasets: Object.keys(config.datasets), targets: Object.keys(config.targets) } }
-          : {}),
+        ...(config !== undefined ? { known: reportKnown(config) } : {}),
       },
       format,
       clock: systemClock,
@@ -206,9 +253,14 @@ async function makeReport(
     signed: built.fingerprint !== undefined,
     ...(built.fingerprint !== undefined ? { fingerprint: built.fingerprint } : {}),
   });
-  const failed = built.records.filter((r) => !r.pass).length;
+  const shown = built.records.filter((r) => r.kind === kind);
+  const failed = shown.filter((r) => !r.pass).length;
+  const versions = built.records.length - shown.length;
   out.result(
-    `wrote ${built.records.length} ${kind} ${built.records.length === 1 ? "record" : "records"} (${failed} failed) to ${flags.output}` +
+    (kind === "dr"
+      ? `wrote ${shown.length} DR ${shown.length === 1 ? "run" : "runs"} (${failed} failed) and ${versions} runbook ${versions === 1 ? "version" : "versions"}`
+      : `wrote ${shown.length} ${kind} ${shown.length === 1 ? "record" : "records"} (${failed} failed)`) +
+      ` to ${flags.output}` +
       (built.fingerprint !== undefined ? `, signed by key ${built.fingerprint}` : ""),
   );
 }
@@ -277,7 +329,7 @@ async function verifyReport(file: string, flags: VerifyFlags, out: Output): Prom
   }
   for (const r of check.records) {
     out.result(
-      `${r.kind} ${r.id}${r.seq !== undefined ? ` (chain position ${r.seq})` : ""}: ${
+      `${EVIDENCE_NAMES[r.kind]} ${r.id}${r.seq !== undefined ? ` (chain position ${r.seq})` : ""}: ${
         {
           same: "the same in the catalog",
           different: "DIFFERENT in the catalog",
@@ -321,7 +373,7 @@ async function openExisting(flag: string | undefined): Promise<Catalog> {
       : Catalog.defaultPath(process.env);
   if (!existsSync(path)) {
     throw new BulwarkError("NOT_FOUND", `there is no catalog at ${path}, so nothing to report`, {
-      hint: "`bulwark verify -c CONFIG` and `bulwark drill -c CONFIG` record into it (BULWARK_CATALOG or --catalog point elsewhere)",
+      hint: "`bulwark verify -c CONFIG`, `bulwark drill -c CONFIG` and `bulwark dr drill RUNBOOK -c CONFIG` record into it (BULWARK_CATALOG or --catalog point elsewhere)",
     });
   }
   return Catalog.open(path);
@@ -333,6 +385,17 @@ function formatOption(value: string | undefined, out: Output): ReportFormat {
     throw new BulwarkError("USAGE", `--format must be md, html or json, got ${JSON.stringify(value)}`);
   }
   return value as ReportFormat;
+}
+
+const DR_MODES: readonly DrRunRecord["mode"][] = ["drill", "failover", "failback"];
+
+function modeOption(value: string): DrRunRecord["mode"] {
+  if (!(DR_MODES as readonly string[]).includes(value))
+    throw new BulwarkError(
+      "USAGE",
+      `--mode must be drill, failover or failback, got ${JSON.stringify(value)}`,
+    );
+  return value as DrRunRecord["mode"];
 }
 
 function idOption(value: string): number {
