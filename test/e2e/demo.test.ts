@@ -32,7 +32,9 @@ describe("npm run demo", () => {
     // every row of 3-2-1-1-0 passes, from evidence read back from the targets and the catalog
     // the runbook is planned, then drilled: the service restored, started and checked, then removed
     expect(output).toContain("sample-service is ready");
-    expect(output).toMatch(/dr drill of sample-service passed: recovered in .* against an RTO of 15m: within/);
+    expect(output).toMatch(
+      /dr drill of sample-service passed: recovered in .* against an RTO of 15m: within/,
+    );
     expect(output).toMatch(/dataset sample: policy three-two-one-one-zero \(rule .*\): COMPLIES/);
     for (const row of [
       "Three copies of data exist",
