@@ -53,6 +53,8 @@ http.createServer((req, res) => {
 let base: string;
 let env: Record<string, string>;
 let pg: TestPostgres;
+/** The cluster's port: this file's own, or the one scripts/test.sh started for the whole run. */
+const pgPort = (): string => pg.env.PGPORT ?? PG_PORT;
 let webPort: number;
 let production: ChildProcess | undefined;
 
@@ -64,7 +66,7 @@ async function answer(): Promise<string> {
 
 async function writeConfig(): Promise<string> {
   const file = join(base, "bulwark.yaml");
-  const dbUrl = `postgresql://${pg.env.PGUSER}@127.0.0.1:${PG_PORT}/shop`;
+  const dbUrl = `postgresql://${pg.env.PGUSER}@127.0.0.1:${pgPort()}/drshop`;
   const web = join(base, "prod", "web");
   const target = (t: string, fd: string) =>
     `  ${t}: { location: ${base}/${t}, labels: { medium: disk, site: ${t}, failureDomain: ${fd} }, password: { file: ${base}/pw } }`;
@@ -76,7 +78,7 @@ ${target("one", "d1")}
 ${target("two", "d2")}
 datasets:
   shopdb:
-    sources: [{ type: postgres, name: shop, database: shop, host: 127.0.0.1, port: ${PG_PORT}, user: ${pg.env.PGUSER}, password: { env: BULWARK_TEST_PGPASSWORD } }]
+    sources: [{ type: postgres, name: shop, database: drshop, host: 127.0.0.1, port: ${pgPort()}, user: ${pg.env.PGUSER}, password: { env: BULWARK_TEST_PGPASSWORD } }]
   web:
     sources: [{ type: files, paths: ["${web}"] }]
 policies:
@@ -116,10 +118,10 @@ beforeAll(async () => {
   await writeFile(join(base, "pw"), "dr-drill-pg-password\n");
   await writeFiles(join(base, "prod", "web"), { "server.js": SERVER });
   await mkdir(join(base, "sandboxes"));
-  pg.psql("postgres", "DROP DATABASE IF EXISTS shop");
-  pg.psql("postgres", "CREATE DATABASE shop");
+  pg.psql("postgres", "DROP DATABASE IF EXISTS drshop");
+  pg.psql("postgres", "CREATE DATABASE drshop");
   pg.psql(
-    "shop",
+    "drshop",
     "CREATE TABLE items (id serial PRIMARY KEY, name text); INSERT INTO items (name) VALUES ('a'), ('b'), ('c')",
   );
   webPort = await freePort();
@@ -127,11 +129,11 @@ beforeAll(async () => {
   const run = ["run", "--init", "-c", config];
   const r = await cli(run);
   expect(r.code, describeRun(run, r)).toBe(0);
-  pg.psql("shop", "INSERT INTO items (name) VALUES ('d')");
+  pg.psql("drshop", "INSERT INTO items (name) VALUES ('d')");
   production = spawn(process.execPath, [join(base, "prod", "web", "server.js")], {
     env: {
       PATH: process.env.PATH ?? "",
-      DBURL: `postgresql://${pg.env.PGUSER}@127.0.0.1:${PG_PORT}/shop`,
+      DBURL: `postgresql://${pg.env.PGUSER}@127.0.0.1:${pgPort()}/drshop`,
       DBPASSWORD_VAR: "P",
       P: pg.env.BULWARK_TEST_PGPASSWORD ?? "",
       PORT: String(webPort),
@@ -173,7 +175,7 @@ describe.skipIf(!available)("bulwark dr drill with PostgreSQL", () => {
     ]);
     expect(json.leftovers).toEqual([]);
     // Production: its database and its app are as they were.
-    expect(pg.psql("shop", "select count(*) from items")).toBe("4");
+    expect(pg.psql("drshop", "select count(*) from items")).toBe("4");
     expect(await answer()).toBe("items=4");
     // Nothing left: sandbox, cluster, namespace, processes.
     expect(await readdir(join(base, "sandboxes"))).toEqual([]);
@@ -201,7 +203,7 @@ describe.skipIf(!available)("bulwark dr drill with PostgreSQL", () => {
     const r = await cli(args);
     expect(r.code, describeRun(args, r)).toBe(0);
     expect((JSON.parse(r.stdout) as DrillJson).isolation.netns).toBe(false);
-    expect(pg.psql("shop", "select count(*) from items")).toBe("4");
+    expect(pg.psql("drshop", "select count(*) from items")).toBe("4");
     expect(await answer()).toBe("items=4");
     expect(await readdir(join(base, "sandboxes"))).toEqual([]);
     expect(execFileSync("ps", ["-eo", "args"], { encoding: "utf8" })).not.toMatch(/bulwark-pgcluster-/);

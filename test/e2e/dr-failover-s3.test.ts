@@ -39,6 +39,8 @@ http.createServer((req, res) => {
 let base: string;
 let env: Record<string, string | undefined>;
 let pg: TestPostgres;
+/** The cluster's port: this file's own, or the one scripts/test.sh started for the whole run. */
+const pgPort = (): string => pg.env.PGPORT ?? PG_PORT;
 let webPort: number;
 let s3Location: string;
 const pids: number[] = [];
@@ -47,7 +49,7 @@ const cli = (args: string[]): Promise<RunResult> => runCli(args, { env, timeoutM
 
 async function writeConfig(): Promise<string> {
   const file = join(base, "bulwark.yaml");
-  const dbUrl = `postgresql://${pg.env.PGUSER}@127.0.0.1:${PG_PORT}/shop`;
+  const dbUrl = `postgresql://${pg.env.PGUSER}@127.0.0.1:${pgPort()}/foshop`;
   const web = join(base, "prod", "web");
   await writeFile(
     file,
@@ -62,7 +64,7 @@ targets:
     immutability: { mode: governance, days: 1 }
 datasets:
   shopdb:
-    sources: [{ type: postgres, name: shop, database: shop, host: 127.0.0.1, port: ${PG_PORT}, user: ${pg.env.PGUSER}, password: { env: BULWARK_TEST_PGPASSWORD } }]
+    sources: [{ type: postgres, name: shop, database: foshop, host: 127.0.0.1, port: ${pgPort()}, user: ${pg.env.PGUSER}, password: { env: BULWARK_TEST_PGPASSWORD } }]
   web:
     sources: [{ type: files, paths: ["${web}"] }]
 policies:
@@ -95,7 +97,7 @@ beforeAll(async () => {
   base = await makeTempDir("dr-failover-s3");
   pg = startTestPostgres("dr-failover", PG_PORT);
   const bucket = await createLockedBucket("bulwark-dr");
-  s3Location = `s3:${process.env.S3_ENDPOINT}/${bucket}/shop`;
+  s3Location = `s3:${process.env.S3_ENDPOINT}/${bucket}/foshop`;
   env = {
     TEST_OFFSITE_KEY_ID: process.env.AWS_ACCESS_KEY_ID,
     TEST_OFFSITE_SECRET: process.env.AWS_SECRET_ACCESS_KEY,
@@ -109,10 +111,10 @@ beforeAll(async () => {
   };
   await writeFile(join(base, "pw"), "dr-failover-s3-password\n");
   await writeFiles(join(base, "prod", "web"), { "server.js": SERVER });
-  pg.psql("postgres", "DROP DATABASE IF EXISTS shop");
-  pg.psql("postgres", "CREATE DATABASE shop");
+  pg.psql("postgres", "DROP DATABASE IF EXISTS foshop");
+  pg.psql("postgres", "CREATE DATABASE foshop");
   pg.psql(
-    "shop",
+    "foshop",
     "CREATE TABLE items (id serial PRIMARY KEY, name text); INSERT INTO items (name) VALUES ('a'), ('b'), ('c')",
   );
   webPort = await freePort();
@@ -139,7 +141,7 @@ describe("dr failover from the offsite S3 copy", () => {
     // The disaster: the app's files, the database and the local repository are gone.
     await rm(join(base, "prod"), { recursive: true, force: true });
     await rm(join(base, "local"), { recursive: true, force: true });
-    pg.psql("postgres", "DROP DATABASE shop");
+    pg.psql("postgres", "DROP DATABASE foshop");
 
     const config = await writeConfig();
     const args = ["--json", "dr", "failover", "shop", "-c", config, "--yes"];
@@ -167,7 +169,7 @@ describe("dr failover from the offsite S3 copy", () => {
       "web/start:passed",
       "web/health/0:passed",
     ]);
-    expect(pg.psql("shop", "select count(*) from items")).toBe("3");
+    expect(pg.psql("foshop", "select count(*) from items")).toBe("3");
     expect(await (await fetch(`http://127.0.0.1:${webPort}/`)).text()).toBe("items=3\n");
     expect(json.rtoMs!).toBeLessThanOrEqual(json.rtoTargetMs!);
 
