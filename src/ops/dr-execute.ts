@@ -142,6 +142,11 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
     return { run: true, retry: before === "running" || before === "failed" };
   };
   const end = (id: string, status: UnitStatus): void => input.progress?.mark(id, status);
+  /** Ends a unit: its status saved, then its timeline entry recorded. */
+  const conclude = (e: Omit<TimelineEntry, "at" | "offsetMs"> & { id: string }): void => {
+    end(e.id, e.outcome);
+    record(e);
+  };
 
   const steps = async (
     list: RunbookStep[],
@@ -175,8 +180,7 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
         ...(service !== undefined ? { service } : {}),
       };
       if (outcome.outcome === "pending") {
-        end(id, "waiting");
-        record({
+        conclude({
           ...at,
           kind: "step",
           name: step.name,
@@ -191,9 +195,8 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
         };
         return false;
       }
-      const status =
-        outcome.outcome === "passed" ? "passed" : outcome.outcome === "skipped" ? "skipped" : "failed";
-      record({
+      const status = outcome.outcome;
+      conclude({
         ...at,
         kind: "step",
         name: step.name,
@@ -206,7 +209,6 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
         ...(outcome.output !== undefined ? { output: outcome.output } : {}),
       });
       if (status === "failed" && step.critical) {
-        end(id, "failed");
         fail({
           ...at,
           step: step.name,
@@ -216,7 +218,6 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
         });
         return false;
       }
-      end(id, status === "failed" ? "failed" : status);
     }
     return true;
   };
@@ -234,8 +235,7 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
       const what = `restore ${r.dataset}${r.source !== undefined ? `/${r.source}` : ""} from ${choice?.target ?? "?"}`;
       try {
         const bytes = await mode.restore(service, i, retry);
-        end(id, "passed");
-        record({
+        conclude({
           id,
           wave,
           service: name,
@@ -249,8 +249,7 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
         });
       } catch (err) {
         const message = clean(errorMessage(err));
-        end(id, "failed");
-        record({
+        conclude({
           id,
           wave,
           service: name,
@@ -277,8 +276,7 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
         try {
           const handle = await mode.start(rewriteService(service, mode.rewrite));
           input.running.push(handle);
-          end(id, "passed");
-          record({
+          conclude({
             id,
             wave,
             service: name,
@@ -290,8 +288,7 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
           });
         } catch (err) {
           const message = clean(errorMessage(err));
-          end(id, "failed");
-          record({
+          conclude({
             id,
             wave,
             service: name,
@@ -331,8 +328,7 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
       const message = outcome.ok
         ? outcome.message
         : `${outcome.message}${exited !== undefined ? ` (the service ${exited})` : ""}`;
-      end(id, outcome.ok ? "passed" : "failed");
-      record({
+      conclude({
         id,
         wave,
         service: name,
