@@ -272,21 +272,25 @@ export class Repository {
    * claims the id, §19, "Index poisoning"); the error of the first copy is thrown when none verifies.
    */
   async loadBlob(id: string, type?: BlobType): Promise<Buffer> {
-    const locations = this.index.locations(id);
-    if (locations.length === 0) {
+    const entry = this.index.get(id);
+    if (entry === undefined) {
       throw new BulwarkError("NOT_FOUND", `${type ?? "blob"} ${id.slice(0, 12)} is not in the index`);
     }
-    let first: unknown;
-    for (const entry of locations) {
-      try {
-        return await this.loadBlobAt(id, entry);
-      } catch (err) {
-        // Only what a copy of the data can cause: a dead backend fails the same way for every pack.
-        if (!hasCode(err, "INVALID_DATA") && !hasCode(err, "NOT_FOUND")) throw err;
-        first ??= err;
+    try {
+      return await this.loadBlobAt(id, entry);
+    } catch (first) {
+      // Only what a copy of the data can cause: a dead backend fails the same way for every pack. The other
+      // locations are looked up only then: every tree of every backup and restore comes through here.
+      if (!hasCode(first, "INVALID_DATA") && !hasCode(first, "NOT_FOUND")) throw first;
+      for (const other of this.index.locations(id).slice(1)) {
+        try {
+          return await this.loadBlobAt(id, other);
+        } catch (err) {
+          if (!hasCode(err, "INVALID_DATA") && !hasCode(err, "NOT_FOUND")) throw err;
+        }
       }
+      throw first;
     }
-    throw first;
   }
 
   private async loadBlobAt(id: string, entry: IndexEntry): Promise<Buffer> {
