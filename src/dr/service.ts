@@ -5,9 +5,13 @@
  * file, and left running; `stop` runs the service's stop command if it has one, then ends the group (SIGTERM,
  * SIGKILL after a grace). An exit handler kills every group still running should this process end first, so
  * an interrupted drill leaves no service behind. A systemd unit is started and stopped with systemctl.
+ *
+ * A failover's services outlive the process that started it; `dr failback` stops them from another one by
+ * what the run recorded (`stopRecordedService`): the group's pid and the leader's start time, so a pid the
+ * system has since given to another program is never signalled.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, openSync } from "node:fs";
+import { closeSync, openSync, readFileSync } from "node:fs";
 
 import type { CommandSpec, RunbookService } from "../config/types.js";
 import { childEnv, KILL_GRACE_MS, killTree } from "../sources/process.js";
@@ -17,6 +21,8 @@ export interface RunningService {
   name: string;
   /** The process group leader's pid (undefined for a systemd unit). */
   pid?: number;
+  /** When the leader started, in clock ticks since boot (/proc/PID/stat): tells the process from a reused pid. */
+  startTicks?: number;
   /** Why it stopped by itself, if it did (a crash right after start shows here). */
   exited(): string | undefined;
   stop(): Promise<void>;
@@ -88,9 +94,11 @@ export async function startService(service: RunbookService, ctx: StartContext): 
   if (spawned !== undefined) throw new Error(`${start.command[0]}: ${spawned.message}`);
   if (ctx.persistent === true) {
     child.unref();
+    const ticks = child.pid !== undefined ? processStartTicks(child.pid) : undefined;
     return {
       name: service.name,
       ...(child.pid !== undefined ? { pid: child.pid } : {}),
+      ...(ticks !== undefined ? { startTicks: ticks } : {}),
       exited: () =>
         child.exitCode !== null || child.signalCode !== null
           ? `exited with code ${child.exitCode ?? child.signalCode}`
@@ -139,4 +147,89 @@ export async function startService(service: RunbookService, ctx: StartContext): 
       running.delete(child);
     },
   };
+}
+
+/** When a process started, in clock ticks since boot (field 22 of /proc/PID/stat); undefined when gone. */
+export function processStartTicks(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after its end.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[19]);
+    return Number.isFinite(ticks) ? ticks : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A service another process started and left running, as its run recorded it. */
+export interface RecordedService {
+  pid?: number;
+  startTicks?: number;
+}
+
+/**
+ * Stops a service a failover left running (see the module header): a systemd unit with systemctl; otherwise
+ * the service's stop command if it has one, then its process group ended (SIGTERM, SIGKILL after a grace).
+ * Returns what was done, for the timeline; throws when the stop command or systemctl fails.
+ */
+export async function stopRecordedService(
+  service: RunbookService,
+  recorded: RecordedService | undefined,
+  ctx: Pick<StartContext, "env" | "vars" | "stopTimeoutMs">,
+): Promise<string> {
+  const timeoutMs = ctx.stopTimeoutMs ?? 60_000;
+  if (service.start?.kind === "systemd" || service.stop?.kind === "systemd") {
+    const unit =
+      service.stop?.kind === "systemd" ? service.stop.unit : (service.start as { unit: string }).unit;
+    const r = await runCommandSpec(
+      { command: ["systemctl", "stop", unit], passEnv: [], setEnv: {} },
+      { env: childEnv(ctx.env), timeoutMs },
+    );
+    if (!r.ok) throw new Error(`systemctl stop ${unit}: ${r.message}`);
+    return `stopped unit ${unit}`;
+  }
+  const said: string[] = [];
+  if (service.stop?.kind === "command") {
+    const r = await runCommandSpec(service.stop, { env: serviceEnv(service.stop, ctx), timeoutMs });
+    if (!r.ok) throw new Error(`the stop command of ${service.name}: ${r.message}`);
+    said.push("stop command ran");
+  }
+  const pid = recorded?.pid;
+  if (pid === undefined) return said.length > 0 ? said.join(", ") : "nothing was started";
+  const ticks = processStartTicks(pid);
+  if (ticks !== undefined && recorded?.startTicks !== undefined && ticks !== recorded.startTicks) {
+    said.push(`pid ${pid} is now another program: not signalled`);
+    return said.join(", ");
+  }
+  if (!groupAlive(pid)) {
+    said.push(`pid ${pid} was not running`);
+    return said.join(", ");
+  }
+  signalGroup(pid, "SIGTERM");
+  // Polled, not timed: a grace of KILL_GRACE_MS in steps of 50 ms.
+  for (let i = 0; i < KILL_GRACE_MS / 50 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+  const forced = groupAlive(pid);
+  if (forced) signalGroup(pid, "SIGKILL");
+  for (let i = 0; i < 100 && groupAlive(pid); i++) await new Promise((r) => setTimeout(r, 20));
+  said.push(`process group ${pid} ${forced ? "killed (it ignored SIGTERM)" : "stopped"}`);
+  return said.join(", ");
+}
+
+function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, but is not ours to signal.
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // gone meanwhile
+  }
 }

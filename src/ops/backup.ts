@@ -49,6 +49,8 @@ export interface PathsToBackUp {
 export interface DatasetToBackUp {
   kind: "dataset";
   dataset: Dataset;
+  /** Read the files sources' paths under this directory, recorded as they are (the archiver's readRoot). */
+  readRoot?: string;
 }
 
 export interface BackupInput {
@@ -98,6 +100,7 @@ export async function backupOperation(input: BackupInput): Promise<BackupOutcome
     virtualFiles: VirtualFile[],
     excludes: ExcludeMatcher,
     dataset: string | undefined,
+    readRoot?: string,
   ): Promise<BackupOutcome> => {
     const parent =
       named ??
@@ -117,6 +120,7 @@ export async function backupOperation(input: BackupInput): Promise<BackupOutcome
       hostname: input.hostname,
       excludes,
       ...(dataset !== undefined ? { dataset } : {}),
+      ...(readRoot !== undefined ? { readRoot } : {}),
       ...(parent ? { parent } : {}),
       now: () => clock.now(),
       reporter: {
@@ -169,6 +173,7 @@ export async function backupOperation(input: BackupInput): Promise<BackupOutcome
         plan.virtualFiles,
         await ExcludeMatcher.fromOptions(plan.excludes, [], input.env),
         what.dataset.name,
+        what.readRoot,
       ),
     info,
   );

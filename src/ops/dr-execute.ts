@@ -29,7 +29,7 @@ export interface TimelineEntry {
   id?: string;
   wave?: number;
   service?: string;
-  kind: "step" | "restore" | "start" | "health" | "stop";
+  kind: "step" | "restore" | "start" | "health" | "stop" | "backup";
   name: string;
   outcome: "passed" | "failed" | "skipped" | "waiting";
   durationMs: number;
@@ -59,9 +59,23 @@ export interface RunProgress {
   approved(id: string): boolean;
 }
 
+/** A unit a mode runs before the runbook (a failback's stops and backups), with the same saved progress. */
+export interface PreludeUnit {
+  id: string;
+  kind: "stop" | "backup";
+  name: string;
+  service?: string;
+  dataset?: string;
+  run: () => Promise<{ message: string; bytes?: number }>;
+  /** What to do when it fails, before the command that runs it again. */
+  next: string;
+}
+
 /** Where a mode puts things. */
 export interface ExecMode {
-  name: "drill" | "failover";
+  name: "drill" | "failover" | "failback";
+  /** Units run first, in order; one that fails stops the run. */
+  prelude?: PreludeUnit[];
   /** Paths as the services see them (a drill's sandbox; identity for a failover). */
   rewrite: (s: string) => string;
   netns?: string;
@@ -354,7 +368,44 @@ export async function executeRunbook(input: ExecInput, mode: ExecMode): Promise<
     return steps(service.after, `${name}/after`, wave, name);
   };
 
-  let ok = await steps(runbook.before, "before");
+  const prelude = async (): Promise<boolean> => {
+    for (const unit of mode.prelude ?? []) {
+      if (aborted()) return false;
+      if (!begin(unit.id).run) continue;
+      const t0 = clock.now().getTime();
+      const at = {
+        id: unit.id,
+        kind: unit.kind,
+        name: unit.name,
+        ...(unit.service !== undefined ? { service: unit.service } : {}),
+        ...(unit.dataset !== undefined ? { dataset: unit.dataset } : {}),
+      };
+      try {
+        const done = await unit.run();
+        conclude({
+          ...at,
+          outcome: "passed",
+          durationMs: clock.now().getTime() - t0,
+          message: done.message,
+          ...(done.bytes !== undefined ? { bytes: done.bytes } : {}),
+        });
+      } catch (err) {
+        const message = clean(errorMessage(err));
+        conclude({ ...at, outcome: "failed", durationMs: clock.now().getTime() - t0, message });
+        fail({
+          id: unit.id,
+          ...(unit.service !== undefined ? { service: unit.service } : {}),
+          step: unit.name,
+          message,
+          next: `${unit.next}, then ${mode.again}`,
+        });
+        return false;
+      }
+    }
+    return true;
+  };
+
+  let ok = (await prelude()) && (await steps(runbook.before, "before"));
   for (const wave of plan.waves) {
     if (!ok || aborted()) break;
     emitMessage(
@@ -432,7 +483,12 @@ function rewriteStep(step: RunbookStep, rewrite: (s: string) => string): Runbook
 
 function rewriteCheck(check: HealthCheck, rewrite: (s: string) => string): HealthCheck {
   if (check.type === "command") return rewriteCommand(check, rewrite);
-  if (check.type === "sql" && check.sqlite !== undefined) return { ...check, sqlite: rewrite(check.sqlite) };
+  if (check.type === "sql")
+    return {
+      ...check,
+      ...(check.sqlite !== undefined ? { sqlite: rewrite(check.sqlite) } : {}),
+      ...(check.postgres !== undefined ? { postgres: rewrite(check.postgres) } : {}),
+    };
   return check;
 }
 

@@ -32,22 +32,35 @@ import {
   chosenDatasets,
   chosenFor,
   executeRunbook,
+  type ExecMode,
   type RunFailure,
   type TimelineEntry,
   type UnitStatus,
 } from "./dr-execute.js";
 import { findRunbook, planRunbook, type DrPlan, type DrPlanStore } from "./dr-plan.js";
 import { restoreEntry } from "./dr-restore.js";
+import type { RunbookService } from "../config/types.js";
+import {
+  failbackPrelude,
+  failbackRewriter,
+  planFailback,
+  restoreToOriginal,
+  type DatasetFailback,
+  type FailbackContext,
+  type FailbackState,
+} from "./dr-failback.js";
+import type { RecordingCatalog } from "./catalog-recorder.js";
 import { scrub, type TargetAccess } from "./targets.js";
 
 export type DrFailoverStore = DrPlanStore &
+  RecordingCatalog &
   Pick<Catalog, "recordDrRun" | "saveDrState" | "loadDrState" | "drStates">;
 
 /** What `dr_state` holds for a run. */
 export interface DrRunState {
   runId: string;
   runbook: string;
-  mode: "failover";
+  mode: "failover" | "failback";
   definitionHash: string;
   started: string;
   status: "running" | "waiting" | "failed" | "passed";
@@ -56,7 +69,11 @@ export interface DrRunState {
   approvals: string[];
   timeline: TimelineEntry[];
   /** Started services, with their process (they keep running). */
-  services: Record<string, { pid?: number; log: string }>;
+  services: Record<string, { pid?: number; startTicks?: number; log: string }>;
+  /** A failback's own state (./dr-failback.ts). */
+  failback?: FailbackState;
+  /** A failover whose services a passed failback took back: the failback's run id. */
+  failedBack?: string;
   failed?: RunFailure;
   waiting?: { id: string; step: string; message: string };
   rtoMs?: number;
@@ -217,6 +234,99 @@ function save(input: Pick<DrFailoverInput, "store" | "clock">, state: DrRunState
   });
 }
 
+/**
+ * `bulwark dr failback RUN`: starts the failback of a passed failover (./dr-failback.ts). `run` is a failover's
+ * run id, or a runbook's name for its newest passed failover not yet failed back.
+ */
+export async function failbackRun(
+  input: DrFailoverInput & { run: string; toTarget?: string },
+): Promise<DrRunState> {
+  const failover = findFailover(input.store, input.config, input.run);
+  const runbook = findRunbook(input.config, failover.runbook);
+  if (runbookHash(runbook) !== failover.definitionHash) {
+    throw new BulwarkError("USAGE", `runbook ${runbook.name} changed since failover ${failover.runId}`, {
+      hint: "a failback reads back the places that failover restored to: restore that definition first",
+    });
+  }
+  const earlier = input.store
+    .drStates(200)
+    .filter((r) => r.mode === "failback")
+    .map((r) => loadState(input.store, r.runId))
+    .find((s) => s.failback?.failover === failover.runId);
+  if (earlier !== undefined) {
+    throw new BulwarkError(
+      "USAGE",
+      `failover ${failover.runId} has a failback already: run ${earlier.runId} (${earlier.status})`,
+      {
+        hint:
+          earlier.status === "passed"
+            ? "its services are back at their original places"
+            : `go on with it: bulwark dr resume ${earlier.runId}${earlier.status === "failed" ? " --retry-failed" : ""}`,
+      },
+    );
+  }
+  planFailback(input.config, runbook, failover.plan, input.toTarget); // refuses what cannot be read back
+  const started = input.clock.now();
+  const runId = `${runbook.name}-back-${started.toISOString().replace(/[-:.]/g, "").slice(0, 15)}-${randomBytes(3).toString("hex")}`;
+  const plan = JSON.parse(JSON.stringify(failover.plan)) as DrPlan;
+  const state: DrRunState = {
+    runId,
+    runbook: runbook.name,
+    mode: "failback",
+    definitionHash: failover.definitionHash,
+    started: started.toISOString(),
+    status: "running",
+    plan,
+    units: {},
+    approvals: [],
+    timeline: [],
+    services: {},
+    datasets: [],
+    logDir: join(input.stateDir, "dr", runId),
+    failback: {
+      failover: failover.runId,
+      ...(input.toTarget !== undefined ? { toTarget: input.toTarget } : {}),
+      backups: {},
+      places: {},
+    },
+    ...(runbook.rtoMs !== undefined ? { rtoTargetMs: runbook.rtoMs, rtoTarget: runbook.rto ?? "" } : {}),
+  };
+  await mkdir(state.logDir, { recursive: true, mode: 0o700 });
+  save(input, state);
+  return execute(input, state, runbook, undefined);
+}
+
+function findFailover(store: DrFailoverStore, config: BulwarkConfig, run: string): DrRunState {
+  if (config.runbooks[run] !== undefined && store.loadDrState(run) === undefined) {
+    const latest = store
+      .drStates(200)
+      .filter((r) => r.runbook === run && r.mode === "failover" && r.status === "passed")
+      .map((r) => loadState(store, r.runId))[0];
+    if (latest === undefined) {
+      throw new BulwarkError("NOT_FOUND", `runbook ${run} has no passed failover to fail back`, {
+        hint: "a failback follows a failover that passed (bulwark dr status lists the runs)",
+      });
+    }
+    return latest;
+  }
+  const state = loadState(store, run);
+  if (state.mode !== "failover") {
+    throw new BulwarkError("USAGE", `run ${run} is a ${state.mode}, not a failover`, {
+      hint: "name the failover run to fail back (bulwark dr status)",
+    });
+  }
+  if (state.status !== "passed") {
+    throw new BulwarkError(
+      "USAGE",
+      `failover ${run} is ${state.status}: only a passed failover is failed back`,
+      {
+        hint: `finish it first: bulwark dr resume ${run}`,
+      },
+    );
+  }
+  return state;
+}
+
 async function execute(
   input: DrFailoverInput,
   state: DrRunState,
@@ -229,10 +339,95 @@ async function execute(
   const plan = state.plan;
   const vars = (service?: string): Record<string, string> => ({
     BULWARK_DR_RUN: state.runId,
-    BULWARK_DR_MODE: "failover",
+    BULWARK_DR_MODE: state.mode,
     ...(service !== undefined ? { BULWARK_DR_SERVICE: service } : {}),
   });
   const running: RunningService[] = [];
+  const again = `bulwark dr resume ${state.runId} --retry-failed`;
+  const start = async (service: RunbookService): Promise<RunningService> => {
+    const log = join(state.logDir, `${service.name}.log`);
+    const handle = await startService(service, {
+      env: input.env,
+      vars: vars(service.name),
+      log,
+      persistent: true,
+    });
+    state.services[service.name] = {
+      ...(handle.pid !== undefined ? { pid: handle.pid } : {}),
+      ...(handle.startTicks !== undefined ? { startTicks: handle.startTicks } : {}),
+      log,
+    };
+    return handle;
+  };
+  const logOf = (service: string): string =>
+    state.services[service]?.log ?? join(state.logDir, `${service}.log`);
+  let mode: ExecMode;
+  let failover: DrRunState | undefined;
+  if (state.failback !== undefined) {
+    const fb = state.failback;
+    failover = loadState(input.store, fb.failover);
+    const datasets: DatasetFailback[] = planFailback(config, runbook, failover.plan, fb.toTarget);
+    const ctx: FailbackContext = {
+      config,
+      runbook,
+      access,
+      clock,
+      env: input.env,
+      ...(input.events !== undefined ? { events: input.events } : {}),
+      store: input.store,
+      runId: state.runId,
+      state: fb,
+      plan,
+      stopped: failover.services,
+      failoverPlan: failover.plan,
+      save: () => save(input, state),
+      onBackup: (dataset, target, snapshot) => {
+        for (const w of plan.waves)
+          for (const s of w.services)
+            for (const d of s.datasets)
+              if (d.dataset === dataset) {
+                d.target = target;
+                d.snapshot = snapshot;
+                d.rpoMs = 0;
+              }
+        state.datasets = chosenDatasets(plan).filter((d) => fb.backups[d.dataset] !== undefined);
+      },
+    };
+    mode = {
+      name: "failback",
+      prelude: failbackPrelude(ctx, datasets),
+      rewrite: failbackRewriter(config, runbook, input.env),
+      portMap: new Map(),
+      vars,
+      restore: (service, index, retry) => restoreToOriginal(ctx, service.restore[index]!, retry),
+      start,
+      logOf,
+      again,
+    };
+  } else {
+    mode = {
+      name: "failover",
+      rewrite: (s) => s,
+      portMap: new Map(),
+      vars,
+      restore: (service, index, retry) => {
+        const r = service.restore[index]!;
+        return restoreEntry(r, chosenFor(plan, service.name, r.dataset), {
+          config,
+          access,
+          clock,
+          env: input.env,
+          rewrite: (s) => s,
+          portMap: new Map(),
+          vars: vars(service.name),
+          retry,
+        });
+      },
+      start,
+      logOf,
+      again,
+    };
+  }
   try {
     const outcome = await executeRunbook(
       {
@@ -258,38 +453,7 @@ async function execute(
           approved: (id) => state.approvals.includes(id),
         },
       },
-      {
-        name: "failover",
-        rewrite: (s) => s,
-        portMap: new Map(),
-        vars,
-        restore: (service, index, retry) => {
-          const r = service.restore[index]!;
-          return restoreEntry(r, chosenFor(plan, service.name, r.dataset), {
-            config,
-            access,
-            clock,
-            env: input.env,
-            rewrite: (s) => s,
-            portMap: new Map(),
-            vars: vars(service.name),
-            retry,
-          });
-        },
-        start: async (service) => {
-          const log = join(state.logDir, `${service.name}.log`);
-          const handle = await startService(service, {
-            env: input.env,
-            vars: vars(service.name),
-            log,
-            persistent: true,
-          });
-          state.services[service.name] = { ...(handle.pid !== undefined ? { pid: handle.pid } : {}), log };
-          return handle;
-        },
-        logOf: (service) => state.services[service]?.log ?? join(state.logDir, `${service}.log`),
-        again: `bulwark dr resume ${state.runId} --retry-failed`,
-      },
+      mode,
     );
     if (outcome.ok) {
       state.status = "passed";
@@ -304,12 +468,16 @@ async function execute(
   } catch (err) {
     state.status = "failed";
     state.failed = {
-      step: "failover",
+      step: state.mode,
       message: scrub(errorMessage(err), secrets),
-      next: `see the error, then bulwark dr resume ${state.runId} --retry-failed`,
+      next: `see the error, then ${again}`,
     };
   }
   save(input, state);
+  if (failover !== undefined && state.status === "passed") {
+    failover.failedBack = state.runId;
+    save(input, failover);
+  }
   return conclude(input, state, runbook);
 }
 
@@ -317,17 +485,19 @@ async function execute(
 function conclude(input: Pick<DrFailoverInput, "store">, state: DrRunState, runbook: Runbook): DrRunState {
   if (state.status !== "passed" && state.status !== "failed") return state;
   const services = Object.keys(runbook.services).length;
+  const verb = state.mode === "failback" ? "back at the original places" : "recovered";
   const outcome =
     state.rtoMs !== undefined
-      ? `recovered in ${formatDuration(state.rtoMs)}${state.rtoTargetMs !== undefined ? ` (RTO ${state.rtoTarget ?? formatDuration(state.rtoTargetMs)})` : ""}`
+      ? `${verb} in ${formatDuration(state.rtoMs)}${state.rtoTargetMs !== undefined ? ` (RTO ${state.rtoTarget ?? formatDuration(state.rtoTargetMs)})` : ""}`
       : `failed at ${state.failed?.step ?? "?"}`;
+  const of = state.failback !== undefined ? `, of failover ${state.failback.failover}` : "";
   input.store.recordDrRun({
     runbook: state.runbook,
     definitionHash: state.definitionHash,
-    mode: "failover",
+    mode: state.mode,
     time: new Date(state.started),
     status: state.status === "passed" ? "pass" : "fail",
-    description: `dr failover of ${state.runbook} (run ${state.runId}): ${services} service${services === 1 ? "" : "s"}, ${outcome}`,
+    description: `dr ${state.mode} of ${state.runbook} (run ${state.runId}${of}): ${services} service${services === 1 ? "" : "s"}, ${outcome}`,
     datasets: [...new Set(state.datasets.map((d) => d.dataset))].sort(),
     details: JSON.parse(JSON.stringify(state)) as Record<string, unknown>,
   });

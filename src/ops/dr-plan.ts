@@ -78,6 +78,8 @@ export interface DatasetChoice {
   target?: string;
   snapshot?: string;
   snapshotTime?: string;
+  /** The host the snapshot was taken on (a failback's snapshot keeps it). */
+  hostname?: string;
   /** The snapshot's age now: the RPO a recovery from it has. */
   rpoMs?: number;
   bytes?: number;
@@ -424,6 +426,7 @@ async function chooseCopy(
         target: c.name,
         snapshot: latest.id,
         snapshotTime: latest.time,
+        hostname: latest.hostname,
         rpoMs: Math.max(0, now.getTime() - new Date(latest.time).getTime()),
         ...(bytes !== undefined ? { bytes } : {}),
         ...(c.bps !== undefined ? { bytesPerSecond: c.bps } : {}),
@@ -577,7 +580,7 @@ export function onPath(program: string, env: Readonly<Record<string, string | un
 }
 
 /** Whether something listens on (or holds) 127.0.0.1:port: binding it fails with EADDRINUSE. */
-function portInUse(port: number): Promise<boolean> {
+export function portInUse(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = createServer();
     server.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "EADDRINUSE"));

@@ -46,7 +46,7 @@ export interface RestoreWhere {
 }
 
 /** Where a source is stored in the snapshot (src/sources/dataset.ts planDatasetBackup). */
-function sourcePath(source: Source): string {
+export function sourcePath(source: Source): string {
   switch (source.type) {
     case "sqlite":
       return `${SOURCES_ROOT}/${source.name}.sqlite`;
@@ -247,21 +247,36 @@ async function restoreIntoServer(
 
 /**
  * The rewriting of step 2: every path a restore writes to, and every mention of it (or of a path below it) in
- * a string, to the same path under `root`. Longest paths first, so /srv/app/data is not rewritten as /srv/app.
+ * a string, to the same path under `root`.
  */
 export function pathRewriter(runbook: Runbook, root: string): (s: string) => string {
-  const places = new Set<string>();
+  const places = new Map<string, string>();
   for (const s of Object.values(runbook.services)) {
     for (const r of s.restore) {
-      if ("directory" in r.to) places.add(resolve(r.to.directory));
-      if ("sqlite" in r.to) places.add(resolve(r.to.sqlite));
+      if ("directory" in r.to) places.set(resolve(r.to.directory), "");
+      if ("sqlite" in r.to) places.set(resolve(r.to.sqlite), "");
     }
   }
-  const sorted = [...places].filter((p) => p !== "/").sort((a, b) => b.length - a.length);
+  for (const place of places.keys()) places.set(place, join(root, place));
+  return placeRewriter(places);
+}
+
+/**
+ * Every mention of a place (an absolute path) in a string, or of a path below it, rewritten to the place's
+ * new path; a place mapped to "/" drops out of the paths below it (D/srv/x reads /srv/x). Longest places
+ * first, so /srv/app/data is not rewritten as /srv/app.
+ */
+export function placeRewriter(places: ReadonlyMap<string, string>): (s: string) => string {
+  const sorted = [...places.keys()].filter((p) => p !== "/").sort((a, b) => b.length - a.length);
   if (sorted.length === 0) return (s) => s;
   const escape = (p: string): string => p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   // A place counts where it starts a path: at the start or after a character that cannot be in one
   // (space, quote, =, :), and ends at the end, at a / or at such a character.
   const pattern = new RegExp(`(^|[\\s"'=:;(])(${sorted.map(escape).join("|")})(?=$|[/\\s"';:)])`, "g");
-  return (s) => s.replace(pattern, (_m, before: string, place: string) => `${before}${join(root, place)}`);
+  return (s) =>
+    s.replace(pattern, (_m, before: string, place: string, offset: number, whole: string) => {
+      const to = places.get(place)!;
+      const below = whole[offset + before.length + place.length] === "/";
+      return `${before}${to === "/" && below ? "" : to}`;
+    });
 }

@@ -50,6 +50,11 @@ export interface BackupOptions {
   virtualFiles?: VirtualFile[];
   /** The config dataset being backed up, recorded in the snapshot. */
   dataset?: string;
+  /**
+   * Read every path P from READROOT + P on disk while recording it as P (`dr failback` backs up what a
+   * failover restored under a directory as the dataset's own paths). Absolute; default: P is read as is.
+   */
+  readRoot?: string;
 }
 
 /**
@@ -164,7 +169,12 @@ class Archiver {
   ) {
     this.packer = new PackWriter(repo);
     this.now = options.now ?? (() => systemClock.now());
+    const root = options.readRoot !== undefined ? resolvePath(options.readRoot) : "/";
+    this.onDisk = root === "/" ? (p) => p : (p) => (p === "/" ? root : root + p);
   }
+
+  /** Where a snapshot path is read on disk (see `readRoot`). */
+  private readonly onDisk: (path: string) => string;
 
   /** Virtual files whose producer was started: stopped and released however the backup ends. */
   private readonly opened: Array<OpenedVirtualFile | OpenedVirtualDirectory> = [];
@@ -346,7 +356,7 @@ class Archiver {
     const node: Node = nodeFromStat(name, type, st);
     if (type === "symlink") {
       try {
-        node.linkTarget = readlinkSync(path);
+        node.linkTarget = readlinkSync(this.onDisk(path));
       } catch (err) {
         this.skip(path, errorMessage(err));
         return pendingOf(undefined);
@@ -362,10 +372,10 @@ class Archiver {
     name = "",
     st?: BigIntStats,
   ): Promise<Pending<Node>> {
-    const dirStat = st ?? lstatSync(path, { bigint: true });
+    const dirStat = st ?? lstatSync(this.onDisk(path), { bigint: true });
     let names: string[];
     try {
-      names = readdirSync(path).sort();
+      names = readdirSync(this.onDisk(path)).sort();
     } catch (err) {
       this.skip(path, `cannot list directory: ${errorMessage(err)}`);
       names = [];
@@ -407,7 +417,7 @@ class Archiver {
       await this.flushBatch(); // the batch must go out, or the bytes we wait for are never released
     }
     await this.limiter.acquire(weight);
-    const chunked = this.submit({ path, size });
+    const chunked = this.submit({ path: this.onDisk(path), size });
     const done = handledLater(
       chunked.then(
         (result) => {
@@ -569,7 +579,7 @@ class Archiver {
   private lstatOrSkip(path: string): BigIntStats | undefined {
     try {
       // Synchronous on purpose: a metadata lookup from cache costs microseconds, the promise API ten times more.
-      return lstatSync(path, { bigint: true });
+      return lstatSync(this.onDisk(path), { bigint: true });
     } catch (err) {
       this.skip(path, errorMessage(err));
       return undefined;

@@ -16,6 +16,7 @@ import { drillRunbook, type DrDrillReport } from "../../ops/dr-drill.js";
 import type { TimelineEntry } from "../../ops/dr-execute.js";
 import {
   approveUnit,
+  failbackRun,
   failoverRunbook,
   loadState,
   resumeRun,
@@ -39,7 +40,7 @@ export function registerDr(program: Command, globals: () => GlobalOptions): void
   const dr = program
     .command("dr")
     .description(
-      "disaster recovery by runbook: plan (readiness), drill (rehearsal in isolation); next failover",
+      "disaster recovery by runbook: plan (readiness), drill (rehearsal in isolation), failover, failback",
     );
 
   registerDrDrill(dr, globals);
@@ -260,6 +261,13 @@ function renderRun(out: Output, s: DrRunState): void {
         `${d.dataset}: from ${d.target}, snapshot ${d.snapshot?.slice(0, 8) ?? "?"}, RPO ${formatDuration(d.rpoMs ?? 0)}`,
       );
   }
+  for (const [dataset, b] of Object.entries(s.failback?.backups ?? {})) {
+    if (b.snapshot !== undefined)
+      out.result(`${dataset}: backed up to ${b.target} as snapshot ${b.snapshot.slice(0, 8)} (tag failback)`);
+  }
+  for (const [place, p] of Object.entries(s.failback?.places ?? {})) {
+    if (p.aside !== undefined) out.result(`${place}: what was there is kept as ${p.aside}`);
+  }
   for (const [name, svc] of Object.entries(s.services)) {
     out.result(`${name}: running${svc.pid !== undefined ? ` (pid ${svc.pid})` : ""}, output in ${svc.log}`);
   }
@@ -269,7 +277,9 @@ function renderRun(out: Output, s: DrRunState): void {
     const within =
       s.rtoTargetMs !== undefined ? (s.rtoMs! <= s.rtoTargetMs ? ": within" : ": BEYOND the target") : "";
     out.result(
-      `dr failover of ${s.runbook} (run ${s.runId}) passed: recovered in ${formatDuration(s.rtoMs!)}${target}${within}`,
+      s.mode === "failback"
+        ? `dr failback of ${s.runbook} (run ${s.runId}, of failover ${s.failback?.failover ?? "?"}) passed: back at the original places in ${formatDuration(s.rtoMs!)}${target}${within}`
+        : `dr failover of ${s.runbook} (run ${s.runId}) passed: recovered in ${formatDuration(s.rtoMs!)}${target}${within}`,
     );
     process.exitCode = EXIT.OK;
   } else if (s.status === "waiting") {
@@ -279,7 +289,7 @@ function renderRun(out: Output, s: DrRunState): void {
     out.result(`next: bulwark dr approve ${s.runId} ${s.waiting!.id}, then bulwark dr resume ${s.runId}`);
     process.exitCode = EXIT.DR_WAITING;
   } else {
-    renderFailure(out, `dr failover of ${s.runbook} (run ${s.runId})`, s.failed!);
+    renderFailure(out, `dr ${s.mode} of ${s.runbook} (run ${s.runId})`, s.failed!);
     process.exitCode = EXIT.ERROR;
   }
 }
@@ -325,9 +335,45 @@ ${RUN_EXIT_CODES}`,
       });
     });
 
+  dr.command("failback")
+    .description(
+      "bring a failover's services back to their original places, with what they did at the recovery site",
+    )
+    .argument("<run>", "the failover's run id, or a runbook (its newest passed failover)")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .option(
+      "--to-target <name>",
+      "store the failback snapshots here (default: the copy each dataset came from)",
+    )
+    .option("--yes", "approve every approval step")
+    .addHelpText(
+      "after",
+      `
+The failover's services are stopped (later waves first; their ports must then be free), then each dataset is
+backed up from where the failover restored it, as a new snapshot tagged failback with the original host name
+(the files of a directory D+P recorded as P, SQLite from its file, PostgreSQL dumped from its database), to
+the copy the failover restored from or --to-target. Then the runbook runs again towards the original places
+(the files sources' paths, the SQLite source's path, the PostgreSQL source's server and database): the same
+steps, approvals and checks, every recovery path and URL in them rewritten to the original. Nothing is
+overwritten: what is at an original place is first renamed to NAME.before-failback-RUN (a database to
+NAME_before_failback_XXXXXX). The recovery site's data is left as it is. Like a failover, every unit is saved
+as it happens and \`bulwark dr resume RUN\` goes on after a crash or a failed step.
+${RUN_EXIT_CODES}`,
+    )
+    .action(async (run: string, flags: FailoverFlags & { toTarget?: string }) => {
+      await withRunContext(globals(), flags, async ({ input, out }) => {
+        const state = await failbackRun({
+          ...input,
+          run,
+          ...(flags.toTarget !== undefined ? { toTarget: flags.toTarget } : {}),
+        });
+        renderRun(out, state);
+      });
+    });
+
   dr.command("resume")
     .description(
-      "continue a failover after a crash, a failed step or an approval, without redoing what finished",
+      "continue a failover or failback after a crash, a failed step or an approval, without redoing what finished",
     )
     .argument("<run>", "the run id (bulwark dr status)")
     .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
