@@ -208,7 +208,9 @@ export function failbackPrelude(ctx: FailbackContext, datasets: DatasetFailback[
             vars: { ...vars, BULWARK_DR_SERVICE: service.name },
           });
           const busy: number[] = [];
-          for (const port of service.ports) if (await portInUse(port)) busy.push(port);
+          // Only a service the runbook starts owns its ports (a database server it restores into does not).
+          const owned = service.start !== undefined ? service.ports : [];
+          for (const port of owned) if (await portInUse(port)) busy.push(port);
           if (busy.length > 0) {
             throw new Error(
               `${message}; yet port${busy.length === 1 ? "" : "s"} ${busy.join(", ")} ${busy.length === 1 ? "is" : "are"} still in use`,
