@@ -637,6 +637,15 @@ function drRunSection(r: DrRunRecord, log: ChangeLog | undefined): Section {
   if (leftovers.length > 0) fact("Left behind", leftovers.join("; "));
   const removed = arr(d, "leftoversRemoved").map(String);
   if (removed.length > 0) fact("Removed first (left by an interrupted run)", removed.join("; "));
+  const failback = obj(d, "failback");
+  if (failback !== undefined) {
+    fact("Failback of", `failover run ${str(failback, "failover") ?? "?"}`);
+    const asides = Object.entries(obj(failback, "places") ?? {}).map(([place, v]) => {
+      const aside = str(asObject(v), "aside");
+      return aside !== undefined ? `${place} -> ${aside}` : `${place} (nothing was there)`;
+    });
+    if (asides.length > 0) fact("Original places (what was there, put aside)", asides.join("; "));
+  }
   fact("Datasets", r.datasets.join(", "));
   fact("Description", r.description);
   if (r.details === undefined) fact("Details", "none recorded");
@@ -669,6 +678,23 @@ function drRunSection(r: DrRunRecord, log: ChangeLog | undefined): Section {
         }),
     },
   ];
+  if (failback !== undefined) {
+    blocks.push({
+      type: "table",
+      title: "Snapshots made from the recovery site",
+      header: ["Dataset", "Copy", "Snapshot", "Size", "Read from"],
+      rows: Object.entries(obj(failback, "backups") ?? {}).map(([dataset, v]) => {
+        const b = asObject(v);
+        return [
+          dataset,
+          str(b, "target") ?? "",
+          str(b, "snapshot") ?? "(not made)",
+          num(b, "bytes") !== undefined ? formatBytes(num(b, "bytes")!) : "",
+          arr(b, "from").map(String).join("; "),
+        ];
+      }),
+    });
+  }
   if (r.details !== undefined) {
     blocks.push({
       type: "list",

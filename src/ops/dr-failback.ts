@@ -187,7 +187,7 @@ export interface FailbackContext {
   /** Saves the run's state (a decision about a place is saved before it is acted on). */
   save: () => void;
   /** The datasets' snapshots: set as each backup ends. */
-  onBackup: (dataset: string, target: string, snapshot: string) => void;
+  onBackup: (dataset: string, target: string, snapshot: string, time: string) => void;
 }
 
 /** Parts 1 and 2 of the module header, as units the executor runs before the runbook. */
@@ -229,9 +229,9 @@ export function failbackPrelude(ctx: FailbackContext, datasets: DatasetFailback[
       dataset: d.dataset,
       name: `back up ${d.dataset} to ${d.target}`,
       run: async () => {
-        const { snapshot, bytes } = await backUpRecovered(ctx, d);
+        const { snapshot, bytes, time } = await backUpRecovered(ctx, d);
         ctx.state.backups[d.dataset] = { target: d.target, snapshot, bytes, from: d.from };
-        ctx.onBackup(d.dataset, d.target, snapshot);
+        ctx.onBackup(d.dataset, d.target, snapshot, time);
         return { message: `snapshot ${snapshot.slice(0, 8)} from ${d.from.join(", ")}`, bytes };
       },
       next: `check the target (\`bulwark check -c CONFIG -r ${d.target}\`) and the recovered data`,
@@ -243,7 +243,7 @@ export function failbackPrelude(ctx: FailbackContext, datasets: DatasetFailback[
 async function backUpRecovered(
   ctx: FailbackContext,
   d: DatasetFailback,
-): Promise<{ snapshot: string; bytes: number }> {
+): Promise<{ snapshot: string; bytes: number; time: string }> {
   const target = ctx.config.targets[d.target]!;
   const repo = await openTargetRepository(target, ctx.access);
   const recorder = catalogRecorder(ctx.store, () => undefined);
@@ -276,7 +276,11 @@ async function backUpRecovered(
             `(snapshot ${outcome.id.slice(0, 8)} is partial)`,
         );
       }
-      return { snapshot: outcome.id, bytes: outcome.snapshot.summary?.totalBytes ?? 0 };
+      return {
+        snapshot: outcome.id,
+        bytes: outcome.snapshot.summary?.totalBytes ?? 0,
+        time: outcome.snapshot.time,
+      };
     } finally {
       await pool.close();
       await lock.release().catch(() => undefined);
@@ -480,6 +484,28 @@ function originalUrl(
   if (port !== undefined) url.port = String(port);
   url.pathname = "/" + encodeURIComponent(pgDatabaseOf(source, r));
   return url.toString();
+}
+
+/** Where a restore of a dataset (or of one of its sources) goes back to, as reports name it. */
+export function originalPlace(
+  config: BulwarkConfig,
+  choice: { dataset: string; source?: string; to: string },
+  env: Readonly<Record<string, string | undefined>>,
+): string {
+  const dataset = config.datasets[choice.dataset]!;
+  if (choice.source === undefined)
+    return `files ${dataset.sources.flatMap((s) => (s.type === "files" ? s.paths : [])).join(", ")}`;
+  const source = dataset.sources.find((s) => s.type !== "files" && s.name === choice.source);
+  if (source?.type === "sqlite") return `sqlite ${resolve(source.path)}`;
+  if (source?.type === "postgres") {
+    const r = {
+      dataset: choice.dataset,
+      source: source.name,
+      to: { postgres: choice.to.replace(/^postgres /, "") },
+    };
+    return `postgres ${originalUrl(source, r, env)}`;
+  }
+  return choice.to;
 }
 
 /**

@@ -43,6 +43,7 @@ import type { RunbookService } from "../config/types.js";
 import {
   failbackPrelude,
   failbackRewriter,
+  originalPlace,
   planFailback,
   restoreToOriginal,
   type DatasetFailback,
@@ -381,13 +382,15 @@ async function execute(
       stopped: failover.services,
       failoverPlan: failover.plan,
       save: () => save(input, state),
-      onBackup: (dataset, target, snapshot) => {
+      onBackup: (dataset, target, snapshot, time) => {
         for (const w of plan.waves)
           for (const s of w.services)
             for (const d of s.datasets)
               if (d.dataset === dataset) {
+                d.to = originalPlace(config, d, input.env);
                 d.target = target;
                 d.snapshot = snapshot;
+                d.snapshotTime = time;
                 d.rpoMs = 0;
               }
         state.datasets = chosenDatasets(plan).filter((d) => fb.backups[d.dataset] !== undefined);

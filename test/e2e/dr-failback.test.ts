@@ -254,6 +254,15 @@ describe("bulwark dr failback", () => {
     const again = await cli(["dr", "failback", failover.runId, "-c", config]);
     expect(again.code).toBe(1);
     expect(again.stderr).toContain(`has a failback already: run ${json.runId} (passed)`);
+    // The report an auditor reads: what was backed up from the recovery site, and what was put aside.
+    const report = await cli(["report", "dr", "--runbook", "shop", "--mode", "failback", "-c", config]);
+    expect(report.code, report.stderr).toBe(0);
+    expect(report.stdout).toContain("DR failback of shop: PASS");
+    expect(report.stdout).toContain(`failover run ${failover.runId}`);
+    expect(report.stdout).toContain("Snapshots made from the recovery site");
+    expect(report.stdout).toContain(json.failback!.backups.db!.snapshot!);
+    expect(report.stdout).toContain(`${join(prod(), "shop.sqlite")} -\\> ${aside}`);
+    expect(report.stdout).toContain(`sqlite ${join(prod(), "shop.sqlite")}`);
     const chain = await cli(["catalog", "verify-chain"]);
     expect(chain.code, chain.stdout + chain.stderr).toBe(0);
   });

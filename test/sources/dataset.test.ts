@@ -320,3 +320,31 @@ describe.skipIf(!haveTool("sqlite3", "sqlite3"))("a dataset's backup", () => {
     expect(await snapshotCount(t.repo)).toBe(before);
   });
 });
+
+describe("backup with readRoot (dr failback)", () => {
+  it("reads each path P from ROOT+P and records it as P: the same tree as a backup of P itself", async () => {
+    const original = join(dir, "orig", "srv", "app");
+    const root = join(dir, "recovered");
+    const moved = join(root, original);
+    for (const d of [original, moved]) {
+      await mkdir(join(d, "sub"), { recursive: true });
+      await writeFile(join(d, "a.txt"), "alpha\n");
+      await writeFile(join(d, "sub", "b.txt"), "beta\n".repeat(1000));
+    }
+    await writeFile(join(moved, "only-recovered.txt"), "written at the recovery site\n");
+    const viaRoot = await backup(t.repo, t.pool, { paths: [original], readRoot: root });
+    expect(viaRoot.snapshot.paths).toEqual([original]);
+    expect(viaRoot.snapshot.skipped).toBeUndefined();
+    const chunks: Buffer[] = [];
+    for await (const c of readSnapshotFile(t.repo, viaRoot.snapshot.tree, `${original}/only-recovered.txt`))
+      chunks.push(c);
+    expect(Buffer.concat(chunks).toString()).toBe("written at the recovery site\n");
+    const nested: Buffer[] = [];
+    for await (const c of readSnapshotFile(t.repo, viaRoot.snapshot.tree, `${original}/sub/b.txt`))
+      nested.push(c);
+    expect(Buffer.concat(nested).toString()).toBe("beta\n".repeat(1000));
+    // A path missing under the root is reported under its snapshot path.
+    const missing = await backup(t.repo, t.pool, { paths: [original, "/nonexistent/x"], readRoot: root });
+    expect(missing.snapshot.skipped?.map((s) => s.path)).toEqual(["/nonexistent"]);
+  });
+});
