@@ -40,9 +40,10 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The pids whose environment holds BULWARK_DR_RUN=runId. */
-function processesOfRun(runId: string): number[] {
+/** The pids whose environment holds BULWARK_DR_RUN=runId (and BULWARK_DR_SERVICE=service, if given). */
+export function processesOfRun(runId: string, service?: string): number[] {
   const needle = `BULWARK_DR_RUN=${runId}\0`;
+  const also = service !== undefined ? `\0BULWARK_DR_SERVICE=${service}\0` : "";
   const pids: number[] = [];
   let entries: string[];
   try {
@@ -53,7 +54,8 @@ function processesOfRun(runId: string): number[] {
   for (const e of entries) {
     if (!/^\d+$/.test(e)) continue;
     try {
-      if (`${readFileSync(`/proc/${e}/environ`, "latin1")}\0`.includes(needle)) pids.push(Number(e));
+      const environ = `\0${readFileSync(`/proc/${e}/environ`, "latin1")}\0`;
+      if (environ.includes(`\0${needle}`) && environ.includes(also)) pids.push(Number(e));
     } catch {
       // gone, or not ours to read
     }
@@ -61,7 +63,7 @@ function processesOfRun(runId: string): number[] {
   return pids;
 }
 
-function kill(pids: readonly number[]): void {
+export function kill(pids: readonly number[]): void {
   for (const pid of pids) {
     try {
       process.kill(pid, "SIGKILL");

@@ -27,6 +27,7 @@ import type { Clock } from "../core/clock.js";
 import { BulwarkError, errorMessage } from "../core/errors.js";
 import type { EventSink } from "../core/events.js";
 import { formatDuration } from "../core/format.js";
+import { kill, processesOfRun } from "../dr/leftovers.js";
 import { startService, type RunningService } from "../dr/service.js";
 import {
   chosenDatasets,
@@ -346,6 +347,9 @@ async function execute(
   const running: RunningService[] = [];
   const again = `bulwark dr resume ${state.runId} --retry-failed`;
   const start = async (service: RunbookService): Promise<RunningService> => {
+    // A start killed with this process between the spawn and the saving of its unit left the service running
+    // unrecorded: it goes before the service starts again (it would hold the port, and no stop could find it).
+    kill(processesOfRun(state.runId, service.name));
     const log = join(state.logDir, `${service.name}.log`);
     const handle = await startService(service, {
       env: input.env,
