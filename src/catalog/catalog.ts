@@ -953,13 +953,23 @@ export class Catalog {
     );
   }
 
-  /** DR runs, newest first: of a runbook, of a mode, or those whose services restored a dataset. */
+  /** DR runs, newest first: one by its record number, of a runbook, of a mode, or those that restored a dataset. */
   drRuns(
-    filter: { runbook?: string; mode?: DrRunRecord["mode"]; dataset?: string; limit?: number } = {},
+    filter: {
+      id?: number;
+      runbook?: string;
+      mode?: DrRunRecord["mode"];
+      dataset?: string;
+      limit?: number;
+    } = {},
   ): DrRunRecord[] {
     return this.guard(() => {
       const where: string[] = [];
       const args: unknown[] = [];
+      if (filter.id !== undefined) {
+        where.push("id = ?");
+        args.push(filter.id);
+      }
       if (filter.runbook !== undefined) {
         where.push("runbook = ?");
         args.push(filter.runbook);
@@ -1033,6 +1043,14 @@ export class Catalog {
   }
 
   /** A runbook's versions, oldest first: its change log. */
+  /** One version of the change log by its record number. */
+  runbookVersion(id: number): RunbookVersionRecord | undefined {
+    return this.guard(() => {
+      const row = this.db.prepare(`SELECT * FROM runbook_versions WHERE id = ?`).get(id);
+      return row === undefined ? undefined : toRunbookVersion(row as Row);
+    });
+  }
+
   runbookVersions(runbook: string): RunbookVersionRecord[] {
     return this.guard(() =>
       (

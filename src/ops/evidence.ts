@@ -123,7 +123,13 @@ export function verificationDetails(
 /** What a report reads from the catalog. */
 export type EvidenceStore = Pick<
   Catalog,
-  "verifications" | "drills" | "drRuns" | "runbookVersions" | "verifyEvidenceChain" | "path"
+  | "verifications"
+  | "drills"
+  | "drRuns"
+  | "runbookVersions"
+  | "runbookVersion"
+  | "verifyEvidenceChain"
+  | "path"
 >;
 
 export interface ReportSelection {
@@ -222,15 +228,13 @@ function selectDrRuns(store: EvidenceStore, selection: ReportSelection): DrRunRe
   const runbooks = selection.known?.runbooks;
   if (runbooks !== undefined && runbook !== undefined && !Object.hasOwn(runbooks, runbook))
     throw unknown("runbook", runbook, Object.keys(runbooks));
-  // The catalog finds DR runs by runbook and mode, not by id; they are few (one a drill or a failover), so
-  // the id is looked for among all of them (LIMIT -1: SQLite's "no limit").
-  const all = store
-    .drRuns({
-      ...(runbook !== undefined ? { runbook } : {}),
-      ...(mode !== undefined ? { mode } : {}),
-      limit: runbook !== undefined && id === undefined ? 1 : -1,
-    })
-    .filter((r) => id === undefined || r.id === id);
+  // Without an id or a runbook, every run is read to find the latest of each runbook (LIMIT -1: no limit).
+  const all = store.drRuns({
+    ...(id !== undefined ? { id } : {}),
+    ...(runbook !== undefined ? { runbook } : {}),
+    ...(mode !== undefined ? { mode } : {}),
+    limit: runbook !== undefined || id !== undefined ? 1 : -1,
+  });
   if (all.length === 0) {
     const scope = [
       ...(id !== undefined ? [`number ${id}`] : []),
@@ -497,12 +501,10 @@ function findRecord(store: EvidenceStore, r: RecordAnchor): { chain?: EvidenceLi
     case "drill":
       return store.drills({ id: r.id })[0];
     case "dr":
-      return store
-        .drRuns({ ...(r.runbook !== undefined ? { runbook: r.runbook } : {}), limit: -1 })
-        .find((x) => x.id === r.id);
-    case "runbook":
-      return r.runbook === undefined
-        ? undefined
-        : store.runbookVersions(r.runbook).find((v) => v.id === r.id);
+      return store.drRuns({ id: r.id }).find((x) => r.runbook === undefined || x.runbook === r.runbook);
+    case "runbook": {
+      const v = store.runbookVersion(r.id);
+      return v !== undefined && v.runbook === r.runbook ? v : undefined;
+    }
   }
 }

@@ -212,7 +212,23 @@ describe("the evidence chain", () => {
     });
     expect(v.chain.seq).toBe(6);
     expect(catalog.runbookVersions("shop").map((r) => r.definitionHash)).toEqual(["a".repeat(64)]);
-    expect(catalog.verifyEvidenceChain()).toMatchObject({ ok: true, records: 6 });
+    expect(catalog.runbookVersion(v.id)?.definitionHash).toBe("a".repeat(64));
+    expect(catalog.runbookVersion(v.id + 1000)).toBeUndefined();
+    const runs = ["drill", "failover", "failback"].map((mode, i) =>
+      catalog.recordDrRun({
+        runbook: "shop",
+        definitionHash: "a".repeat(64),
+        mode: mode as "drill",
+        time: t(`2026-05-1${i + 1}T00:00:00Z`),
+        status: "pass",
+        description: mode,
+        datasets: ["app"],
+      }),
+    );
+    expect(catalog.drRuns({ id: runs[1]!.id }).map((r) => r.mode)).toEqual(["failover"]);
+    expect(catalog.drRuns({ mode: "failback" }).map((r) => r.id)).toEqual([runs[2]!.id]);
+    expect(catalog.drRuns({ id: runs[1]!.id, mode: "drill" })).toEqual([]);
+    expect(catalog.verifyEvidenceChain()).toMatchObject({ ok: true, records: 9 });
     sqlite((db) =>
       db.prepare(`UPDATE runbook_versions SET definition = '{"services":{}}' WHERE chain_seq = 6`).run(),
     );
