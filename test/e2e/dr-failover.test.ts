@@ -199,6 +199,14 @@ describe("bulwark dr failover", () => {
     expect(status.stdout).toContain(`${json.runId}  failover  passed`);
     const again = await cli(["dr", "status", json.runId]);
     expect(again.stdout).toContain(`run ${json.runId} (failover of shop): passed`);
+    // The evidence report of the real failover: RTO against the target, every unit, the copy passed over.
+    const report = await cli(["report", "dr", "--runbook", "shop", "--mode", "failover", "-c", config]);
+    expect(report.code, report.stderr).toBe(0);
+    expect(report.stdout).toContain("DR failover of shop: PASS");
+    expect(report.stdout).toMatch(/\| RTO \| .* achieved against a target of 10m: within \|/);
+    for (const id of ["db/restore/0", "web/start", "web/health/0"])
+      expect(report.stdout).toContain(`| ${id} |`);
+    expect(report.stdout).toContain("Services left running");
     const chain = await cli(["catalog", "verify-chain"]);
     expect(chain.code, chain.stdout + chain.stderr).toBe(0);
   });
