@@ -44,6 +44,25 @@ const LAYERS = {
     "config",
     "policy",
   ],
+  // The daemon schedules and runs the operations (src/ops/) and keeps their state; it prints nothing and
+  // touches no process signal: the CLI gives it those.
+  daemon: [
+    "core",
+    "crypto",
+    "backend",
+    "repository",
+    "snapshot",
+    "catalog",
+    "sources",
+    "dr",
+    "evidence",
+    "config",
+    "policy",
+    "ops",
+  ],
+  // The HTTP API and /metrics: the only code besides src/vault/ that speaks HTTP; it reads the daemon's
+  // state and calls the operations through it.
+  api: ["core", "crypto", "catalog", "evidence", "config", "policy", "ops", "daemon"],
 };
 const ALL = [...Object.keys(LAYERS), "cli"];
 const importRule = (/** @type {string} */ layer, /** @type {string[]} */ allowed) => [
