@@ -62,7 +62,7 @@ const LAYERS = {
   ],
   // The HTTP API and /metrics: the only code besides src/vault/ that speaks HTTP; it reads the daemon's
   // state and calls the operations through it.
-  api: ["core", "crypto", "catalog", "evidence", "config", "policy", "ops", "daemon"],
+  api: ["core", "crypto", "backend", "catalog", "evidence", "config", "policy", "ops", "daemon"],
 };
 const ALL = [...Object.keys(LAYERS), "cli"];
 const importRule = (/** @type {string} */ layer, /** @type {string[]} */ allowed) => [

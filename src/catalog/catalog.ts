@@ -396,6 +396,11 @@ const MIGRATIONS: readonly string[] = [
     state   TEXT NOT NULL
   );
   `,
+  // 5: the daemon. /metrics reads each job's newest run per kind and target on every scrape: an index, so that
+  // costs the number of jobs, not the length of the history.
+  `
+  CREATE INDEX runs_by_job ON runs (job, kind, target, status, id);
+  `,
 ];
 
 export { EVIDENCE_GENESIS, evidenceHash, evidenceRow } from "./evidence-chain.js";
@@ -517,6 +522,59 @@ export class Catalog {
    * "interrupted", finished at `now`. Runs of other hosts are left alone: their processes cannot be seen
    * from here. Returns how many were marked.
    */
+  /** How many runs of each kind ended in each status (the daemon's run counters). */
+  runCounts(): { kind: RunKind; status: RunStatus; count: number }[] {
+    return this.guard(() =>
+      (
+        this.db
+          .prepare(`SELECT kind, status, count(*) AS n FROM runs GROUP BY kind, status ORDER BY kind, status`)
+          .all() as { kind: string; status: string; n: number }[]
+      ).map((r) => ({ kind: r.kind as RunKind, status: r.status as RunStatus, count: r.n })),
+    );
+  }
+
+  /**
+   * The newest run of each job, kind and target that ran in a job; with `succeeded`, the newest that ended
+   * ok or partial. One query for /metrics, whatever the history's length (runs_by_job covers it).
+   */
+  latestJobRuns(succeeded = false): RunRecord[] {
+    return this.guard(() =>
+      this.db
+        .prepare(
+          `SELECT * FROM runs WHERE id IN (
+             SELECT max(id) FROM runs WHERE job IS NOT NULL
+             ${succeeded ? "AND status IN ('ok', 'partial')" : ""}
+             GROUP BY job, kind, target)
+           ORDER BY job, kind, target`,
+        )
+        .all()
+        .map((row) => toRun(row as Row)),
+    );
+  }
+
+  /**
+   * The newest verification of each dataset and target, and the newest passing drill of each (/metrics):
+   * read per scrape, so one row per pair whatever the history's length.
+   */
+  latestEvidence(): { verifications: VerificationRecord[]; drills: DrillRecord[] } {
+    return this.guard(() => ({
+      verifications: this.db
+        .prepare(
+          `SELECT * FROM verifications WHERE id IN (
+             SELECT max(id) FROM verifications WHERE dataset IS NOT NULL GROUP BY dataset, target)`,
+        )
+        .all()
+        .map((row) => toVerification(row as Row)),
+      drills: this.db
+        .prepare(
+          `SELECT * FROM drills WHERE id IN (
+             SELECT max(id) FROM drills WHERE status = 'pass' GROUP BY dataset, target)`,
+        )
+        .all()
+        .map((row) => toDrill(row as Row)),
+    }));
+  }
+
   markInterruptedRuns(now: Date): number {
     return this.transaction(() => {
       const running = this.db

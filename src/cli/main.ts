@@ -2,9 +2,12 @@
 /**
  * The bulwark command: a thin layer over the library. The only place that touches argv, stdout and exit codes.
  */
+import { killChildren } from "../sources/process.js";
+import { signalsClaimed } from "./signals.js";
 import { Command, CommanderError } from "commander";
 import { errnoCode, findBulwarkError, errorMessage } from "../core/errors.js";
 import { registerBackup } from "./commands/backup.js";
+import { registerDaemon } from "./commands/daemon.js";
 import { registerCheck } from "./commands/check.js";
 import { registerVerify } from "./commands/verify.js";
 import { registerRepair } from "./commands/repair.js";
@@ -99,6 +102,7 @@ registerCatalog(program, globals);
 registerReport(program, globals);
 registerServeRepo(program, globals);
 registerDr(program, globals);
+registerDaemon(program, globals);
 
 if (process.env.BULWARK_DEBUG_MEMORY === "1") traceMemory();
 
@@ -126,11 +130,14 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
 let interrupted = false;
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
   process.on(signal, () => {
+    if (signalsClaimed()) return;
     if (interrupted) process.exit(EXIT.CANCELLED);
     interrupted = true;
     process.stderr.write(
       `\ninterrupted (${signal}): releasing locks; repository data already written stays consistent\n`,
     );
+    // A source's command still writing would keep a blob worker, and so this process, waiting.
+    killChildren();
     void releaseAllLocks().finally(() => process.exit(EXIT.CANCELLED));
   });
 }

@@ -5,7 +5,9 @@
  * exceptions, so one run reports all of them.
  */
 
-import { BulwarkError } from "../core/errors.js";
+import { normaliseDaemon } from "./daemon.js";
+import { isTimeZone, parseSchedule } from "./schedule.js";
+import { BulwarkError, findBulwarkError } from "../core/errors.js";
 import { diagnosticsFor, type Diagnostic, type Locate } from "./diagnostic.js";
 import { parseBudget, type Budget } from "./budget.js";
 import { parseFixedDuration } from "./duration.js";
@@ -301,8 +303,22 @@ export function normalise(
       ? { evidence: { signingKey: written.evidence.signingKey } }
       : {};
   const runbooks = normaliseRunbooks(written.runbooks, duration);
+  const daemon = normaliseDaemon(written.daemon, duration, error, (d) => diagnostics.push(d));
+  for (const [name, j] of Object.entries(written.jobs)) {
+    if (j.schedule === undefined) continue;
+    try {
+      // The time zone was checked with the daemon section: a bad one is reported there, once.
+      parseSchedule(
+        j.schedule,
+        daemon.timezone !== undefined && isTimeZone(daemon.timezone) ? daemon.timezone : undefined,
+      );
+    } catch (err) {
+      const e = findBulwarkError(err);
+      diagnostics.push(error(["jobs", name, "schedule"], e?.message ?? String(err), e?.hint ?? ""));
+    }
+  }
   return {
-    config: { version: 1, targets, datasets, policies, jobs, ...evidence, runbooks },
+    config: { version: 1, targets, datasets, policies, jobs, ...evidence, runbooks, daemon },
     diagnostics,
   };
 }

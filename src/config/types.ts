@@ -217,6 +217,7 @@ export interface Job {
   policy: string;
   primary: string;
   copies: string[];
+  /** A cron expression, a nickname (@daily) or "@every DURATION" (src/config/schedule.ts). */
   schedule?: string;
   dependsOn: string[];
 }
@@ -335,4 +336,21 @@ export interface BulwarkConfig {
   evidence?: EvidenceConfig;
   /** DR runbooks by name (empty when the config has none). */
   runbooks: Record<string, Runbook>;
+  /** How `bulwark daemon` schedules and serves (defaults when the config has no `daemon:`). */
+  daemon: DaemonConfig;
+}
+
+/** The `daemon:` section (src/config/daemon.ts), with its defaults. */
+export interface DaemonConfig {
+  /** The cron schedules' time zone; undefined: the host's. */
+  timezone?: string;
+  catchUp: "once" | "none";
+  jitterMs: number;
+  retries: { attempts: number; backoffMs: number; maxBackoffMs: number };
+  targetConcurrency: number;
+  listen: { host: string; port: number };
+  tls?: { cert: string; key: string };
+  /** The API's tokens file; undefined: STATE_DIR/daemon-tokens.json. */
+  tokens?: string;
+  metricsAuth: boolean;
 }

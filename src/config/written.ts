@@ -4,6 +4,7 @@
  * produces exactly this type (checked there at compile time).
  */
 
+import type { WrittenDaemon } from "./daemon.js";
 import type { WrittenRunbook } from "./runbooks.js";
 import type { Isolation, Medium, PostgresFormat, RulePreset, SecretRef } from "./types.js";
 
@@ -159,4 +160,5 @@ export interface WrittenConfig {
   jobs: Record<string, WrittenJob>;
   evidence?: { signingKey?: SecretRef };
   runbooks?: Record<string, WrittenRunbook>;
+  daemon?: WrittenDaemon;
 }

@@ -25,7 +25,16 @@ import type { Repository } from "../repository/repository.js";
 import type { OpenedVirtualFile, VirtualFile } from "../snapshot/archiver.js";
 import type { Node } from "../snapshot/tree.js";
 import { loadTree } from "../snapshot/walker.js";
-import { childEnv, exitError, killTree, run, succeeded, waitForExit, type Exit } from "./process.js";
+import {
+  childEnv,
+  exitError,
+  killTree,
+  run,
+  succeeded,
+  trackChild,
+  waitForExit,
+  type Exit,
+} from "./process.js";
 
 /** A command line: a shell command (run by `sh -c`) or a program and its arguments (no shell). */
 export type CommandLine = string | string[];
@@ -65,11 +74,13 @@ export async function startCommand(options: CommandSourceOptions): Promise<Opene
       ? `exec >"$BULWARK_FIFO" || exit 125\n${options.command}`
       : `exec >"$BULWARK_FIFO" || exit 125\nexec "$@"`;
   const args = typeof options.command === "string" ? [] : ["sh", ...options.command];
-  const child = spawn("sh", ["-c", script, ...args], {
-    stdio: ["ignore", "ignore", "pipe"],
-    detached: true, // its own process group: a timeout or an abort kills everything it started
-    env: { ...(options.env ?? childEnv(process.env)), BULWARK_FIFO: fifo },
-  });
+  const child = trackChild(
+    spawn("sh", ["-c", script, ...args], {
+      stdio: ["ignore", "ignore", "pipe"],
+      detached: true, // its own process group: a timeout or an abort kills everything it started
+      env: { ...(options.env ?? childEnv(process.env)), BULWARK_FIFO: fifo },
+    }),
+  );
   // The output ends when the command ends: anything it left running in the background (holding the FIFO
   // open, so the reader would wait for it) is killed with it.
   child.on("exit", () => killTree(child, "SIGKILL"));
@@ -187,11 +198,13 @@ export async function pipeToCommand(
   const label = options.label ?? `command \`${commandText(command)}\``;
   const [file, args] =
     typeof command === "string" ? ["sh", ["-c", command]] : [command[0]!, command.slice(1)];
-  const child = spawn(file, args, {
-    stdio: ["pipe", options.stdout ?? "inherit", "pipe"],
-    detached: true,
-    env: options.env ?? childEnv(process.env),
-  });
+  const child = trackChild(
+    spawn(file, args, {
+      stdio: ["pipe", options.stdout ?? "inherit", "pipe"],
+      detached: true,
+      env: options.env ?? childEnv(process.env),
+    }),
+  );
   const exited = waitForExit(child, options.timeoutMs);
   let bytes = 0;
   let readError: Error | undefined;

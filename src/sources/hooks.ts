@@ -15,7 +15,7 @@
  */
 import { spawn } from "node:child_process";
 import { BulwarkError, errorMessage } from "../core/errors.js";
-import { childEnv, exitError, succeeded, waitForExit } from "./process.js";
+import { childEnv, exitError, succeeded, trackChild, waitForExit } from "./process.js";
 
 export interface Hook {
   /** A shell command. */
@@ -93,14 +93,16 @@ export async function runHook(
   extraEnv: Record<string, string>,
 ): Promise<void> {
   const timeoutMs = hook.timeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS;
-  const child = spawn("sh", ["-c", hook.command], {
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-    env: childEnv(hooks.env ?? process.env, {
-      ...(hooks.passEnv ? { pass: hooks.passEnv } : {}),
-      set: { ...hooks.vars, BULWARK_HOOK: which, ...extraEnv },
+  const child = trackChild(
+    spawn("sh", ["-c", hook.command], {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+      env: childEnv(hooks.env ?? process.env, {
+        ...(hooks.passEnv ? { pass: hooks.passEnv } : {}),
+        set: { ...hooks.vars, BULWARK_HOOK: which, ...extraEnv },
+      }),
     }),
-  });
+  );
   if (hooks.log) {
     const log = hooks.log;
     const where = hooks.label ? ` of ${hooks.label}` : "";

@@ -42,7 +42,7 @@ import type { Node } from "../snapshot/tree.js";
 import { loadTree } from "../snapshot/walker.js";
 import { commandSource, findNode, pipeToCommand, readSnapshotFile } from "./command.js";
 import { startThrowawayCluster, type ThrowawayClusterOptions } from "./pg-cluster.js";
-import { childEnv, exitError, killTree, run, succeeded, waitForExit } from "./process.js";
+import { childEnv, exitError, killTree, run, succeeded, trackChild, waitForExit } from "./process.js";
 import { systemClock } from "../core/clock.js";
 
 /** A secret by reference: an environment variable's name or a file's path (its first line is used). */
@@ -168,10 +168,12 @@ async function directoryDump(
 ): Promise<OpenedVirtualDirectory> {
   const temp = await mkdtemp(join(options.tempDir ?? tmpdir(), "bulwark-pgdump-")); // mode 0700
   const out = join(temp, "dump");
-  const child = spawn(
-    program(options, "pg_dump"),
-    ["--format=directory", `--jobs=${options.jobs ?? 1}`, `--file=${out}`, "--no-password", ...dbname],
-    { stdio: ["ignore", "ignore", "pipe"], detached: true, env },
+  const child = trackChild(
+    spawn(
+      program(options, "pg_dump"),
+      ["--format=directory", `--jobs=${options.jobs ?? 1}`, `--file=${out}`, "--no-password", ...dbname],
+      { stdio: ["ignore", "ignore", "pipe"], detached: true, env },
+    ),
   );
   const exited = waitForExit(child, options.timeoutMs);
   const entries = exited.then(async (exit): Promise<VirtualFile[]> => {

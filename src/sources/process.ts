@@ -126,6 +126,26 @@ export function waitForExit(child: ChildProcess, timeoutMs?: number): Promise<Ex
  * Signals a child and, when it leads its own process group (spawned `detached`), everything it started:
  * a shell's children must not outlive a timeout.
  */
+/** Programs started for sources and hooks that are still running (see `killChildren`). */
+const children = new Set<ChildProcess>();
+
+/**
+ * Remembers a started program until it exits, so `killChildren` can end it. A source's producer may hold a
+ * FIFO open that a blob worker reads synchronously; a process that exits while it runs would wait for it.
+ */
+export function trackChild<C extends ChildProcess>(child: C): C {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+/** Ends every tracked program and what it started (its process group): for a process about to exit. */
+export function killChildren(signal: NodeJS.Signals = "SIGKILL"): number {
+  const n = children.size;
+  for (const c of children) killTree(c, signal);
+  return n;
+}
+
 export function killTree(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined) return;
   try {
@@ -178,12 +198,14 @@ export async function run(
   args: string[],
   opts: RunOptions = {},
 ): Promise<string> {
-  const child = spawn(file, args, {
-    stdio: ["pipe", "pipe", "pipe"],
-    detached: true,
-    env: opts.env ?? childEnv(process.env),
-    ...(opts.cwd ? { cwd: opts.cwd } : {}),
-  } satisfies SpawnOptions);
+  const child = trackChild(
+    spawn(file, args, {
+      stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
+      env: opts.env ?? childEnv(process.env),
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    } satisfies SpawnOptions),
+  );
   const out: Buffer[] = [];
   child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
   child.stdin.on("error", () => undefined); // a program that does not read its input ends with EPIPE

@@ -3,6 +3,7 @@
  * immutable S3 bucket offsite) and evidence for it, shared by the posture tests.
  */
 
+import { defaultDaemonConfig } from "../../src/config/daemon.js";
 import type { BulwarkConfig, Target } from "../../src/config/types.js";
 import type {
   CopyEvidence,
@@ -46,6 +47,7 @@ export function exampleConfig(): BulwarkConfig {
   return {
     version: 1,
     runbooks: {},
+    daemon: defaultDaemonConfig(),
     targets: {
       local: target(
         "local",
