@@ -8,6 +8,7 @@ import type { Catalog, RunRecord } from "../catalog/catalog.js";
 import type { BulwarkConfig } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import type { DaemonStatus } from "../daemon/daemon.js";
+import { rpoWatch, type RpoStatus } from "../daemon/rpo-watch.js";
 import type { MetricFamily } from "./prometheus.js";
 
 export type MetricsStore = Pick<
@@ -99,38 +100,40 @@ export function collectMetrics(
     samples: store.runCounts().map((c) => ({ labels: { kind: c.kind, status: c.status }, value: c.count })),
   });
 
-  // Each dataset on each target of its jobs: the newest snapshot, and how far a copy is behind the primary.
-  const newest = new Map<string, Date>();
-  for (const s of store.snapshots()) {
-    if (s.dataset === undefined) continue;
-    const key = `${s.dataset}\0${s.target}`;
-    const seen = newest.get(key);
-    if (seen === undefined || s.time > seen) newest.set(key, s.time);
-  }
-  const snapshotSamples: MetricFamily["samples"] = [];
-  const lagSamples: MetricFamily["samples"] = [];
-  for (const job of Object.values(config.jobs)) {
-    const primary = newest.get(`${job.dataset}\0${job.primary}`);
-    for (const target of [job.primary, ...job.copies]) {
-      const time = newest.get(`${job.dataset}\0${target}`);
-      if (time === undefined) continue;
-      snapshotSamples.push({ labels: { dataset: job.dataset, target }, value: seconds(time) });
-      if (target !== job.primary && primary !== undefined)
-        lagSamples.push({
-          labels: { dataset: job.dataset, target },
-          value: Math.max(0, (primary.getTime() - time.getTime()) / 1000),
-        });
-    }
-  }
+  // Each dataset on each target of its jobs: the newest snapshot, its age against the RPO, how far a copy is
+  // behind the primary.
+  const watch = rpoWatch(config, store.snapshots(), clock.now());
+  const at = (w: RpoStatus): Record<string, string> => ({ dataset: w.dataset, target: w.target });
+  const primaries = new Map(watch.filter((w) => w.role === "primary").map((w) => [w.dataset, w.newest]));
   gauge(
     "bulwark_snapshot_newest_timestamp_seconds",
     "When the newest snapshot of a dataset on a target was taken (as the catalog knows it).",
-    snapshotSamples,
+    watch.flatMap((w) => (w.newest !== undefined ? [{ labels: at(w), value: seconds(w.newest) }] : [])),
   );
   gauge(
     "bulwark_copy_lag_seconds",
     "How far the newest snapshot of a dataset on a copy is behind the newest on the job's primary.",
-    lagSamples,
+    watch.flatMap((w) => {
+      const primary = primaries.get(w.dataset);
+      return w.role === "copy" && w.newest !== undefined && primary !== undefined
+        ? [{ labels: at(w), value: Math.max(0, (primary.getTime() - w.newest.getTime()) / 1000) }]
+        : [];
+    }),
+  );
+  gauge(
+    "bulwark_rpo_objective_seconds",
+    "The recovery point objective of a dataset's policy.",
+    watch.map((w) => ({ labels: at(w), value: w.rpoMs / 1000 })),
+  );
+  gauge(
+    "bulwark_rpo_ratio",
+    "The age of a dataset's newest snapshot on a target over its RPO (above 1: exceeded; +Inf: never backed up there).",
+    watch.map((w) => ({ labels: at(w), value: w.ratio })),
+  );
+  gauge(
+    "bulwark_rpo_state",
+    "1 for the RPO state a dataset's copy on a target is in: within, exceeded (up to 2x), severe (up to 4x), critical, never.",
+    watch.map((w) => ({ labels: { ...at(w), state: w.state }, value: 1 })),
   );
 
   // Evidence: the newest verification and drill of each dataset and target, DR drills' RTO.

@@ -192,6 +192,11 @@ describe("bulwark daemon", () => {
         .map((m) => m.labels?.task)
         .sort(),
     ).toEqual(["job:app", "job:slow"]);
+    const rpo = family("bulwark_rpo_state").filter((m) => m.labels?.dataset === "app");
+    expect(rpo.map((m) => `${m.labels?.target}:${m.labels?.state}`).sort()).toEqual([
+      "local:within",
+      "nas:within",
+    ]);
     expect((await api("/metrics")).status).toBe(401);
 
     // The OpenAPI document lists every route the daemon serves.
