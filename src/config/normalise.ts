@@ -5,6 +5,7 @@
  * exceptions, so one run reports all of them.
  */
 
+import { normaliseAlerts } from "./alerts.js";
 import { normaliseDaemon } from "./daemon.js";
 import { isTimeZone, parseSchedule } from "./schedule.js";
 import { BulwarkError, findBulwarkError } from "../core/errors.js";
@@ -304,6 +305,9 @@ export function normalise(
       : {};
   const runbooks = normaliseRunbooks(written.runbooks, duration);
   const daemon = normaliseDaemon(written.daemon, duration, error, (d) => diagnostics.push(d));
+  const alerts = normaliseAlerts(written.alerts, Object.keys(written.jobs), duration, error, (d) =>
+    diagnostics.push(d),
+  );
   for (const [name, j] of Object.entries(written.jobs)) {
     if (j.schedule === undefined) continue;
     try {
@@ -318,7 +322,7 @@ export function normalise(
     }
   }
   return {
-    config: { version: 1, targets, datasets, policies, jobs, ...evidence, runbooks, daemon },
+    config: { version: 1, targets, datasets, policies, jobs, ...evidence, runbooks, daemon, alerts },
     diagnostics,
   };
 }

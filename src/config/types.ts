@@ -338,6 +338,8 @@ export interface BulwarkConfig {
   runbooks: Record<string, Runbook>;
   /** How `bulwark daemon` schedules and serves (defaults when the config has no `daemon:`). */
   daemon: DaemonConfig;
+  /** Where the daemon sends alerts and pings (no channels when the config has no `alerts:`). */
+  alerts: AlertsConfig;
 }
 
 /** The `daemon:` section (src/config/daemon.ts), with its defaults. */
@@ -353,4 +355,60 @@ export interface DaemonConfig {
   /** The API's tokens file; undefined: STATE_DIR/daemon-tokens.json. */
   tokens?: string;
   metricsAuth: boolean;
+}
+
+/**
+ * A URL as the config gives it: written out, or a reference when the URL is itself a credential (a Slack
+ * webhook's path, a healthchecks ping's UUID).
+ */
+export type UrlRef = string | SecretRef;
+
+/** An HTTP endpoint that gets each alert as a JSON POST, signed when it has a secret. */
+export interface WebhookChannel {
+  url: UrlRef;
+  /** HMAC-SHA256 key: the body's signature goes in X-Bulwark-Signature: sha256=<hex>. */
+  secret?: SecretRef;
+}
+
+/** An SMTP server that mails each alert. */
+export interface EmailChannel {
+  host: string;
+  port: number;
+  /** Implicit TLS from the first byte (port 465); otherwise STARTTLS when the server offers it. */
+  tls: boolean;
+  /** Refuse to send unless STARTTLS succeeded. */
+  requireTLS: boolean;
+  /** A PEM file of the CA (or the self-signed certificate) the server's certificate must chain to. */
+  ca?: string;
+  user?: string;
+  password?: SecretRef;
+  from: string;
+  to: string[];
+}
+
+/** A program that gets each alert as JSON on its standard input and BULWARK_ALERT_* variables. */
+export interface CommandChannel {
+  command: string[];
+  /** Passed through by name beyond the scrubbed set (src/sources/process.ts childEnv). */
+  passEnv: string[];
+  timeoutMs: number;
+}
+
+/** Healthchecks-style URLs of one job, hit when a run starts, succeeds and fails. */
+export interface JobPings {
+  start?: UrlRef;
+  success?: UrlRef;
+  fail?: UrlRef;
+}
+
+/** The `alerts:` section (src/config/alerts.ts), with its defaults. */
+export interface AlertsConfig {
+  webhooks: WebhookChannel[];
+  email?: EmailChannel;
+  commands: CommandChannel[];
+  /** By job name. */
+  pings: Record<string, JobPings>;
+  /** Remind while a condition lasts, this long after the last notice; undefined: one alert per condition. */
+  repeatAfter?: string;
+  repeatAfterMs?: number;
 }

@@ -4,6 +4,7 @@
  * produces exactly this type (checked there at compile time).
  */
 
+import type { WrittenAlerts } from "./alerts.js";
 import type { WrittenDaemon } from "./daemon.js";
 import type { WrittenRunbook } from "./runbooks.js";
 import type { Isolation, Medium, PostgresFormat, RulePreset, SecretRef } from "./types.js";
@@ -161,4 +162,5 @@ export interface WrittenConfig {
   evidence?: { signingKey?: SecretRef };
   runbooks?: Record<string, WrittenRunbook>;
   daemon?: WrittenDaemon;
+  alerts?: WrittenAlerts;
 }

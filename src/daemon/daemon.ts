@@ -8,6 +8,13 @@
  * at most `targetConcurrency` runs per target. This module only waits for the next wake-up, starts what is
  * due and tells the scheduler how it ended.
  *
+ * Alerts (./alerts.ts): after each run, the conditions of its job (a failed step: `run-failed:job:NAME:KIND:TARGET`),
+ * the RPO watch of every dataset and copy (./rpo-watch.ts: `rpo:DATASET:TARGET` when beyond the RPO or never
+ * backed up), and missed schedules (`missed:TASK`: an occurrence that passed while the task still ran or
+ * waited for a target, or fell while the daemon was down) go to the Alerter, which tells each condition once
+ * and its recovery once; a job's healthchecks-style pings mark its start and end. The RPO watch is also looked
+ * at every minute, so a job that stopped running is noticed without one.
+ *
  * `reload(config)` swaps the config: running tasks finish with the config they started with; `stop()` ends
  * the scheduling, gives running tasks a grace to finish, and then closes what they left open in the catalog
  * as failed ("interrupted: the daemon stopped"); the repositories stay consistent whatever is cut short
@@ -23,10 +30,12 @@ import { catalogRecorder, type RecordingCatalog } from "../ops/catalog-recorder.
 import { runJob, type JobResult } from "../ops/run-job.js";
 import { scrub, type TargetAccess } from "../ops/targets.js";
 import type { Catalog } from "../catalog/catalog.js";
+import { Alerter, type AlertCondition } from "./alerts.js";
+import { describeRpo, rpoWatch } from "./rpo-watch.js";
 import { parseSchedule } from "../config/schedule.js";
 import { Scheduler, type Due, type Task, type TaskState } from "./scheduler.js";
 
-export type DaemonStore = RecordingCatalog & Pick<Catalog, "runs">;
+export type DaemonStore = RecordingCatalog & Pick<Catalog, "runs" | "snapshots">;
 
 export interface DaemonInput {
   config: BulwarkConfig;
@@ -36,6 +45,9 @@ export interface DaemonInput {
   /** The daemon's own log: what started, ended, failed (the CLI prints it). */
   events?: EventSink;
   hostname?: string;
+  /** Where the alerts' dedupe state is kept (STATE_DIR/daemon-alerts.json). */
+  alertState: string;
+  env: Readonly<Record<string, string | undefined>>;
 }
 
 /** A task as `daemon status` and the API show it. */
@@ -80,6 +92,8 @@ export function tasksOf(config: BulwarkConfig): { task: Task; schedule: string }
 }
 
 const RECENT = 50;
+/** How often the RPO watch is looked at between runs. */
+const WATCH_EVERY_MS = 60_000;
 /** The longest sleep between two looks at the scheduler: a clock jump is noticed within it. */
 const MAX_SLEEP_MS = 30_000;
 
@@ -100,6 +114,11 @@ export class Daemon {
   private readonly record: EventSink;
   private schedules = new Map<string, string>();
   private readonly listeners = new Set<EventSink>();
+  private alerter: Alerter;
+  private lastWatch = 0;
+  /** Per task: the missed count already alerted on, and the miss that is still open. */
+  private readonly missedSeen = new Map<string, number>();
+  private readonly missedOpen = new Map<string, AlertCondition>();
 
   constructor(private readonly input: DaemonInput) {
     this.config = input.config;
@@ -110,6 +129,21 @@ export class Daemon {
       this.say("warning", `the catalog failed; runs are no longer recorded in it: ${errorMessage(err)}`),
     );
     this.scheduler = new Scheduler(this.plan(this.config), this.schedulerOptions(this.config));
+    this.alerter = this.alerterFor(this.config);
+  }
+
+  private alerterFor(config: BulwarkConfig): Alerter {
+    return new Alerter(config.alerts, {
+      clock: this.clock,
+      env: this.input.env,
+      stateFile: this.input.alertState,
+      events: (e) => {
+        this.input.events?.(e);
+        this.publish(e);
+      },
+      ...(this.input.access.secrets !== undefined ? { secrets: this.input.access.secrets } : {}),
+      ...(this.input.hostname !== undefined ? { hostname: this.input.hostname } : {}),
+    });
   }
 
   /** Starts the loop; it runs until `stop()`. */
@@ -130,6 +164,7 @@ export class Daemon {
     this.config = config;
     this.configLoaded = this.clock.now();
     this.scheduler.setTasks(tasks);
+    this.alerter = this.alerterFor(config);
     this.say("info", `config reloaded: ${tasks.length} scheduled task${tasks.length === 1 ? "" : "s"}`);
     this.poke();
   }
@@ -227,11 +262,15 @@ export class Daemon {
   private async loop(): Promise<void> {
     while (!this.stopping) {
       for (const due of this.scheduler.due()) this.launch(due);
+      this.noticeMisses();
+      if (this.clock.now().getTime() - this.lastWatch >= WATCH_EVERY_MS) void this.watch();
       const next = this.scheduler.nextWake();
-      const ms =
+      const ms = Math.min(
+        WATCH_EVERY_MS,
         next === undefined
           ? MAX_SLEEP_MS
-          : Math.min(MAX_SLEEP_MS, Math.max(0, next.getTime() - this.clock.now().getTime()));
+          : Math.min(MAX_SLEEP_MS, Math.max(0, next.getTime() - this.clock.now().getTime())),
+      );
       await new Promise<void>((resolve) => {
         this.wake = resolve;
         this.timer = setTimeout(resolve, ms);
@@ -247,17 +286,43 @@ export class Daemon {
 
   private launch(due: Due): void {
     const started = this.clock.now();
+    const job = due.id.slice(due.id.indexOf(":") + 1);
+    if (due.reason === "catch-up") {
+      this.missedOpen.set(due.id, {
+        key: `missed:${due.id}`,
+        kind: "missed-schedule",
+        severity: "warning",
+        summary: `${due.id} did not run at ${due.scheduledFor.toISOString()} (the daemon was not running); caught up now`,
+        details: { task: due.id, scheduledFor: due.scheduledFor.toISOString() },
+      });
+      void this.alertMisses();
+    }
     const run = (async () => {
       let ok = false;
       let message = "";
+      let conditions: AlertCondition[] = [];
+      await this.alerter.ping(job, "start");
       try {
         const outcome = await this.execute(due);
         ok = outcome.ok;
         message = outcome.message;
+        conditions = outcome.conditions;
       } catch (err) {
         message = scrub(errorMessage(err), this.input.access.secrets ?? []);
+        conditions = [
+          {
+            key: `run-failed:${due.id}:run`,
+            kind: "run-failed",
+            severity: "critical",
+            summary: `${due.id} could not run: ${message}`,
+          },
+        ];
       }
       this.scheduler.finished(due.id, ok, message);
+      await this.alerter.ping(job, ok ? "success" : "fail", message);
+      await this.alerter.update(conditions, [`run-failed:${due.id}`]);
+      if (ok && this.missedOpen.delete(due.id)) await this.alertMisses();
+      await this.watch();
       this.recent.unshift({
         id: due.id,
         reason: due.reason,
@@ -277,7 +342,7 @@ export class Daemon {
   }
 
   /** Runs one task with the config of the moment it starts. */
-  private async execute(due: Due): Promise<{ ok: boolean; message: string }> {
+  private async execute(due: Due): Promise<{ ok: boolean; message: string; conditions: AlertCondition[] }> {
     const config = this.config;
     const name = due.id.slice(due.id.indexOf(":") + 1);
     const result: JobResult = await runJob(config, name, {
@@ -290,15 +355,73 @@ export class Daemon {
       ),
       hostname: this.input.hostname ?? osHostname(),
     });
-    const steps = [result.backup, ...result.copies, ...result.forget];
+    const steps = [
+      { kind: "backup", ...result.backup },
+      ...result.copies.map((c) => ({ kind: "copy", ...c })),
+      ...result.forget.map((f) => ({ kind: "forget", ...f })),
+    ];
     const failed = steps.filter((s) => s.status === "failed");
     return {
+      conditions: failed.map((s) => ({
+        key: `run-failed:${due.id}:${s.kind}:${s.target}`,
+        kind: "run-failed",
+        severity: s.kind === "backup" ? "critical" : "warning",
+        summary: `${s.kind} of ${name} ${s.kind === "copy" ? "to" : "on"} ${s.target} failed: ${s.error ?? "failed"}`,
+        details: { job: name, step: s.kind, target: s.target },
+      })),
       ok: result.status !== "failed",
       message:
         failed.length > 0
           ? failed.map((s) => `${s.target}: ${s.error ?? "failed"}`).join("; ")
           : `${result.status}${result.backup.snapshot !== undefined ? `, snapshot ${result.backup.snapshot.slice(0, 8)}` : ""} in ${result.durationMs} ms`,
     };
+  }
+
+  /** Occurrences that passed while a task ran or waited: one open miss per task until it next succeeds. */
+  private noticeMisses(): void {
+    let changed = false;
+    for (const t of this.scheduler.states()) {
+      const seen = this.missedSeen.get(t.id) ?? 0;
+      if (t.missed > seen) {
+        this.missedOpen.set(t.id, {
+          key: `missed:${t.id}`,
+          kind: "missed-schedule",
+          severity: "warning",
+          summary: `${t.id} missed ${t.missed - seen} scheduled run${t.missed - seen === 1 ? "" : "s"}: ${t.waitingFor !== undefined ? `waiting for ${t.waitingFor}` : "still running from before"}`,
+          details: { task: t.id, missed: t.missed },
+        });
+        changed = true;
+      }
+      this.missedSeen.set(t.id, t.missed);
+    }
+    if (changed) void this.alertMisses();
+  }
+
+  private alertMisses(): Promise<unknown> {
+    return this.alerter.update([...this.missedOpen.values()], ["missed"]);
+  }
+
+  /** The RPO watch: every dataset's copies beyond their RPO, or never made, are conditions. */
+  private async watch(): Promise<void> {
+    this.lastWatch = this.clock.now().getTime();
+    try {
+      const conditions: AlertCondition[] = rpoWatch(
+        this.config,
+        this.input.store.snapshots(),
+        this.clock.now(),
+      )
+        .filter((w) => w.state !== "within")
+        .map((w) => ({
+          key: `rpo:${w.dataset}:${w.target}`,
+          kind: "rpo",
+          severity: w.state === "exceeded" ? "warning" : "critical",
+          summary: describeRpo(w),
+          details: { dataset: w.dataset, target: w.target, state: w.state, ratio: w.ratio },
+        }));
+      await this.alerter.update(conditions, ["rpo"]);
+    } catch (err) {
+      this.say("warning", `RPO watch: ${errorMessage(err)}`);
+    }
   }
 
   private track(e: BulwarkEvent): void {

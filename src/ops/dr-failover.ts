@@ -117,23 +117,11 @@ export async function failoverRunbook(
     ...(input.fromTarget !== undefined ? { fromTarget: input.fromTarget } : {}),
     ...(input.before !== undefined ? { before: input.before } : {}),
   });
-  const logDir = join(input.stateDir, "dr", runId);
-  const state: DrRunState = {
-    runId,
-    runbook: runbook.name,
-    mode: "failover",
+  const state = newRunState(runbook, runId, "failover", started, plan, input.stateDir, {
     definitionHash: runbookHash(runbook),
-    started: started.toISOString(),
-    status: "running",
-    plan,
-    units: {},
-    approvals: [],
-    timeline: [],
-    services: {},
     datasets: chosenDatasets(plan),
-    logDir,
-    ...(runbook.rtoMs !== undefined ? { rtoTargetMs: runbook.rtoMs, rtoTarget: runbook.rto ?? "" } : {}),
-  };
+  });
+
   if (!plan.ready) {
     const first = plan.problems.find((p) => p.severity === "error")!;
     state.status = "failed";
@@ -146,7 +134,7 @@ export async function failoverRunbook(
     save(input, state);
     return conclude(input, state, runbook);
   }
-  await mkdir(logDir, { recursive: true, mode: 0o700 });
+  await mkdir(state.logDir, { recursive: true, mode: 0o700 });
   save(input, state);
   return execute(input, state, runbook, undefined);
 }
@@ -210,6 +198,33 @@ export function approveUnit(store: DrFailoverStore, clock: Clock, runId: string,
   return state;
 }
 
+/** A run's state as it starts: nothing done yet, its services' logs under STATE_DIR/dr/RUN. */
+function newRunState(
+  runbook: Runbook,
+  runId: string,
+  mode: DrRunState["mode"],
+  started: Date,
+  plan: DrPlan,
+  stateDir: string,
+  extra: Pick<DrRunState, "definitionHash" | "datasets"> & Partial<Pick<DrRunState, "failback">>,
+): DrRunState {
+  return {
+    runId,
+    runbook: runbook.name,
+    mode,
+    started: started.toISOString(),
+    status: "running",
+    plan,
+    units: {},
+    approvals: [],
+    timeline: [],
+    services: {},
+    logDir: join(stateDir, "dr", runId),
+    ...(runbook.rtoMs !== undefined ? { rtoTargetMs: runbook.rtoMs, rtoTarget: runbook.rto ?? "" } : {}),
+    ...extra,
+  };
+}
+
 export function loadState(store: Pick<Catalog, "loadDrState" | "drStates">, runId: string): DrRunState {
   const state = store.loadDrState(runId) as DrRunState | undefined;
   if (state === undefined) {
@@ -271,28 +286,17 @@ export async function failbackRun(
   const started = input.clock.now();
   const runId = `${runbook.name}-back-${started.toISOString().replace(/[-:.]/g, "").slice(0, 15)}-${randomBytes(3).toString("hex")}`;
   const plan = JSON.parse(JSON.stringify(failover.plan)) as DrPlan;
-  const state: DrRunState = {
-    runId,
-    runbook: runbook.name,
-    mode: "failback",
+  const state = newRunState(runbook, runId, "failback", started, plan, input.stateDir, {
     definitionHash: failover.definitionHash,
-    started: started.toISOString(),
-    status: "running",
-    plan,
-    units: {},
-    approvals: [],
-    timeline: [],
-    services: {},
     datasets: [],
-    logDir: join(input.stateDir, "dr", runId),
     failback: {
       failover: failover.runId,
       ...(input.toTarget !== undefined ? { toTarget: input.toTarget } : {}),
       backups: {},
       places: {},
     },
-    ...(runbook.rtoMs !== undefined ? { rtoTargetMs: runbook.rtoMs, rtoTarget: runbook.rto ?? "" } : {}),
-  };
+  });
+
   await mkdir(state.logDir, { recursive: true, mode: 0o700 });
   save(input, state);
   return execute(input, state, runbook, undefined);

@@ -263,6 +263,7 @@ describe("the evidence chain", () => {
         ALTER TABLE verifications DROP COLUMN prev_hash; ALTER TABLE verifications DROP COLUMN hash;
         ALTER TABLE drills DROP COLUMN chain_seq; ALTER TABLE drills DROP COLUMN prev_hash;
         ALTER TABLE drills DROP COLUMN hash; DROP TABLE runbook_versions; DROP TABLE dr_runs; DROP TABLE dr_state;
+        DROP INDEX runs_by_job;
       `);
       db.pragma("user_version = 2");
     });

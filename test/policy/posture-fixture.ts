@@ -3,6 +3,7 @@
  * immutable S3 bucket offsite) and evidence for it, shared by the posture tests.
  */
 
+import { defaultAlertsConfig } from "../../src/config/alerts.js";
 import { defaultDaemonConfig } from "../../src/config/daemon.js";
 import type { BulwarkConfig, Target } from "../../src/config/types.js";
 import type {
@@ -48,6 +49,7 @@ export function exampleConfig(): BulwarkConfig {
     version: 1,
     runbooks: {},
     daemon: defaultDaemonConfig(),
+    alerts: defaultAlertsConfig(),
     targets: {
       local: target(
         "local",

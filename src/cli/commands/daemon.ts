@@ -16,6 +16,7 @@ import type { BulwarkEvent } from "../../core/events.js";
 import { formatDiagnostic } from "../../config/diagnostic.js";
 import { API_ROLES, API_TOKENS, type ApiRole } from "../../api/server.js";
 import { startDaemonApi } from "../../api/server.js";
+import { Alerter } from "../../daemon/alerts.js";
 import { Daemon, type DaemonStatus } from "../../daemon/daemon.js";
 import { loadConfig } from "../../ops/config.js";
 import { releaseAllLocks } from "../../repository/lock.js";
@@ -97,6 +98,43 @@ file again on SIGHUP.`,
       out.emitJson({ name: flags.name, role: flags.role, token: secret, file });
       out.result(secret);
       out.info(`added ${flags.role} token "${flags.name}" to ${file}; it is shown only this once`);
+    });
+
+  program
+    .command("alert")
+    .description("alert channels (the config's alerts:)")
+    .command("test")
+    .description("send one test notification to every channel of the config's alerts:, and say how each went")
+    .option("-c, --config <file>", "the config file (env BULWARK_CONFIG; default ./bulwark.yaml)")
+    .addHelpText(
+      "after",
+      `
+Each webhook, the e-mail recipients and each command receive a notice of type "test". Nothing is recorded.
+
+Exit codes:
+  0   every channel took the notice
+  1   a channel failed (its error is printed), or the config declares no channel`,
+    )
+    .action(async (_flags: unknown, command: Command) => {
+      const flags = command.optsWithGlobals<{ config?: string }>();
+      const out = new Output(globals());
+      const { config } = await loadConfigForCommand(flags.config);
+      const catalog = await openCatalogForCommand(process.env);
+      const stateFile = join(dirname(catalog.path), "daemon-alerts.json");
+      catalog.close();
+      const alerter = new Alerter(config.alerts, { clock: systemClock, env: process.env, stateFile });
+      const results = await alerter.test();
+      out.emitJson(results);
+      if (results.length === 0) {
+        throw new BulwarkError("USAGE", "the config declares no alert channel", {
+          hint: 'add alerts.webhooks, alerts.email or alerts.commands (docs/config.md "alerts")',
+        });
+      }
+      for (const r of results)
+        out.result(
+          `${r.ok ? "ok    " : "FAILED"} ${r.channel}${r.error !== undefined ? `: ${r.error}` : ""}`,
+        );
+      process.exitCode = results.every((r) => r.ok) ? EXIT.OK : EXIT.ERROR;
     });
 
   addDaemonOptions(
@@ -216,7 +254,15 @@ async function runDaemon(opts: GlobalOptions, flags: DaemonRunFlags): Promise<vo
   const secrets: string[] = [];
   let password: Promise<string> | undefined;
   const access = { env: process.env, secrets, defaultPassword: () => (password ??= getPassword(opts)) };
-  const daemon = new Daemon({ config, access, clock: systemClock, store: catalog, events });
+  const daemon = new Daemon({
+    config,
+    access,
+    clock: systemClock,
+    store: catalog,
+    events,
+    env: process.env,
+    alertState: join(dirname(catalog.path), "daemon-alerts.json"),
+  });
   const tokens = config.daemon.tokens ?? join(dirname(catalog.path), "daemon-tokens.json");
   let api: Awaited<ReturnType<typeof startDaemonApi>>;
   try {
