@@ -79,6 +79,7 @@ const statusSchema = z.object({
     z.object({
       id: z.string(),
       reason: z.string(),
+      scheduledFor: iso,
       started: iso,
       ended: iso,
       ok: z.boolean(),

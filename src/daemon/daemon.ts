@@ -3,7 +3,10 @@
  * the CLI, records it in the catalog, and keeps the state the API and `/metrics` read.
  *
  * Tasks come from the config (`tasksOf`): every job with a `schedule` is `job:NAME` and touches its primary
- * and copies. The scheduler (./scheduler.ts) decides what is due: on time, never a task beside itself,
+ * and copies; the policies' cadences add `verify:DATASET` (verification.cadence: `verifyTargets` of the
+ * dataset's targets), `drill:DATASET` (drills.every: `drillDataset`) and `dr-drill:RUNBOOK` (the shortest
+ * drills.runbookEvery of the policies of its datasets: `drillRunbook`), each every that long after its last
+ * record in the catalog. The scheduler (./scheduler.ts) decides what is due: on time, never a task beside itself,
  * catch-up of a run missed while the daemon was down (from the catalog's last start), retries with backoff,
  * at most `targetConcurrency` runs per target. This module only waits for the next wake-up, starts what is
  * due and tells the scheduler how it ended.
@@ -26,7 +29,10 @@ import type { BulwarkConfig } from "../config/types.js";
 import type { Clock } from "../core/clock.js";
 import { errorMessage } from "../core/errors.js";
 import { emitMessage, fanOut, type BulwarkEvent, type EventSink } from "../core/events.js";
-import { catalogRecorder, type RecordingCatalog } from "../ops/catalog-recorder.js";
+import { catalogRecorder } from "../ops/catalog-recorder.js";
+import { drillRunbook } from "../ops/dr-drill.js";
+import { drillDataset } from "../ops/drill.js";
+import { verifyTargets } from "../ops/verify-targets.js";
 import { runJob, type JobResult } from "../ops/run-job.js";
 import { scrub, type TargetAccess } from "../ops/targets.js";
 import type { Catalog } from "../catalog/catalog.js";
@@ -35,7 +41,8 @@ import { describeRpo, rpoWatch } from "./rpo-watch.js";
 import { parseSchedule } from "../config/schedule.js";
 import { Scheduler, type Due, type Task, type TaskState } from "./scheduler.js";
 
-export type DaemonStore = RecordingCatalog & Pick<Catalog, "runs" | "snapshots">;
+/** The catalog: the daemon records runs and evidence, and reads the last of each to plan. */
+export type DaemonStore = Catalog;
 
 export interface DaemonInput {
   config: BulwarkConfig;
@@ -51,8 +58,10 @@ export interface DaemonInput {
 }
 
 /** A task as `daemon status` and the API show it. */
+export type TaskKind = "job" | "verify" | "drill" | "dr-drill";
+
 export interface TaskStatus extends TaskState {
-  kind: "job";
+  kind: TaskKind;
   name: string;
   schedule: string;
   targets: string[];
@@ -67,6 +76,8 @@ export interface DaemonStatus {
   recent: {
     id: string;
     reason: Due["reason"];
+    /** The occurrence it ran for (started minus this: how late it was). */
+    scheduledFor: string;
     started: string;
     ended: string;
     ok: boolean;
@@ -88,7 +99,63 @@ export function tasksOf(config: BulwarkConfig): { task: Task; schedule: string }
       schedule: job.schedule,
     });
   }
+  const every = (id: string, text: string, ms: number, targets: string[]): void => {
+    out.push({ task: { id, schedule: { kind: "every", ms }, targets }, schedule: `@every ${text}` });
+  };
+  for (const dataset of Object.keys(config.datasets).sort()) {
+    const jobs = Object.values(config.jobs).filter((j) => j.dataset === dataset);
+    const targets = [...new Set(jobs.flatMap((j) => [j.primary, ...j.copies]))];
+    const policies = jobs.map((j) => config.policies[j.policy]).filter((p) => p !== undefined);
+    const shortest = (pick: (p: (typeof policies)[number]) => { text: string; ms: number } | undefined) =>
+      policies
+        .map(pick)
+        .filter((x) => x !== undefined)
+        .sort((a, b) => a.ms - b.ms)[0];
+    const verify = shortest((p) =>
+      p.verification?.cadenceMs !== undefined
+        ? { text: p.verification.cadence!, ms: p.verification.cadenceMs }
+        : undefined,
+    );
+    if (verify !== undefined) every(`verify:${dataset}`, verify.text, verify.ms, targets);
+    const drill = shortest((p) =>
+      p.drills !== undefined ? { text: p.drills.every, ms: p.drills.everyMs } : undefined,
+    );
+    if (drill !== undefined) every(`drill:${dataset}`, drill.text, drill.ms, targets);
+  }
+  for (const runbook of Object.values(config.runbooks)) {
+    const datasets = new Set(Object.values(runbook.services).flatMap((s) => s.restore.map((r) => r.dataset)));
+    const policies = Object.values(config.jobs)
+      .filter((j) => datasets.has(j.dataset))
+      .map((j) => config.policies[j.policy]?.drills)
+      .filter((d) => d?.runbookEveryMs !== undefined)
+      .sort((a, b) => a!.runbookEveryMs! - b!.runbookEveryMs!);
+    const first = policies[0];
+    if (first === undefined) continue;
+    const targets = [
+      ...new Set(
+        Object.values(config.jobs)
+          .filter((j) => datasets.has(j.dataset))
+          .flatMap((j) => [j.primary, ...j.copies]),
+      ),
+    ];
+    every(`dr-drill:${runbook.name}`, first.runbookEvery!, first.runbookEveryMs!, targets);
+  }
   return out;
+}
+
+/** The alert keys a task's outcome decides (a run clears what its previous one raised). */
+function scopeOf(id: string): string {
+  const name = id.slice(id.indexOf(":") + 1);
+  switch (id.slice(0, id.indexOf(":"))) {
+    case "verify":
+      return `damaged-data:${name}`;
+    case "drill":
+      return `drill-failed:${name}`;
+    case "dr-drill":
+      return `drill-failed:runbook:${name}`;
+    default:
+      return `run-failed:${id}`;
+  }
 }
 
 const RECENT = 50;
@@ -112,7 +179,7 @@ export class Daemon {
   private readonly openSteps = new Map<string, BulwarkEvent & { type: "step-started" }>();
   private readonly recent: DaemonStatus["recent"] = [];
   private readonly record: EventSink;
-  private schedules = new Map<string, string>();
+  private schedules = new Map<string, { schedule: string; targets: string[] }>();
   private readonly listeners = new Set<EventSink>();
   private alerter: Alerter;
   private lastWatch = 0;
@@ -186,17 +253,13 @@ export class Daemon {
     return {
       started: this.started.toISOString(),
       configLoaded: this.configLoaded.toISOString(),
-      tasks: this.scheduler.states().map((s) => {
-        const name = s.id.slice(s.id.indexOf(":") + 1);
-        const job = this.config.jobs[name];
-        return {
-          ...s,
-          kind: "job" as const,
-          name,
-          schedule: this.schedules.get(s.id) ?? "",
-          targets: job !== undefined ? [job.primary, ...job.copies] : [],
-        };
-      }),
+      tasks: this.scheduler.states().map((s) => ({
+        ...s,
+        kind: s.id.slice(0, s.id.indexOf(":")) as TaskKind,
+        name: s.id.slice(s.id.indexOf(":") + 1),
+        schedule: this.schedules.get(s.id)?.schedule ?? "",
+        targets: this.schedules.get(s.id)?.targets ?? [],
+      })),
       recent: [...this.recent],
     };
   }
@@ -239,7 +302,9 @@ export class Daemon {
 
   private plan(config: BulwarkConfig): Task[] {
     const planned = tasksOf(config);
-    this.schedules = new Map(planned.map((p) => [p.task.id, p.schedule]));
+    this.schedules = new Map(
+      planned.map((p) => [p.task.id, { schedule: p.schedule, targets: p.task.targets }]),
+    );
     return planned.map((p) => p.task);
   }
 
@@ -252,9 +317,20 @@ export class Daemon {
       retries: d.retries,
       targetConcurrency: d.targetConcurrency,
       lastStart: (id) => {
-        if (!id.startsWith("job:")) return undefined;
-        const run = this.input.store.runs({ job: id.slice(4), kind: "backup", limit: 1 })[0];
-        return run?.startedAt;
+        const store = this.input.store;
+        const name = id.slice(id.indexOf(":") + 1);
+        switch (id.slice(0, id.indexOf(":"))) {
+          case "job":
+            return store.runs({ job: name, kind: "backup", limit: 1 })[0]?.startedAt;
+          case "verify":
+            return store.latestVerification(name)?.time;
+          case "drill":
+            return store.latestDrill(name)?.time;
+          case "dr-drill":
+            return store.drRuns({ runbook: name, mode: "drill", limit: 1 })[0]?.time;
+          default:
+            return undefined;
+        }
       },
     };
   }
@@ -301,7 +377,7 @@ export class Daemon {
       let ok = false;
       let message = "";
       let conditions: AlertCondition[] = [];
-      await this.alerter.ping(job, "start");
+      if (due.id.startsWith("job:")) await this.alerter.ping(job, "start");
       try {
         const outcome = await this.execute(due);
         ok = outcome.ok;
@@ -311,7 +387,7 @@ export class Daemon {
         message = scrub(errorMessage(err), this.input.access.secrets ?? []);
         conditions = [
           {
-            key: `run-failed:${due.id}:run`,
+            key: `${scopeOf(due.id)}:run`,
             kind: "run-failed",
             severity: "critical",
             summary: `${due.id} could not run: ${message}`,
@@ -319,13 +395,14 @@ export class Daemon {
         ];
       }
       this.scheduler.finished(due.id, ok, message);
-      await this.alerter.ping(job, ok ? "success" : "fail", message);
-      await this.alerter.update(conditions, [`run-failed:${due.id}`]);
+      if (due.id.startsWith("job:")) await this.alerter.ping(job, ok ? "success" : "fail", message);
+      await this.alerter.update(conditions, [scopeOf(due.id)]);
       if (ok && this.missedOpen.delete(due.id)) await this.alertMisses();
       await this.watch();
       this.recent.unshift({
         id: due.id,
         reason: due.reason,
+        scheduledFor: due.scheduledFor.toISOString(),
         started: started.toISOString(),
         ended: this.clock.now().toISOString(),
         ok,
@@ -345,6 +422,105 @@ export class Daemon {
   private async execute(due: Due): Promise<{ ok: boolean; message: string; conditions: AlertCondition[] }> {
     const config = this.config;
     const name = due.id.slice(due.id.indexOf(":") + 1);
+    const kind = due.id.slice(0, due.id.indexOf(":"));
+    const events = fanOut(
+      (e) => this.track(e),
+      this.record,
+      (e) => this.publish(e),
+    );
+    if (kind === "verify") {
+      const r = await verifyTargets({
+        config,
+        access: this.input.access,
+        clock: this.clock,
+        events,
+        store: this.input.store,
+        dataset: name,
+      });
+      const bad = r.targets.filter((t) => t.error !== undefined || (t.errors ?? 0) > 0);
+      return {
+        ok: r.ok,
+        message: r.ok
+          ? `${r.targets.length} target${r.targets.length === 1 ? "" : "s"} verified, no errors`
+          : [
+              ...bad.map((t) => `${t.target}: ${t.error ?? `${t.errors} errors`}`),
+              ...r.crossCopy.map((f) => f.message),
+            ].join("; "),
+        conditions: [
+          ...bad.map((t) => ({
+            key: `damaged-data:${name}:${t.target}`,
+            kind: "damaged-data" as const,
+            severity: "critical" as const,
+            summary:
+              t.error !== undefined
+                ? `verification of ${name} on ${t.target} could not run: ${t.error}`
+                : `verification of ${name} on ${t.target} found ${t.errors} error${t.errors === 1 ? "" : "s"}: run bulwark repair`,
+            details: { dataset: name, target: t.target },
+          })),
+          ...r.crossCopy.map((f, i) => ({
+            key: `damaged-data:${name}:copies:${i}`,
+            kind: "damaged-data" as const,
+            severity: "critical" as const,
+            summary: f.message,
+          })),
+        ],
+      };
+    }
+    if (kind === "drill") {
+      const r = await drillDataset({
+        config,
+        dataset: name,
+        access: this.input.access,
+        clock: this.clock,
+        events,
+        store: this.input.store,
+        env: { ...this.input.env },
+      });
+      const ok = r.status === "pass";
+      return {
+        ok,
+        message: `drill of ${name} from ${r.target}: ${r.status}`,
+        conditions: ok
+          ? []
+          : [
+              {
+                key: `drill-failed:${name}`,
+                kind: "drill-failed",
+                severity: "critical",
+                summary: `the restore drill of ${name} from ${r.target} failed`,
+                details: { dataset: name, target: r.target, snapshot: r.snapshot },
+              },
+            ],
+      };
+    }
+    if (kind === "dr-drill") {
+      const r = await drillRunbook({
+        config,
+        runbook: name,
+        access: this.input.access,
+        clock: this.clock,
+        env: this.input.env,
+        events,
+        store: this.input.store,
+      });
+      const ok = r.status === "pass";
+      return {
+        ok,
+        message: ok
+          ? `dr drill of ${name} passed`
+          : `dr drill of ${name} failed: ${r.failed?.step ?? "?"}: ${r.failed?.message ?? ""}`,
+        conditions: ok
+          ? []
+          : [
+              {
+                key: `drill-failed:runbook:${name}`,
+                kind: "drill-failed",
+                severity: "critical",
+                summary: `the DR drill of runbook ${name} failed at ${r.failed?.step ?? "?"}: ${r.failed?.message ?? ""}`,
+              },
+            ],
+      };
+    }
     const result: JobResult = await runJob(config, name, {
       access: this.input.access,
       clock: this.clock,

@@ -141,12 +141,21 @@ describe("bulwark daemon", () => {
 
     const app = (await runsOf("app")).filter((r) => r.finishedAt !== undefined);
     expect(app.length).toBeGreaterThanOrEqual(3);
-    // On time: every start falls on the 2 s grid anchored at the previous start (a run longer than 2 s on
-    // this busy machine skips an occurrence rather than overlapping), within what a start takes.
+    // Never early: starts at least an interval apart (a run longer than 2 s on this busy machine skips an
+    // occurrence rather than overlapping).
     const gaps = app.slice(1).map((r, i) => Date.parse(r.startedAt) - Date.parse(app[i]!.startedAt));
-    for (const g of gaps) {
-      expect(g).toBeGreaterThanOrEqual(1_900);
-      expect(Math.min(g % 2_000, 2_000 - (g % 2_000))).toBeLessThan(500);
+    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(1_900);
+    // On time: each run started soon after the occurrence it ran for.
+    const recent = (
+      (await (await api("/v1/status", readToken)).json()) as {
+        recent: { id: string; reason: string; scheduledFor: string; started: string }[];
+      }
+    ).recent.filter((r) => r.id === "job:app" && r.reason === "schedule");
+    expect(recent.length).toBeGreaterThanOrEqual(2);
+    for (const r of recent) {
+      const late = Date.parse(r.started) - Date.parse(r.scheduledFor);
+      expect(late).toBeGreaterThanOrEqual(0);
+      expect(late).toBeLessThan(1_500);
     }
     expect(app.every((r) => r.status === "ok")).toBe(true);
 
