@@ -11,9 +11,9 @@
  */
 
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { open, readFile, rename, unlink } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { readFile } from "node:fs/promises";
 
+import { writeFileAtomic } from "./atomic-file.js";
 import { BulwarkError, errnoCode, errorMessage } from "./errors.js";
 
 export interface TokenKind<R extends string> {
@@ -169,18 +169,9 @@ export async function addToken<R extends string>(
   }
   const token = generateToken(kind);
   const next: StoredToken<R>[] = [...tokens, { name, sha256: hashToken(token), role }];
-  const temp = join(dirname(file), `.tmp-tokens-${randomBytes(8).toString("hex")}`);
   try {
-    const handle = await open(temp, "wx", 0o600);
-    try {
-      await handle.writeFile(JSON.stringify(next, null, 2) + "\n");
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
+    await writeFileAtomic(file, JSON.stringify(next, null, 2) + "\n");
   } catch (err) {
-    await unlink(temp).catch(() => undefined);
     throw new BulwarkError("IO", `cannot write the tokens file ${file}: ${errorMessage(err)}`, {
       cause: err,
     });

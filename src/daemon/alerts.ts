@@ -13,12 +13,12 @@
  *      failure a channel is not tried again in the same update (a server that is down fails every notice).
  * Failures are logged through `events`, scrubbed of every secret read; nothing here throws for a channel.
  */
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 
 import type { AlertsConfig } from "../config/types.js";
+import { writeFileAtomic } from "../core/atomic-file.js";
 import type { Clock } from "../core/clock.js";
 import { errnoCode, errorMessage } from "../core/errors.js";
 import { emitMessage, type EventLevel, type EventSink } from "../core/events.js";
@@ -363,19 +363,10 @@ export class Alerter {
   /** Whole or not at all: a crash mid-write must not lose the record of what was sent. */
   private async save(state: AlertState): Promise<void> {
     const file = this.deps.stateFile;
-    const temp = join(dirname(file), `.tmp-alerts-${randomBytes(8).toString("hex")}`);
     try {
       await mkdir(dirname(file), { recursive: true, mode: 0o700 });
-      const handle = await open(temp, "wx", 0o600);
-      try {
-        await handle.writeFile(JSON.stringify(state, null, 2) + "\n");
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, file);
+      await writeFileAtomic(file, JSON.stringify(state, null, 2) + "\n");
     } catch (err) {
-      await unlink(temp).catch(() => undefined);
       // The notices went out; only a restart before the next good write would repeat them.
       this.log("error", `cannot write the alert state ${file}: ${errorMessage(err)}`);
     }

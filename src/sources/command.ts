@@ -119,8 +119,20 @@ export async function startCommand(options: CommandSourceOptions): Promise<Opene
       await exited;
       stopped = true;
       if (rescue) clearTimeout(rescue);
-      tryRelease(); // a worker still waiting in open() must not wait forever once the FIFO is gone
-      await rm(dir, { recursive: true, force: true });
+      // A worker still waiting in open() must not wait forever once the FIFO is gone, and one that enters
+      // open() between a release and the removal would: holding the FIFO open for reading and writing (which
+      // never blocks on Linux) across the removal gives every such open() a writer, whose close is its EOF.
+      let holder: number | undefined;
+      try {
+        holder = openSync(fifo, constants.O_RDWR | constants.O_NONBLOCK);
+      } catch {
+        tryRelease();
+      }
+      try {
+        await rm(dir, { recursive: true, force: true });
+      } finally {
+        if (holder !== undefined) closeSync(holder);
+      }
     },
   };
 }
