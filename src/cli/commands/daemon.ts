@@ -27,7 +27,7 @@ import { Output, getPassword, type GlobalOptions } from "../context.js";
 import { addDaemonOptions, daemonClient, type DaemonFlags } from "../daemon-client.js";
 import { EXIT } from "../exit-codes.js";
 import { claimSignals } from "../signals.js";
-import { openCatalogForCommand } from "./catalog-access.js";
+import { openCatalogForCommand, stateDirForCommand } from "./catalog-access.js";
 
 /** How long running tasks get to finish after SIGTERM before they are recorded as interrupted. */
 const STOP_GRACE_MS = 5_000;
@@ -119,9 +119,7 @@ Exit codes:
       const flags = command.optsWithGlobals<{ config?: string }>();
       const out = new Output(globals());
       const { config } = await loadConfigForCommand(flags.config);
-      const catalog = await openCatalogForCommand(process.env);
-      const stateFile = join(dirname(catalog.path), "daemon-alerts.json");
-      catalog.close();
+      const stateFile = join(await stateDirForCommand(process.env), "daemon-alerts.json");
       const alerter = new Alerter(config.alerts, { clock: systemClock, env: process.env, stateFile });
       const results = await alerter.test();
       out.emitJson(results);
@@ -204,12 +202,7 @@ async function tokensFile(config: string | undefined): Promise<string> {
     const loaded = await loadConfigForCommand(config);
     if (loaded.config.daemon.tokens !== undefined) return loaded.config.daemon.tokens;
   }
-  const catalog = await openCatalogForCommand(process.env);
-  try {
-    return join(dirname(catalog.path), "daemon-tokens.json");
-  } finally {
-    catalog.close();
-  }
+  return join(await stateDirForCommand(process.env), "daemon-tokens.json");
 }
 
 async function showStatus(opts: GlobalOptions, flags: DaemonFlags): Promise<void> {
