@@ -318,4 +318,18 @@ describe("bulwark daemon", () => {
     const check = await cli(["check", "-c", config, "-r", "nas"]);
     expect(check.code, describeRun(["check"], check)).toBe(0);
   }, 90_000);
+
+  it("bad input is a clear error: an unknown role, no alert channel, no token for the API", async () => {
+    const config = join(base, "bulwark.yaml");
+    const role = await cli(["daemon", "token", "add", "--name", "x", "--role", "root", "-c", config]);
+    expect(role.code).toBe(1);
+    expect(role.stderr).toContain('unknown role "root"');
+    const alert = await cli(["alert", "test", "-c", config]);
+    expect(alert.code).toBe(1);
+    expect(alert.stderr).toContain("the config declares no alert channel");
+    const status = await cli(["status", "--daemon", url]);
+    expect(status.code).toBe(1);
+    expect(status.stderr).toContain("no API token for the daemon");
+    expect(status.stderr).toContain("bulwark daemon token add");
+  }, 60_000);
 });
